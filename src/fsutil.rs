@@ -1,0 +1,41 @@
+//! Small file-system steps shared by every module that writes files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::IoContext;
+use crate::Result;
+
+/// Suffix of temporary files; any left behind by a crash are deleted on open.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// fsyncs a directory so that creations, renames and deletions in it are durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .context(|| format!("syncing directory {}", dir.display()))
+}
+
+/// Replaces `path` with `bytes` atomically: temp file, fsync, rename, directory fsync.
+/// A crash leaves either the old content or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = Path::new(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_data())
+        .context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(tmp, path).context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    crate::failpoint::hit("write_atomic.after_rename");
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! trailkeep: an embedded, append-only, tamper-evident audit log store.
+//!
+//! A store is a directory of *topics*; a topic is a totally ordered log of records with
+//! dense offsets, kept in segment files with sparse offset and time indexes, checksummed,
+//! and durable by default (an append returns once its bytes are fsync'd; concurrent
+//! appenders share one sync). It is a library you link in, not a server or a cluster.
+//!
+//! ```
+//! # fn main() -> trailkeep::Result<()> {
+//! use trailkeep::{NewRecord, Store};
+//! let store = Store::temporary()?;
+//! let trail = store.topic_or_create("agent-trail")?;
+//! trail.append(&NewRecord::new(r#"{"kind":"user_input"}"#))?;
+//! trail.append(&NewRecord::new(r#"{"kind":"tool_call"}"#))?;
+//! let kinds: Vec<String> = trail
+//!     .iter(trail.start_offset())
+//!     .map(|r| r.map(|r| String::from_utf8_lossy(&r.value).into_owned()))
+//!     .collect::<trailkeep::Result<_>>()?;
+//! assert_eq!(kinds.len(), 2);
+//! # Ok(()) }
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod failpoint;
+mod fsutil;
+pub mod index;
+mod record;
+pub mod segment;
+mod store;
+pub mod topic;
+pub mod wal;
+
+pub use error::{Error, Result};
+pub use record::{
+    HeaderList, NewRecord, Offset, Record, RecordFields, RecordRef, HEADER_COUNT_MAX, HEADER_NAME_BYTES_MAX,
+    HEADER_VALUE_BYTES_MAX, KEY_BYTES_MAX, RECORD_BYTES_MAX,
+};
+pub use segment::batch::Compression;
+pub use store::{Store, StoreConfig};
+pub use topic::{Appended, RetentionReport, Topic, TopicConfig, TopicStats};
+pub use wal::{Durability, RecoveryReport};

@@ -1,0 +1,579 @@
+//! Batch framing: the bytes of one append call, as they sit in a segment file.
+//!
+//! Pure encoding and decoding, no I/O. The layout is in FORMAT.md ("Batch").
+
+use crate::record::{HeaderList, RecordFields, RecordRef, RECORD_BYTES_MAX};
+use crate::Offset;
+
+/// "TKB1" read as a little-endian u32.
+pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"TKB1");
+/// Size of the fixed batch header.
+pub const BATCH_HEADER_BYTES: usize = 40;
+/// Largest batch on disk, header included: 32 MiB.
+pub const BATCH_BYTES_MAX: usize = 32 << 20;
+/// Most records in one batch.
+pub const BATCH_RECORDS_MAX: usize = 65_536;
+/// Uncompressed payload at which an `append_batch` call starts a new batch: 1 MiB.
+pub const BATCH_PAYLOAD_TARGET_BYTES: usize = 1 << 20;
+/// The only batch version written so far.
+pub const BATCH_VERSION: u8 = 1;
+
+const _: () = assert!(RECORD_BYTES_MAX + 4 + BATCH_HEADER_BYTES <= BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_PAYLOAD_TARGET_BYTES < BATCH_BYTES_MAX);
+
+const FLAG_KEY: u8 = 1;
+const FLAG_EVENT_TIME: u8 = 2;
+const COMPRESSION_MASK: u8 = 0b11;
+
+/// How a batch's payload is stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Stored as is (the default).
+    #[default]
+    None,
+    /// zstd, one frame per batch.
+    Zstd,
+}
+
+impl Compression {
+    fn code(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Zstd => 1,
+        }
+    }
+}
+
+/// A decoding failure, with the byte position inside the buffer that was decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    /// Position of the problem, relative to the start of the decoded bytes.
+    pub byte_pos: u64,
+    /// What is wrong.
+    pub reason: String,
+    /// True when the bytes simply end early (a torn tail), false when they are wrong.
+    pub truncated: bool,
+}
+
+impl DecodeError {
+    fn bad(byte_pos: usize, reason: impl Into<String>) -> Self {
+        DecodeError {
+            byte_pos: byte_pos as u64,
+            reason: reason.into(),
+            truncated: false,
+        }
+    }
+}
+
+/// The fixed header of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Total bytes of the batch, header included.
+    pub batch_bytes: u32,
+    /// CRC-32 (IEEE) of bytes `[12, batch_bytes)`.
+    pub crc: u32,
+    /// Compression code (low two bits of the flags byte).
+    pub compression: Compression,
+    /// Offset of the first record.
+    pub base_offset: Offset,
+    /// Number of records.
+    pub record_count: u32,
+    /// Payload size after decompression.
+    pub payload_bytes: u32,
+    /// Append time shared by every record of the batch.
+    pub timestamp_us: u64,
+}
+
+impl BatchHeader {
+    /// Offset one past the last record.
+    pub fn end_offset(&self) -> Offset {
+        Offset(self.base_offset.0 + u64::from(self.record_count))
+    }
+
+    /// Decodes and checks a header from the start of `bytes` (which may hold more).
+    ///
+    /// # Errors
+    /// `truncated` when `bytes` ends inside the header or inside the announced batch.
+    pub fn decode(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
+        let header = BatchHeader::decode_header_only(bytes)?;
+        if bytes.len() < header.batch_bytes as usize {
+            return Err(DecodeError {
+                byte_pos: bytes.len() as u64,
+                reason: format!("batch of {} bytes cut short after {}", header.batch_bytes, bytes.len()),
+                truncated: true,
+            });
+        }
+        Ok(header)
+    }
+
+    /// Decodes and checks the fixed header alone; the batch body need not be present.
+    ///
+    /// # Errors
+    /// `truncated` when `bytes` ends inside the header.
+    pub fn decode_header_only(bytes: &[u8]) -> Result<BatchHeader, DecodeError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(DecodeError {
+                byte_pos: bytes.len() as u64,
+                reason: format!("batch header cut short after {} bytes", bytes.len()),
+                truncated: true,
+            });
+        }
+        let magic = read_u32(bytes, 0);
+        if magic != BATCH_MAGIC {
+            return Err(DecodeError::bad(0, format!("bad batch magic {magic:#010x}")));
+        }
+        let batch_bytes = read_u32(bytes, 4);
+        let version = bytes[12];
+        let flags = bytes[13];
+        let header = BatchHeader {
+            batch_bytes,
+            crc: read_u32(bytes, 8),
+            compression: match flags & COMPRESSION_MASK {
+                0 => Compression::None,
+                1 => Compression::Zstd,
+                other => return Err(DecodeError::bad(13, format!("unknown compression {other}"))),
+            },
+            base_offset: Offset(read_u64(bytes, 16)),
+            record_count: read_u32(bytes, 24),
+            payload_bytes: read_u32(bytes, 28),
+            timestamp_us: read_u64(bytes, 32),
+        };
+        if version != BATCH_VERSION {
+            return Err(DecodeError::bad(12, format!("unknown batch version {version}")));
+        }
+        if flags & !COMPRESSION_MASK != 0 || read_u16(bytes, 14) != 0 {
+            return Err(DecodeError::bad(13, "reserved batch flags are set"));
+        }
+        header.check_bounds()?;
+        Ok(header)
+    }
+
+    fn check_bounds(&self) -> Result<(), DecodeError> {
+        let size = self.batch_bytes as usize;
+        if !(BATCH_HEADER_BYTES..=BATCH_BYTES_MAX).contains(&size) {
+            return Err(DecodeError::bad(4, format!("batch length {size} out of bounds")));
+        }
+        if self.record_count == 0 || self.record_count as usize > BATCH_RECORDS_MAX {
+            return Err(DecodeError::bad(
+                24,
+                format!("record count {} out of bounds", self.record_count),
+            ));
+        }
+        if self.payload_bytes as usize > BATCH_BYTES_MAX {
+            return Err(DecodeError::bad(
+                28,
+                format!("payload length {} out of bounds", self.payload_bytes),
+            ));
+        }
+        if self.compression == Compression::None && self.payload_bytes as usize != size - BATCH_HEADER_BYTES {
+            return Err(DecodeError::bad(28, "payload length disagrees with batch length"));
+        }
+        Ok(())
+    }
+}
+
+/// Verifies the checksum of a whole batch whose header was decoded from `bytes`.
+pub fn check_crc(header: &BatchHeader, bytes: &[u8]) -> Result<(), DecodeError> {
+    let end = header.batch_bytes as usize;
+    let actual = crc32fast::hash(&bytes[12..end]);
+    if actual != header.crc {
+        return Err(DecodeError::bad(
+            8,
+            format!(
+                "checksum mismatch (stored {:#010x}, computed {actual:#010x})",
+                header.crc
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes and fully checks one batch: header, checksum, and every record.
+/// `scratch` receives the decompressed payload of compressed batches.
+///
+/// Returns the header and the (possibly decompressed) payload.
+pub fn decode_batch<'a>(bytes: &'a [u8], scratch: &'a mut Vec<u8>) -> Result<(BatchHeader, &'a [u8]), DecodeError> {
+    let header = BatchHeader::decode(bytes)?;
+    check_crc(&header, bytes)?;
+    let stored = &bytes[BATCH_HEADER_BYTES..header.batch_bytes as usize];
+    let payload: &[u8] = match header.compression {
+        Compression::None => stored,
+        Compression::Zstd => {
+            scratch.clear();
+            let capacity = header.payload_bytes as usize;
+            *scratch = zstd::bulk::decompress(stored, capacity)
+                .map_err(|e| DecodeError::bad(BATCH_HEADER_BYTES, format!("zstd payload does not decompress: {e}")))?;
+            if scratch.len() != capacity {
+                return Err(DecodeError::bad(
+                    28,
+                    "decompressed payload length disagrees with header",
+                ));
+            }
+            scratch.as_slice()
+        }
+    };
+    let mut records = RecordIter::new(&header, payload);
+    for item in records.by_ref() {
+        item?;
+    }
+    Ok((header, payload))
+}
+
+/// Iterates the records of a decoded payload, checking each.
+pub struct RecordIter<'a> {
+    payload: &'a [u8],
+    pos: usize,
+    next_offset: u64,
+    remaining: u32,
+    timestamp_us: u64,
+}
+
+impl<'a> RecordIter<'a> {
+    /// Iterates `payload`, which belongs to a batch with `header`.
+    pub fn new(header: &BatchHeader, payload: &'a [u8]) -> Self {
+        RecordIter {
+            payload,
+            pos: 0,
+            next_offset: header.base_offset.0,
+            remaining: header.record_count,
+            timestamp_us: header.timestamp_us,
+        }
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordRef<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            if self.pos != self.payload.len() {
+                self.pos = self.payload.len();
+                return Some(Err(DecodeError::bad(self.pos, "bytes left after the last record")));
+            }
+            return None;
+        }
+        self.remaining -= 1;
+        let start = self.pos;
+        let result = decode_record(self.payload, start).map(|(fields, end)| {
+            self.pos = end;
+            RecordRef {
+                offset: Offset(self.next_offset),
+                timestamp_us: self.timestamp_us,
+                fields,
+            }
+        });
+        self.next_offset += 1;
+        if result.is_err() {
+            self.remaining = 0;
+            self.pos = self.payload.len();
+        }
+        Some(result)
+    }
+}
+
+/// Decodes the record starting at `start`; returns it and the position after it.
+fn decode_record(payload: &[u8], start: usize) -> Result<(RecordFields<'_>, usize), DecodeError> {
+    let mut cursor = Cursor {
+        bytes: payload,
+        pos: start,
+    };
+    let body_len = cursor.u32()? as usize;
+    if body_len > RECORD_BYTES_MAX || body_len > payload.len() - cursor.pos {
+        return Err(DecodeError::bad(
+            start,
+            format!("record length {body_len} out of bounds"),
+        ));
+    }
+    let end = cursor.pos + body_len;
+    let mut body = Cursor {
+        bytes: &payload[..end],
+        pos: cursor.pos,
+    };
+    let flags = body.u8()?;
+    if flags & !(FLAG_KEY | FLAG_EVENT_TIME) != 0 {
+        return Err(DecodeError::bad(
+            start + 4,
+            format!("unknown record flags {flags:#04x}"),
+        ));
+    }
+    let event_time_us = if flags & FLAG_EVENT_TIME != 0 {
+        Some(body.u64()? as i64)
+    } else {
+        None
+    };
+    let key = if flags & FLAG_KEY != 0 {
+        let len = usize::from(body.u16()?);
+        if len > crate::record::KEY_BYTES_MAX {
+            return Err(DecodeError::bad(body.pos, "key longer than the limit"));
+        }
+        Some(body.take(len)?)
+    } else {
+        None
+    };
+    let count = body.u8()?;
+    let headers_start = body.pos;
+    for _ in 0..count {
+        let name_len = usize::from(body.u8()?);
+        let name = body.take(name_len)?;
+        if std::str::from_utf8(name).is_err() {
+            return Err(DecodeError::bad(body.pos - name_len, "header name is not UTF-8"));
+        }
+        let value_len = usize::from(body.u16()?);
+        body.take(value_len)?;
+    }
+    let headers = HeaderList::Encoded {
+        count: u16::from(count),
+        bytes: &payload[headers_start..body.pos],
+    };
+    let value = &payload[body.pos..end];
+    Ok((
+        RecordFields {
+            event_time_us,
+            key,
+            headers,
+            value,
+        },
+        end,
+    ))
+}
+
+/// Iterates headers that [`decode_record`] has already validated.
+pub struct EncodedHeaders<'a> {
+    remaining: u16,
+    cursor: Cursor<'a>,
+}
+
+impl<'a> EncodedHeaders<'a> {
+    /// Iterates `count` validated headers in `bytes`.
+    pub fn new(count: u16, bytes: &'a [u8]) -> Self {
+        EncodedHeaders {
+            remaining: count,
+            cursor: Cursor { bytes, pos: 0 },
+        }
+    }
+}
+
+impl<'a> Iterator for EncodedHeaders<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let name_len = usize::from(self.cursor.u8().ok()?);
+        let name = self.cursor.take(name_len).ok()?;
+        let value_len = usize::from(self.cursor.u16().ok()?);
+        let value = self.cursor.take(value_len).ok()?;
+        // The decoder checked UTF-8 before handing these bytes out.
+        Some((std::str::from_utf8(name).unwrap_or_default(), value))
+    }
+}
+
+/// Encoded size of one record, its length prefix included.
+pub fn record_encoded_len(fields: &RecordFields<'_>) -> usize {
+    let mut len = 4 + 1 + 1;
+    if fields.event_time_us.is_some() {
+        len += 8;
+    }
+    if let Some(key) = fields.key {
+        len += 2 + key.len();
+    }
+    for (name, value) in fields.headers.iter() {
+        len += 1 + name.len() + 2 + value.len();
+    }
+    len + fields.value.len()
+}
+
+/// Appends one record's encoding to `out`. The caller checked the limits.
+pub fn encode_record(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
+    let body_len = record_encoded_len(fields) - 4;
+    debug_assert!(body_len <= RECORD_BYTES_MAX);
+    out.extend_from_slice(&(body_len as u32).to_le_bytes());
+    let mut flags = 0;
+    if fields.key.is_some() {
+        flags |= FLAG_KEY;
+    }
+    if fields.event_time_us.is_some() {
+        flags |= FLAG_EVENT_TIME;
+    }
+    out.push(flags);
+    if let Some(t) = fields.event_time_us {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    if let Some(key) = fields.key {
+        out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        out.extend_from_slice(key);
+    }
+    out.push(fields.headers.len() as u8);
+    for (name, value) in fields.headers.iter() {
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(fields.value);
+}
+
+/// Writes a batch header followed by `payload` (already encoded records) into `out`,
+/// compressing when asked. Returns the batch's size in bytes.
+pub fn encode_batch(
+    out: &mut Vec<u8>,
+    base_offset: Offset,
+    timestamp_us: u64,
+    record_count: u32,
+    payload: &[u8],
+    compression: Compression,
+) -> std::io::Result<usize> {
+    let start = out.len();
+    out.resize(start + BATCH_HEADER_BYTES, 0);
+    let stored_len = match compression {
+        Compression::None => {
+            out.extend_from_slice(payload);
+            payload.len()
+        }
+        Compression::Zstd => {
+            let compressed = zstd::bulk::compress(payload, 3)?;
+            out.extend_from_slice(&compressed);
+            compressed.len()
+        }
+    };
+    let batch_bytes = BATCH_HEADER_BYTES + stored_len;
+    assert!(
+        batch_bytes <= BATCH_BYTES_MAX,
+        "batch of {batch_bytes} bytes exceeds the limit"
+    );
+    assert!(record_count > 0);
+    let header = &mut out[start..start + BATCH_HEADER_BYTES];
+    header[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&(batch_bytes as u32).to_le_bytes());
+    header[12] = BATCH_VERSION;
+    header[13] = compression.code();
+    header[16..24].copy_from_slice(&base_offset.0.to_le_bytes());
+    header[24..28].copy_from_slice(&record_count.to_le_bytes());
+    header[28..32].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[32..40].copy_from_slice(&timestamp_us.to_le_bytes());
+    let crc = crc32fast::hash(&out[start + 12..]);
+    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    Ok(batch_bytes)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
+        if len > self.bytes.len() - self.pos {
+            return Err(DecodeError::bad(
+                self.pos,
+                format!("field of {len} bytes runs past the record"),
+            ));
+        }
+        let slice = &self.bytes[self.pos..self.pos + len];
+        self.pos += len;
+        Ok(slice)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(read_u16(self.take(2)?, 0))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(read_u32(self.take(4)?, 0))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(read_u64(self.take(8)?, 0))
+    }
+}
+
+pub(crate) fn read_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub(crate) fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+pub(crate) fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewRecord;
+
+    fn batch_of(records: &[NewRecord], compression: Compression) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for r in records {
+            encode_record(&mut payload, &r.as_fields());
+        }
+        let mut out = Vec::new();
+        encode_batch(&mut out, Offset(7), 42, records.len() as u32, &payload, compression).unwrap();
+        out
+    }
+
+    #[test]
+    fn round_trip_every_field_both_compressions() {
+        let records = vec![
+            NewRecord::new(b"plain".to_vec()),
+            NewRecord::new(b"v".to_vec())
+                .with_key(b"k".to_vec())
+                .with_event_time_us(-5)
+                .with_header("h", b"x".to_vec()),
+            NewRecord::new(Vec::new()),
+        ];
+        for compression in [Compression::None, Compression::Zstd] {
+            let bytes = batch_of(&records, compression);
+            let mut scratch = Vec::new();
+            let (header, payload) = decode_batch(&bytes, &mut scratch).unwrap();
+            assert_eq!(header.base_offset, Offset(7));
+            assert_eq!(header.timestamp_us, 42);
+            let got: Vec<_> = RecordIter::new(&header, payload)
+                .map(|r| r.unwrap().to_record())
+                .collect();
+            assert_eq!(got.len(), 3);
+            for (i, (g, want)) in got.iter().zip(&records).enumerate() {
+                assert_eq!(g.offset, Offset(7 + i as u64));
+                assert_eq!(g.value, want.value);
+                assert_eq!(g.key, want.key);
+                assert_eq!(g.headers, want.headers);
+                assert_eq!(g.event_time_us, want.event_time_us);
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_reported_as_truncated() {
+        let bytes = batch_of(&[NewRecord::new(b"hello".to_vec())], Compression::None);
+        for len in 0..bytes.len() {
+            let err = BatchHeader::decode(&bytes[..len]).unwrap_err();
+            assert!(err.truncated, "length {len}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_is_caught() {
+        let bytes = batch_of(
+            &[NewRecord::new(b"hello world".to_vec()).with_key(b"k".to_vec())],
+            Compression::None,
+        );
+        for bit in 0..bytes.len() * 8 {
+            let mut copy = bytes.clone();
+            copy[bit / 8] ^= 1 << (bit % 8);
+            let mut scratch = Vec::new();
+            assert!(
+                decode_batch(&copy, &mut scratch).is_err(),
+                "bit {bit} flip not detected"
+            );
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Segment files: a base offset in the name, batches inside (see FORMAT.md, "Segment").
+//!
+//! This module reads and validates segment bytes and their index files. It knows nothing
+//! about durability policy (the `wal` module owns fsync) or about which segment is active
+//! (the `topic` module decides).
+
+pub mod batch;
+mod mmap;
+
+use std::fs::{self, File};
+use std::ops::{Deref, Range};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use parking_lot::Mutex;
+
+use crate::error::IoContext;
+use crate::index::{self, OffsetEntry, SegmentIndex, TimeEntry, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::segment::batch::{BatchHeader, DecodeError, BATCH_HEADER_BYTES};
+use crate::{Error, Offset, Result};
+
+/// Extension of segment log files.
+pub const LOG_EXT: &str = "log";
+/// Extension of offset index files.
+pub const INDEX_EXT: &str = "index";
+/// Extension of time index files.
+pub const TIME_INDEX_EXT: &str = "timeindex";
+
+/// The file name of a segment's log, index or time index: the base offset in 20 digits.
+pub fn file_name(base: Offset, ext: &str) -> String {
+    format!("{:020}.{ext}", base.0)
+}
+
+/// Parses `00000000000000001234.log` into its base offset.
+pub fn parse_file_name(name: &str, ext: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+/// Base offsets of every segment log in `dir`, sorted.
+pub fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
+    let mut bases = Vec::new();
+    let entries = fs::read_dir(dir).context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.context(|| format!("listing {}", dir.display()))?;
+        if let Some(base) = entry.file_name().to_str().and_then(|n| parse_file_name(n, LOG_EXT)) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Bytes of one batch: a range of a mapped sealed segment, or a copy read from the active one.
+#[derive(Clone)]
+pub enum BatchBytes {
+    /// Borrowed from a mapping that stays alive as long as this value.
+    Mapped(Arc<Mmap>, Range<usize>),
+    /// Read with `pread`.
+    Owned(Vec<u8>),
+}
+
+impl Deref for BatchBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            BatchBytes::Mapped(map, range) => &map[range.clone()],
+            BatchBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+pub(crate) fn corrupt(file: &Path, byte_pos: u64, reason: impl Into<String>) -> Error {
+    Error::Corrupt {
+        file: file.to_path_buf(),
+        byte_pos,
+        reason: reason.into(),
+    }
+}
+
+pub(crate) fn corrupt_at(file: &Path, batch_pos: u64, err: DecodeError) -> Error {
+    corrupt(file, batch_pos + err.byte_pos, err.reason)
+}
+
+/// What the loader learned about a sealed segment.
+pub struct SealedData {
+    /// The mapping (None for an empty file, which cannot be mapped).
+    pub map: Option<Arc<Mmap>>,
+    /// The confirmed or rebuilt sparse indexes.
+    pub index: SegmentIndex,
+    /// Offset one past the last record.
+    pub end_offset: Offset,
+    /// Append time of the first and last batch (0 when empty).
+    pub first_timestamp_us: u64,
+    /// Append time of the last batch.
+    pub last_timestamp_us: u64,
+    /// File size.
+    pub bytes: u64,
+}
+
+impl SealedData {
+    /// The mapped bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self.map.as_deref().map_or(&[], |m| &m[..])
+    }
+}
+
+/// The few numbers of a sealed segment kept after its mapping is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Offset one past the last record.
+    pub end_offset: Offset,
+    /// Append time of the first batch.
+    pub first_timestamp_us: u64,
+    /// Append time of the last batch.
+    pub last_timestamp_us: u64,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// A sealed segment: never written again, loaded (mapped and indexed) on first use.
+pub struct SealedSegment {
+    /// Base offset (from the file name).
+    pub base: Offset,
+    /// Path of the log file.
+    pub path: PathBuf,
+    loaded: Mutex<Option<Arc<SealedData>>>,
+    summary: std::sync::OnceLock<Summary>,
+}
+
+impl SealedSegment {
+    /// A sealed segment not yet loaded.
+    pub fn new(dir: &Path, base: Offset) -> Self {
+        SealedSegment {
+            base,
+            path: dir.join(file_name(base, LOG_EXT)),
+            loaded: Mutex::new(None),
+            summary: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The summary, if the segment was loaded once.
+    pub fn summary(&self) -> Option<Summary> {
+        self.summary.get().copied()
+    }
+
+    /// Maps the file and loads its indexes, confirming them against the log and
+    /// rebuilding them when they do not confirm (rewriting the files when `writable`).
+    ///
+    /// # Errors
+    /// I/O errors, or [`Error::Corrupt`] naming the file and byte when the log itself is bad.
+    pub fn load(&self, writable: bool) -> Result<Arc<SealedData>> {
+        let mut slot = self.loaded.lock();
+        if let Some(data) = slot.as_ref() {
+            return Ok(Arc::clone(data));
+        }
+        let data = Arc::new(load_sealed(&self.path, self.base, writable)?);
+        let _ = self.summary.set(Summary {
+            end_offset: data.end_offset,
+            first_timestamp_us: data.first_timestamp_us,
+            last_timestamp_us: data.last_timestamp_us,
+            bytes: data.bytes,
+        });
+        *slot = Some(Arc::clone(&data));
+        Ok(data)
+    }
+
+    /// Drops the mapping and indexes (they are reloaded on next use).
+    pub fn unload(&self) {
+        *self.loaded.lock() = None;
+    }
+
+    /// True when the mapping is held.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.lock().is_some()
+    }
+
+    /// Deletes the segment's files: the log first, so a crash leaves only orphan indexes.
+    pub fn delete_files(&self) -> Result<()> {
+        self.unload();
+        remove_if_exists(&self.path)?;
+        remove_if_exists(&self.path.with_extension(INDEX_EXT))?;
+        remove_if_exists(&self.path.with_extension(TIME_INDEX_EXT))
+    }
+}
+
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context(|| format!("deleting {}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> {
+    let file = File::open(path).context(|| format!("opening segment {}", path.display()))?;
+    let bytes = file
+        .metadata()
+        .context(|| format!("reading size of {}", path.display()))?
+        .len();
+    if bytes == 0 {
+        return Ok(SealedData {
+            map: None,
+            index: SegmentIndex::default(),
+            end_offset: base,
+            first_timestamp_us: 0,
+            last_timestamp_us: 0,
+            bytes,
+        });
+    }
+    if bytes > index::SEGMENT_BYTES_MAX {
+        return Err(corrupt(path, index::SEGMENT_BYTES_MAX, "segment larger than the limit"));
+    }
+    let map = Arc::new(mmap::map_sealed(&file).context(|| format!("mapping {}", path.display()))?);
+    if let Some(data) = confirm_index_files(path, base, &map) {
+        return Ok(data);
+    }
+    let scan = scan_batches(&map, base, path, true)?;
+    if scan.valid_bytes != bytes {
+        let err = scan.stopped_by.unwrap_or_else(|| DecodeError {
+            byte_pos: 0,
+            reason: "bytes after the last batch".into(),
+            truncated: true,
+        });
+        return Err(corrupt_at(path, scan.valid_bytes, err));
+    }
+    if scan.batches == 0 {
+        return Err(corrupt(path, 0, "sealed segment holds no batch"));
+    }
+    tracing::info!(segment = %path.display(), "rebuilt indexes of sealed segment from the log");
+    if writable {
+        write_index_files(path, &scan.index)?;
+    }
+    Ok(SealedData {
+        map: Some(map),
+        index: scan.index,
+        end_offset: scan.end_offset,
+        first_timestamp_us: scan.first_timestamp_us,
+        last_timestamp_us: scan.last_timestamp_us,
+        bytes,
+    })
+}
+
+/// Uses the index files if every entry is confirmed by the log and the last offset entry
+/// names the final batch; None means "rebuild from the log".
+fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<SealedData> {
+    let log = &map[..];
+    let offset_bytes = fs::read(path.with_extension(INDEX_EXT)).ok()?;
+    let time_bytes = fs::read(path.with_extension(TIME_INDEX_EXT)).ok()?;
+    let (offsets, offsets_complete) = index::decode_offset_entries(&offset_bytes, log.len() as u64);
+    let (times, times_complete) = index::decode_time_entries(&time_bytes);
+    if !offsets_complete || !times_complete || offsets.is_empty() || times.is_empty() {
+        return None;
+    }
+    let mut last_header = None;
+    for entry in &offsets {
+        let header = BatchHeader::decode(&log[entry.position as usize..]).ok()?;
+        if header.base_offset.0 != base.0 + u64::from(entry.relative_offset) {
+            return None;
+        }
+        last_header = Some((entry.position, header));
+    }
+    let (last_pos, last) = last_header?;
+    if u64::from(last_pos) + u64::from(last.batch_bytes) != log.len() as u64 {
+        return None;
+    }
+    let first = BatchHeader::decode(log).ok()?;
+    let last_time = times.last()?;
+    let rel_last = u64::from(last_time.relative_offset);
+    if times[0].relative_offset != 0
+        || last_time.timestamp_us > last.timestamp_us
+        || base.0 + rel_last > last.base_offset.0
+    {
+        return None;
+    }
+    Some(SealedData {
+        map: Some(Arc::clone(map)),
+        index: SegmentIndex::from_entries(offsets, times),
+        end_offset: last.end_offset(),
+        first_timestamp_us: first.timestamp_us,
+        last_timestamp_us: last.timestamp_us,
+        bytes: log.len() as u64,
+    })
+}
+
+/// The result of walking a segment's batches from the start.
+pub struct Scan {
+    /// Bytes of valid batches from the start.
+    pub valid_bytes: u64,
+    /// Number of valid batches.
+    pub batches: u64,
+    /// Offset after the last valid batch.
+    pub end_offset: Offset,
+    /// Rebuilt sparse indexes (with a final entry for the last batch).
+    pub index: SegmentIndex,
+    /// Append time of the first valid batch.
+    pub first_timestamp_us: u64,
+    /// Append time of the last valid batch.
+    pub last_timestamp_us: u64,
+    /// Why the walk stopped before the end, if it did.
+    pub stopped_by: Option<DecodeError>,
+}
+
+/// Walks batches from position 0, checking framing, checksums (when `verify`), records and
+/// offset continuity; stops at the first bad batch. Timestamps must not decrease.
+pub fn scan_batches(log: &[u8], base: Offset, path: &Path, verify: bool) -> Result<Scan> {
+    let mut scan = Scan {
+        valid_bytes: 0,
+        batches: 0,
+        end_offset: base,
+        index: SegmentIndex::default(),
+        first_timestamp_us: 0,
+        last_timestamp_us: 0,
+        stopped_by: None,
+    };
+    let mut scratch = Vec::new();
+    let mut last_entry = None;
+    while (scan.valid_bytes as usize) < log.len() {
+        let pos = scan.valid_bytes as usize;
+        let checked = if verify {
+            batch::decode_batch(&log[pos..], &mut scratch).map(|(h, _)| h)
+        } else {
+            BatchHeader::decode(&log[pos..])
+        };
+        let header = match checked.and_then(|h| check_continuity(&h, &scan)) {
+            Ok(h) => h,
+            Err(e) => {
+                scan.stopped_by = Some(e);
+                break;
+            }
+        };
+        let relative = index::relative(base, header.base_offset)
+            .ok_or_else(|| corrupt(path, pos as u64, "offset too far from the segment base"))?;
+        scan.index.observe_batch(relative, pos as u32, header.timestamp_us);
+        last_entry = Some((relative, pos as u32, header.timestamp_us));
+        if scan.batches == 0 {
+            scan.first_timestamp_us = header.timestamp_us;
+        }
+        scan.batches += 1;
+        scan.last_timestamp_us = header.timestamp_us;
+        scan.end_offset = header.end_offset();
+        scan.valid_bytes += u64::from(header.batch_bytes);
+    }
+    if let Some((relative, pos, ts)) = last_entry {
+        scan.index.force_final_entry(relative, pos, ts);
+    }
+    Ok(scan)
+}
+
+fn check_continuity(header: &BatchHeader, scan: &Scan) -> std::result::Result<BatchHeader, DecodeError> {
+    if header.base_offset != scan.end_offset {
+        return Err(DecodeError {
+            byte_pos: 16,
+            reason: format!(
+                "batch starts at offset {}, expected {}",
+                header.base_offset, scan.end_offset
+            ),
+            truncated: false,
+        });
+    }
+    if scan.batches > 0 && header.timestamp_us < scan.last_timestamp_us {
+        return Err(DecodeError {
+            byte_pos: 32,
+            reason: "append time goes backwards".into(),
+            truncated: false,
+        });
+    }
+    Ok(*header)
+}
+
+/// Writes both index files of a segment from scratch (temp file, fsync, rename).
+pub fn write_index_files(log_path: &Path, index: &SegmentIndex) -> Result<()> {
+    let mut offsets = Vec::with_capacity(index.offsets.len() * OFFSET_ENTRY_BYTES);
+    for e in &index.offsets {
+        offsets.extend_from_slice(&e.to_bytes());
+    }
+    let mut times = Vec::with_capacity(index.times.len() * TIME_ENTRY_BYTES);
+    for e in &index.times {
+        times.extend_from_slice(&e.to_bytes());
+    }
+    crate::fsutil::write_atomic(&log_path.with_extension(INDEX_EXT), &offsets)?;
+    crate::fsutil::write_atomic(&log_path.with_extension(TIME_INDEX_EXT), &times)
+}
+
+/// Reads `len` bytes at `pos` from a file (the active segment, read with `pread`).
+pub fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, pos)
+        .context(|| format!("reading {len} bytes at byte {pos} of {}", path.display()))?;
+    Ok(buf)
+}
+
+/// Reads the batch at `pos` of an active segment whose valid bytes end at `limit`.
+pub fn read_batch_at(file: &File, path: &Path, pos: u64, limit: u64) -> Result<(BatchHeader, Vec<u8>)> {
+    if limit < pos + BATCH_HEADER_BYTES as u64 {
+        return Err(corrupt(path, pos, "batch header runs past the written data"));
+    }
+    let head = read_exact_at(file, path, pos, BATCH_HEADER_BYTES)?;
+    let header = BatchHeader::decode_header_only(&head).map_err(|e| corrupt_at(path, pos, e))?;
+    let len = u64::from(header.batch_bytes);
+    if pos + len > limit {
+        return Err(corrupt(path, pos, "batch runs past the written data"));
+    }
+    let bytes = read_exact_at(file, path, pos, len as usize)?;
+    Ok((header, bytes))
+}
+
+/// Index entries that observe_batch would add, as one log write's worth of file bytes.
+pub fn encode_entries(
+    offset: Option<OffsetEntry>,
+    time: Option<TimeEntry>,
+    offsets: &mut Vec<u8>,
+    times: &mut Vec<u8>,
+) {
+    if let Some(e) = offset {
+        offsets.extend_from_slice(&e.to_bytes());
+    }
+    if let Some(e) = time {
+        times.extend_from_slice(&e.to_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip_and_reject_strangers() {
+        let name = file_name(Offset(1234), LOG_EXT);
+        assert_eq!(name, "00000000000000001234.log");
+        assert_eq!(parse_file_name(&name, LOG_EXT), Some(Offset(1234)));
+        assert_eq!(parse_file_name("00000000000000001234.index", LOG_EXT), None);
+        assert_eq!(parse_file_name("1234.log", LOG_EXT), None);
+        assert_eq!(parse_file_name("0000000000000000123x.log", LOG_EXT), None);
+    }
+}

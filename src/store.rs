@@ -1,0 +1,274 @@
+//! The store: a directory of topics, a registry of open topics, and the settings builder.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::error::IoContext;
+use crate::topic::{validate_topic_name, Topic, TopicConfig};
+use crate::wal::Durability;
+use crate::{Error, Result};
+
+/// Sub-directory holding one directory per topic.
+pub const TOPICS_DIR: &str = "topics";
+/// Marker file naming the store format version.
+pub const STORE_MARKER: &str = "trailkeep.store";
+const STORE_MARKER_TEXT: &str = "trailkeep store format 1\n";
+
+/// Settings of a store. Every setter documents its default.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    dir: PathBuf,
+    durability: Durability,
+    default_topic: TopicConfig,
+    create: bool,
+}
+
+impl StoreConfig {
+    /// Settings for the store in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            dir: dir.into(),
+            durability: Durability::Always,
+            default_topic: TopicConfig::default(),
+            create: true,
+        }
+    }
+
+    /// When appends are acknowledged. Default: [`Durability::Always`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Settings for topics created on first append. Default: [`TopicConfig::default`].
+    pub fn default_topic_config(mut self, config: TopicConfig) -> Self {
+        self.default_topic = config;
+        self
+    }
+
+    /// Whether to create the directory when it does not exist. Default: true.
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Opens the store.
+    ///
+    /// # Errors
+    /// As for [`Store::open`].
+    pub fn open(self) -> Result<Store> {
+        Store::open_with(self, None)
+    }
+}
+
+struct StoreInner {
+    config: StoreConfig,
+    topics: Mutex<HashMap<String, Topic>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// An open store. Cheap to clone; clones share open topics.
+///
+/// ```
+/// # fn main() -> trailkeep::Result<()> {
+/// use trailkeep::{NewRecord, Offset, Store};
+/// let store = Store::temporary()?;
+/// let trail = store.topic_or_create("agent-trail")?;
+/// let offset = trail.append(&NewRecord::new(r#"{"kind":"tool_call"}"#).with_key("trace-1"))?;
+/// assert_eq!(offset, Offset(0));
+/// assert_eq!(trail.read(offset)?.key.as_deref(), Some(&b"trace-1"[..]));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.config.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir` with default settings. Opening takes
+    /// no lock: a topic's append lock is taken by the first append to it.
+    ///
+    /// # Errors
+    /// I/O errors, or [`Error::Corrupt`] when `dir` holds something that is not a store.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        StoreConfig::new(dir.as_ref()).open()
+    }
+
+    /// Settings builder for the store in `dir`.
+    pub fn builder(dir: impl Into<PathBuf>) -> StoreConfig {
+        StoreConfig::new(dir)
+    }
+
+    /// A store in a new temporary directory, deleted when the last clone is dropped.
+    /// Durability is [`Durability::Buffered`]: a test store need not survive power loss.
+    ///
+    /// # Errors
+    /// I/O errors creating the directory.
+    pub fn temporary() -> Result<Store> {
+        let temp = tempfile::Builder::new()
+            .prefix("trailkeep-")
+            .tempdir()
+            .context(|| "creating a temporary directory".to_owned())?;
+        let config = StoreConfig::new(temp.path()).durability(Durability::Buffered);
+        Store::open_with(config, Some(temp))
+    }
+
+    fn open_with(config: StoreConfig, temp: Option<tempfile::TempDir>) -> Result<Store> {
+        let dir = &config.dir;
+        let marker = dir.join(STORE_MARKER);
+        match std::fs::read_to_string(&marker) {
+            Ok(text) if text == STORE_MARKER_TEXT => {}
+            Ok(_) => {
+                return Err(Error::Corrupt {
+                    file: marker,
+                    byte_pos: 0,
+                    reason: "not a trailkeep store marker of a known version".into(),
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let occupied = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+                if occupied && !dir.join(TOPICS_DIR).is_dir() {
+                    return Err(Error::InvalidConfig(format!(
+                        "{} is not empty and is not a trailkeep store",
+                        dir.display()
+                    )));
+                }
+                if !config.create && !dir.exists() {
+                    return Err(Error::InvalidConfig(format!("store {} does not exist", dir.display())));
+                }
+                std::fs::create_dir_all(dir.join(TOPICS_DIR))
+                    .context(|| format!("creating store {}", dir.display()))?;
+                crate::fsutil::sync_dir(dir)?;
+                crate::fsutil::write_atomic(&marker, STORE_MARKER_TEXT.as_bytes())?;
+            }
+            Err(e) => return Err(e).context(|| format!("reading {}", marker.display())),
+        }
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                config,
+                topics: Mutex::new(HashMap::new()),
+                _temp: temp,
+            }),
+        })
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.config.dir
+    }
+
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.inner.config.dir.join(TOPICS_DIR).join(name)
+    }
+
+    /// Creates a topic with explicit settings.
+    ///
+    /// # Errors
+    /// [`Error::TopicExists`], [`Error::InvalidTopicName`], [`Error::InvalidConfig`], I/O errors.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let dir = self.topic_dir(name);
+        if dir.join(crate::topic::config::CONFIG_FILE).exists() {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
+        std::fs::create_dir_all(&dir).context(|| format!("creating topic directory {}", dir.display()))?;
+        crate::fsutil::sync_dir(&self.inner.config.dir.join(TOPICS_DIR))?;
+        config.save(&dir)?;
+        self.topic(name)
+    }
+
+    /// Opens an existing topic.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchTopic`], [`Error::InvalidTopicName`], I/O errors.
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        validate_topic_name(name)?;
+        let mut topics = self.inner.topics.lock();
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let dir = self.topic_dir(name);
+        if !dir.join(crate::topic::config::CONFIG_FILE).exists() {
+            return Err(Error::NoSuchTopic(name.to_owned()));
+        }
+        let config = TopicConfig::load(&dir)?;
+        let topic = Topic::open(dir, name.to_owned(), config, self.inner.config.durability)?;
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Opens a topic, creating it with the store's default topic settings if needed.
+    ///
+    /// # Errors
+    /// As for [`Store::create_topic`] and [`Store::topic`].
+    pub fn topic_or_create(&self, name: &str) -> Result<Topic> {
+        match self.topic(name) {
+            Err(Error::NoSuchTopic(_)) => match self.create_topic(name, self.inner.config.default_topic.clone()) {
+                Err(Error::TopicExists(_)) => self.topic(name),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    /// Names of every topic, sorted.
+    ///
+    /// # Errors
+    /// I/O errors listing the directory.
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        let dir = self.inner.config.dir.join(TOPICS_DIR);
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))? {
+            let entry = entry.context(|| format!("listing {}", dir.display()))?;
+            if let Some(name) = entry.file_name().to_str() {
+                if validate_topic_name(name).is_ok() && entry.path().join(crate::topic::config::CONFIG_FILE).exists() {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Syncs and releases every topic this process appends to.
+    ///
+    /// # Errors
+    /// The first sync error; every topic is still closed.
+    pub fn close(self) -> Result<()> {
+        let topics: Vec<Topic> = self.inner.topics.lock().values().cloned().collect();
+        let mut first_error = None;
+        for topic in topics {
+            if let Err(e) = topic.close() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        for topic in self.topics.get_mut().values() {
+            if let Err(e) = topic.close() {
+                tracing::error!(topic = topic.name(), error = %e, "closing topic on drop failed");
+            }
+        }
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+};

@@ -1,0 +1,211 @@
+//! A topic: its segment list, its appender, and what readers may see.
+//!
+//! **Invariant:** readers in this process see records up to `Visible::end` only; with
+//! `Durability::Always` that is the durable end, so nobody reads an unacknowledged record.
+
+pub mod config;
+mod read;
+mod retention;
+mod tail;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+pub use config::{validate_topic_name, TopicConfig};
+pub use read::Records;
+pub use retention::RetentionReport;
+pub(crate) use tail::TailSegment;
+pub use write::{Appended, LOCK_FILE};
+
+use crate::segment::SealedSegment;
+use crate::wal::{Durability, GroupCommit, Writer};
+use crate::{Error, Offset, Result};
+
+/// Most sealed segments of one topic kept mapped at once (memory stays flat as the store grows).
+pub const LOADED_SEGMENTS_MAX: usize = 32;
+
+/// The segments of a topic, oldest first, and the active (tail) one.
+pub(crate) struct Segments {
+    pub sealed: Vec<Arc<SealedSegment>>,
+    pub tail: Arc<TailSegment>,
+}
+
+impl Segments {
+    pub fn start(&self) -> Offset {
+        self.sealed.first().map_or(self.tail.base, |s| s.base)
+    }
+}
+
+/// How far readers may read: the tail segment, the end offset and the tail's valid bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Visible {
+    pub tail_base: Offset,
+    pub end: Offset,
+    pub tail_bytes: u64,
+}
+
+pub(crate) struct TopicShared {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: TopicConfig,
+    pub durability: Durability,
+    pub segments: RwLock<Segments>,
+    pub visible: Mutex<Visible>,
+    pub appended: Condvar,
+    pub writer: Mutex<Option<Writer>>,
+    pub commit: GroupCommit,
+    pub loaded: Mutex<std::collections::VecDeque<Arc<SealedSegment>>>,
+    pub last_recovery: Mutex<Option<crate::wal::RecoveryReport>>,
+}
+
+/// A handle on one topic. Cheap to clone; every clone shares the same state.
+#[derive(Clone)]
+pub struct Topic {
+    pub(crate) shared: Arc<TopicShared>,
+}
+
+impl std::fmt::Debug for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Topic")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sizes and bounds of a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Topic name.
+    pub name: String,
+    /// First offset held.
+    pub start_offset: Offset,
+    /// Next offset to be written.
+    pub end_offset: Offset,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes of segment files.
+    pub bytes: u64,
+    /// Settings.
+    pub config: TopicConfig,
+}
+
+impl Topic {
+    pub(crate) fn open(dir: PathBuf, name: String, config: TopicConfig, durability: Durability) -> Result<Topic> {
+        let (segments, visible) = tail::load_read_view(&dir)?;
+        let shared = Arc::new(TopicShared {
+            name,
+            dir,
+            config,
+            durability,
+            segments: RwLock::new(segments),
+            visible: Mutex::new(visible),
+            appended: Condvar::new(),
+            writer: Mutex::new(None),
+            commit: GroupCommit::default(),
+            loaded: Mutex::new(std::collections::VecDeque::new()),
+            last_recovery: Mutex::new(None),
+        });
+        Ok(Topic { shared })
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The topic's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The topic's settings.
+    pub fn config(&self) -> &TopicConfig {
+        &self.shared.config
+    }
+
+    /// First offset still held (older ones were deleted by retention).
+    pub fn start_offset(&self) -> Offset {
+        self.shared.segments.read().start()
+    }
+
+    /// Next offset to be written: one past the last record readers may see.
+    ///
+    /// In a process that does not append to this topic, call [`Topic::refresh`] first to
+    /// see what another process appended.
+    pub fn end_offset(&self) -> Offset {
+        self.shared.visible.lock().end
+    }
+
+    /// True when this process holds the topic's append lock.
+    pub fn is_writer(&self) -> bool {
+        self.shared.writer.lock().is_some()
+    }
+
+    /// Sizes and bounds.
+    ///
+    /// # Errors
+    /// I/O errors while reading file sizes.
+    pub fn stats(&self) -> Result<TopicStats> {
+        let segments = self.shared.segments.read();
+        let mut bytes = self.shared.visible.lock().tail_bytes;
+        for s in &segments.sealed {
+            bytes += std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(TopicStats {
+            name: self.shared.name.clone(),
+            start_offset: segments.start(),
+            end_offset: self.end_offset(),
+            segments: segments.sealed.len() + 1,
+            bytes,
+            config: self.shared.config.clone(),
+        })
+    }
+
+    pub(crate) fn out_of_range(&self, offset: Offset) -> Error {
+        Error::OffsetOutOfRange {
+            topic: self.shared.name.clone(),
+            offset,
+            start: self.start_offset(),
+            end: self.end_offset(),
+        }
+    }
+}
+
+impl TopicShared {
+    /// Loads a sealed segment, keeping at most [`LOADED_SEGMENTS_MAX`] mapped.
+    pub(crate) fn load_sealed(&self, segment: &Arc<SealedSegment>) -> Result<Arc<crate::segment::SealedData>> {
+        if !segment.is_loaded() {
+            let mut loaded = self.loaded.lock();
+            loaded.push_back(Arc::clone(segment));
+            while loaded.len() > LOADED_SEGMENTS_MAX {
+                if let Some(old) = loaded.pop_front() {
+                    old.unload();
+                }
+            }
+        }
+        let writable = self.writer.try_lock().is_some_and(|w| w.is_some());
+        segment.load(writable)
+    }
+
+    /// A sealed segment's summary, loading it once if needed.
+    pub(crate) fn summary(&self, segment: &Arc<SealedSegment>) -> Result<crate::segment::Summary> {
+        if let Some(summary) = segment.summary() {
+            return Ok(summary);
+        }
+        let data = self.load_sealed(segment)?;
+        Ok(crate::segment::Summary {
+            end_offset: data.end_offset,
+            first_timestamp_us: data.first_timestamp_us,
+            last_timestamp_us: data.last_timestamp_us,
+            bytes: data.bytes,
+        })
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Topic>();
+};

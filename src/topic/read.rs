@@ -1,0 +1,403 @@
+//! The read path: positioning on an offset or a time, walking batches across segment
+//! boundaries, and handing out records (borrowed for `scan`, owned for `iter`).
+
+use std::collections::VecDeque;
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::index;
+use crate::record::{Record, RecordRef};
+use crate::segment::batch::{self, BatchHeader, Compression, RecordIter, BATCH_HEADER_BYTES};
+use crate::segment::{self, BatchBytes, SealedData, SealedSegment};
+use crate::topic::tail::walk_headers;
+use crate::topic::{TailSegment, Topic};
+use crate::{Error, Offset, Result};
+
+enum Place {
+    Sealed(Arc<SealedSegment>, Arc<SealedData>),
+    Tail(Arc<TailSegment>),
+}
+
+/// Walks batches from a position; checks each batch's checksum and offset continuity.
+pub(crate) struct BatchCursor {
+    topic: Topic,
+    place: Place,
+    pos: u64,
+    expected: Offset,
+    batch_pos: u64,
+}
+
+impl BatchCursor {
+    /// Positions on the batch holding `offset` (or at the end, when `offset` is the end).
+    pub fn seek(topic: &Topic, offset: Offset) -> Result<BatchCursor> {
+        let shared = &topic.shared;
+        let segments = shared.segments.read();
+        let visible = *shared.visible.lock();
+        if offset < segments.start() || offset > visible.end {
+            drop(segments);
+            return Err(topic.out_of_range(offset));
+        }
+        if offset >= segments.tail.base && segments.tail.base == visible.tail_base {
+            let tail = Arc::clone(&segments.tail);
+            drop(segments);
+            let (pos, expected) = seek_in_tail(&tail, offset, visible.tail_bytes, |h| h.end_offset() > offset)?
+                .map_or((visible.tail_bytes, visible.end), |(p, h)| (p, h.base_offset));
+            return Ok(BatchCursor {
+                topic: topic.clone(),
+                place: Place::Tail(tail),
+                pos,
+                expected,
+                batch_pos: pos,
+            });
+        }
+        let idx = segments.sealed.partition_point(|s| s.base <= offset).saturating_sub(1);
+        let Some(seg) = segments.sealed.get(idx).cloned() else {
+            drop(segments);
+            return Err(topic.out_of_range(offset));
+        };
+        let next_base = segments.sealed.get(idx + 1).map_or(segments.tail.base, |s| s.base);
+        drop(segments);
+        let data = shared.load_sealed(&seg)?;
+        if offset >= data.end_offset {
+            return Err(gap(topic, data.end_offset, next_base));
+        }
+        let relative = index::relative(seg.base, offset).unwrap_or(u32::MAX);
+        let start = data.index.floor_offset(relative).map_or(0, |e| u64::from(e.position));
+        let found = walk_headers(&data.as_slice()[start as usize..], start, &seg.path, |h| {
+            h.end_offset() > offset
+        })?;
+        let Some((pos, header)) = found else {
+            return Err(segment::corrupt(
+                &seg.path,
+                start,
+                format!("no batch holds offset {offset}"),
+            ));
+        };
+        Ok(BatchCursor {
+            topic: topic.clone(),
+            place: Place::Sealed(seg, data),
+            pos,
+            expected: header.base_offset,
+            batch_pos: pos,
+        })
+    }
+
+    /// The file and byte position of the batch returned last (for error messages).
+    pub fn location(&self) -> (&Path, u64) {
+        let path = match &self.place {
+            Place::Sealed(seg, _) => seg.path.as_path(),
+            Place::Tail(tail) => tail.path.as_path(),
+        };
+        (path, self.batch_pos)
+    }
+
+    /// The next checked batch, or None at the end of what is visible now.
+    pub fn next_batch(&mut self) -> Result<Option<(BatchHeader, BatchBytes)>> {
+        loop {
+            let step = match &self.place {
+                Place::Sealed(seg, data) => {
+                    if self.pos >= data.bytes {
+                        None
+                    } else {
+                        let map = data
+                            .map
+                            .as_ref()
+                            .ok_or_else(|| segment::corrupt(&seg.path, 0, "empty sealed segment"))?;
+                        let start = self.pos as usize;
+                        let header = self.check(&map[start..], &seg.path)?;
+                        let range = start..start + header.batch_bytes as usize;
+                        Some((header, BatchBytes::Mapped(Arc::clone(map), range)))
+                    }
+                }
+                Place::Tail(tail) => {
+                    let visible = *self.topic.shared.visible.lock();
+                    if visible.tail_base != tail.base {
+                        None
+                    } else if self.pos >= visible.tail_bytes {
+                        return Ok(None);
+                    } else {
+                        let (_, bytes) = segment::read_batch_at(&tail.file, &tail.path, self.pos, visible.tail_bytes)?;
+                        let header = self.check(&bytes, &tail.path)?;
+                        Some((header, BatchBytes::Owned(bytes)))
+                    }
+                }
+            };
+            match step {
+                Some((header, bytes)) => {
+                    self.batch_pos = self.pos;
+                    self.pos += u64::from(header.batch_bytes);
+                    self.expected = header.end_offset();
+                    return Ok(Some((header, bytes)));
+                }
+                None => {
+                    if !self.advance()? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    fn check(&self, bytes: &[u8], path: &Path) -> Result<BatchHeader> {
+        let header = BatchHeader::decode(bytes).map_err(|e| segment::corrupt_at(path, self.pos, e))?;
+        batch::check_crc(&header, bytes).map_err(|e| segment::corrupt_at(path, self.pos, e))?;
+        if header.base_offset != self.expected {
+            return Err(segment::corrupt(
+                path,
+                self.pos + 16,
+                format!(
+                    "batch starts at offset {}, expected {}",
+                    header.base_offset, self.expected
+                ),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Moves to the segment after the current one (or, for a tail that was sealed
+    /// meanwhile, to its sealed self). False when there is nothing after.
+    fn advance(&mut self) -> Result<bool> {
+        let shared = &self.topic.shared;
+        let current_base = match &self.place {
+            Place::Sealed(seg, _) => seg.base,
+            Place::Tail(tail) => {
+                let sealed = shared
+                    .segments
+                    .read()
+                    .sealed
+                    .iter()
+                    .find(|s| s.base == tail.base)
+                    .cloned();
+                let Some(seg) = sealed else {
+                    return Err(self.topic.out_of_range(self.expected));
+                };
+                let data = shared.load_sealed(&seg)?;
+                self.place = Place::Sealed(seg, data);
+                return Ok(true);
+            }
+        };
+        let segments = shared.segments.read();
+        let next = segments.sealed.iter().find(|s| s.base > current_base).cloned();
+        let tail = Arc::clone(&segments.tail);
+        drop(segments);
+        let (next_base, place) = match next {
+            Some(seg) => {
+                let data = shared.load_sealed(&seg)?;
+                (seg.base, Place::Sealed(seg, data))
+            }
+            None if tail.base > current_base => (tail.base, Place::Tail(tail)),
+            None => return Ok(false),
+        };
+        if next_base != self.expected {
+            return Err(gap(&self.topic, self.expected, next_base));
+        }
+        self.place = place;
+        self.pos = 0;
+        Ok(true)
+    }
+}
+
+fn gap(topic: &Topic, from: Offset, to: Offset) -> Error {
+    Error::Gap {
+        topic: topic.shared.name.clone(),
+        from,
+        to,
+        file: topic.shared.dir.join(segment::file_name(to, segment::LOG_EXT)),
+    }
+}
+
+/// Walks the tail's batch headers with `pread`, from the index entry at or before
+/// `relative_hint`, until `stop` holds; None when it holds for no visible batch.
+fn seek_in_tail(
+    tail: &TailSegment,
+    offset: Offset,
+    limit: u64,
+    mut stop: impl FnMut(&BatchHeader) -> bool,
+) -> Result<Option<(u64, BatchHeader)>> {
+    let relative = index::relative(tail.base, offset).unwrap_or(u32::MAX);
+    let mut pos = tail.start_position(relative, limit);
+    while pos + BATCH_HEADER_BYTES as u64 <= limit {
+        let head = tail.read_range(pos, pos + BATCH_HEADER_BYTES as u64)?;
+        let header = BatchHeader::decode_header_only(&head).map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
+        if stop(&header) {
+            return Ok(Some((pos, header)));
+        }
+        pos += u64::from(header.batch_bytes);
+    }
+    Ok(None)
+}
+
+/// The records of a checked batch, decompressed into `scratch` when needed.
+fn payload<'a>(header: &BatchHeader, bytes: &'a [u8], scratch: &'a mut Vec<u8>, at: (&Path, u64)) -> Result<&'a [u8]> {
+    let stored = &bytes[BATCH_HEADER_BYTES..header.batch_bytes as usize];
+    match header.compression {
+        Compression::None => Ok(stored),
+        Compression::Zstd => {
+            *scratch = zstd::bulk::decompress(stored, header.payload_bytes as usize).map_err(|e| {
+                segment::corrupt(
+                    at.0,
+                    at.1 + BATCH_HEADER_BYTES as u64,
+                    format!("zstd payload does not decompress: {e}"),
+                )
+            })?;
+            Ok(scratch.as_slice())
+        }
+    }
+}
+
+impl Topic {
+    /// Calls `visit` for each record from `from` on, borrowed from the segment (no copy),
+    /// until `visit` breaks or the visible end is reached. Every batch's checksum is
+    /// verified. Returns the offset after the last record visited.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] when `from` is not held, [`Error::Corrupt`] or
+    /// [`Error::Gap`] for bad data, I/O errors.
+    pub fn scan(&self, from: Offset, mut visit: impl FnMut(RecordRef<'_>) -> ControlFlow<()>) -> Result<Offset> {
+        let mut cursor = BatchCursor::seek(self, from)?;
+        let mut scratch = Vec::new();
+        let mut next = from;
+        while let Some((header, bytes)) = cursor.next_batch()? {
+            let at = cursor.location();
+            let payload = payload(&header, &bytes, &mut scratch, at)?;
+            for record in RecordIter::new(&header, payload) {
+                let record = record.map_err(|e| segment::corrupt(at.0, at.1, format!("record: {}", e.reason)))?;
+                if record.offset < from {
+                    continue;
+                }
+                next = Offset(record.offset.0 + 1);
+                if visit(record).is_break() {
+                    return Ok(next);
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// The record at `offset`.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] when the topic does not hold it; as for [`Topic::scan`].
+    pub fn read(&self, offset: Offset) -> Result<Record> {
+        let mut found = None;
+        self.scan(offset, |r| {
+            found = Some(r.to_record());
+            ControlFlow::Break(())
+        })?;
+        found.ok_or_else(|| self.out_of_range(offset))
+    }
+
+    /// An iterator of owned records from `from`. At the visible end it returns `None`;
+    /// calling `next` again later yields what was appended since.
+    pub fn iter(&self, from: Offset) -> Records {
+        Records {
+            topic: self.clone(),
+            cursor: None,
+            next: from,
+            pending: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    /// The first offset whose append time is `>= timestamp_us` (Kafka's ListOffsets by
+    /// time), or None when every record is older.
+    ///
+    /// # Errors
+    /// As for [`Topic::scan`].
+    pub fn seek_time(&self, timestamp_us: u64) -> Result<Option<Offset>> {
+        let shared = &self.shared;
+        let (sealed, tail) = {
+            let segments = shared.segments.read();
+            (segments.sealed.clone(), Arc::clone(&segments.tail))
+        };
+        let (mut lo, mut hi) = (0, sealed.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if shared.summary(&sealed[mid])?.last_timestamp_us >= timestamp_us {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if let Some(seg) = sealed.get(lo) {
+            let data = shared.load_sealed(seg)?;
+            let relative = data.index.floor_time(timestamp_us).unwrap_or(0);
+            let start = data.index.floor_offset(relative).map_or(0, |e| u64::from(e.position));
+            let found = walk_headers(&data.as_slice()[start as usize..], start, &seg.path, |h| {
+                h.timestamp_us >= timestamp_us
+            })?;
+            return Ok(found.map(|(_, h)| h.base_offset));
+        }
+        let visible = *shared.visible.lock();
+        if visible.tail_base != tail.base {
+            return self.seek_time(timestamp_us);
+        }
+        let relative = tail.index.read().floor_time(timestamp_us).unwrap_or(0);
+        let found = seek_in_tail(
+            &tail,
+            Offset(tail.base.0 + u64::from(relative)),
+            visible.tail_bytes,
+            |h| h.timestamp_us >= timestamp_us,
+        )?;
+        Ok(found.map(|(_, h)| h.base_offset))
+    }
+}
+
+/// Owned records from an offset on; see [`Topic::iter`].
+pub struct Records {
+    topic: Topic,
+    cursor: Option<BatchCursor>,
+    next: Offset,
+    pending: VecDeque<Record>,
+    failed: bool,
+}
+
+impl Records {
+    /// The offset of the next record this iterator will return.
+    pub fn next_offset(&self) -> Offset {
+        self.pending.front().map_or(self.next, |r| r.offset)
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        if self.cursor.is_none() {
+            if self.next >= self.topic.end_offset() {
+                return Ok(());
+            }
+            self.cursor = Some(BatchCursor::seek(&self.topic, self.next)?);
+        }
+        let Some(cursor) = self.cursor.as_mut() else {
+            return Ok(());
+        };
+        let Some((header, bytes)) = cursor.next_batch()? else {
+            return Ok(());
+        };
+        let at = cursor.location();
+        let mut scratch = Vec::new();
+        let payload = payload(&header, &bytes, &mut scratch, at)?;
+        for record in RecordIter::new(&header, payload) {
+            let record = record.map_err(|e| segment::corrupt(at.0, at.1, format!("record: {}", e.reason)))?;
+            if record.offset >= self.next {
+                self.pending.push_back(record.to_record());
+            }
+        }
+        if let Some(last) = self.pending.back() {
+            self.next = Offset(last.offset.0 + 1);
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.pending.is_empty() && !self.failed {
+            if let Err(e) = self.fill() {
+                self.failed = true;
+                return Some(Err(e));
+            }
+        }
+        self.pending.pop_front().map(Ok)
+    }
+}

@@ -1,0 +1,230 @@
+//! The tail (active) segment as readers see it, and refreshing the read view from disk
+//! when another process is the appender.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::error::IoContext;
+use crate::index::{self, SegmentIndex};
+use crate::segment::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
+use crate::segment::{self, SealedSegment, LOG_EXT};
+use crate::topic::{Segments, Topic, Visible};
+use crate::{Offset, Result};
+
+/// The newest segment of a topic: read with `pread`, never mapped (it still grows, and a
+/// recovering appender may truncate it).
+pub(crate) struct TailSegment {
+    pub base: Offset,
+    pub path: PathBuf,
+    pub file: File,
+    /// Sparse index: maintained by the appender in its process; loaded from the index
+    /// file (and confirmed entry by entry before use) in reader processes.
+    pub index: RwLock<SegmentIndex>,
+}
+
+impl TailSegment {
+    pub fn open(dir: &Path, base: Offset) -> Result<TailSegment> {
+        let path = dir.join(segment::file_name(base, LOG_EXT));
+        let file = File::open(&path).context(|| format!("opening segment {}", path.display()))?;
+        Ok(TailSegment {
+            base,
+            path,
+            file,
+            index: RwLock::new(SegmentIndex::default()),
+        })
+    }
+
+    /// Reads `[from, to)` of the tail.
+    pub fn read_range(&self, from: u64, to: u64) -> Result<Vec<u8>> {
+        segment::read_exact_at(&self.file, &self.path, from, (to - from) as usize)
+    }
+
+    /// The index entry to start a scan for `offset` from, confirmed against the log.
+    pub fn start_position(&self, relative: u32, limit: u64) -> u64 {
+        let Some(entry) = self.index.read().floor_offset(relative) else {
+            return 0;
+        };
+        let pos = u64::from(entry.position);
+        if pos + BATCH_HEADER_BYTES as u64 > limit {
+            return 0;
+        }
+        let confirmed = self
+            .read_range(pos, pos + BATCH_HEADER_BYTES as u64)
+            .ok()
+            .is_some_and(|head| {
+                batch::read_u32(&head, 0) == batch::BATCH_MAGIC
+                    && batch::read_u64(&head, 16) == self.base.0 + u64::from(entry.relative_offset)
+            });
+        if confirmed {
+            pos
+        } else {
+            0
+        }
+    }
+}
+
+/// Builds the read view of a topic from its directory: sealed segments (not loaded) and
+/// the tail, scanned for its valid end.
+pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
+    let bases = segment::list_segments(dir)?;
+    let tail_base = bases.last().copied().unwrap_or(Offset(0));
+    let sealed = bases[..bases.len().saturating_sub(1)]
+        .iter()
+        .map(|&b| Arc::new(SealedSegment::new(dir, b)))
+        .collect();
+    if bases.is_empty() {
+        // A topic created by another process that has not written yet: nothing to see.
+        let tail = Arc::new(TailSegment {
+            base: tail_base,
+            path: dir.join(segment::file_name(tail_base, LOG_EXT)),
+            file: File::open(dir).context(|| format!("opening {}", dir.display()))?,
+            index: RwLock::new(SegmentIndex::default()),
+        });
+        let visible = Visible {
+            tail_base,
+            end: tail_base,
+            tail_bytes: 0,
+        };
+        return Ok((Segments { sealed, tail }, visible));
+    }
+    let tail = Arc::new(TailSegment::open(dir, tail_base)?);
+    let index_bytes = std::fs::read(tail.path.with_extension(segment::INDEX_EXT)).unwrap_or_default();
+    let time_bytes = std::fs::read(tail.path.with_extension(segment::TIME_INDEX_EXT)).unwrap_or_default();
+    let log_len = tail
+        .file
+        .metadata()
+        .context(|| format!("reading size of {}", tail.path.display()))?
+        .len();
+    let (offsets, _) = index::decode_offset_entries(&index_bytes, log_len);
+    let (times, _) = index::decode_time_entries(&time_bytes);
+    *tail.index.write() = SegmentIndex::from_entries(offsets, times);
+    let mut visible = Visible {
+        tail_base,
+        end: tail_base,
+        tail_bytes: 0,
+    };
+    let last = tail.index.read().offsets.last().copied();
+    if let Some(entry) = last {
+        let start = tail.start_position(entry.relative_offset, log_len);
+        if start > 0 {
+            visible.tail_bytes = start;
+            visible.end = Offset(tail_base.0 + u64::from(entry.relative_offset));
+        }
+    }
+    extend_visible(&tail, &mut visible)?;
+    Ok((Segments { sealed, tail }, visible))
+}
+
+/// Walks complete, checksummed batches of the tail past `visible` and extends it.
+/// Stops quietly at the first incomplete or bad batch: the appender may be writing it.
+pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Result<bool> {
+    let len = tail
+        .file
+        .metadata()
+        .context(|| format!("reading size of {}", tail.path.display()))?
+        .len();
+    if len <= visible.tail_bytes {
+        return Ok(false);
+    }
+    let bytes = tail.read_range(visible.tail_bytes, len)?;
+    let mut pos = 0usize;
+    let mut scratch = Vec::new();
+    while pos < bytes.len() {
+        let Ok((header, _)) = batch::decode_batch(&bytes[pos..], &mut scratch) else {
+            break;
+        };
+        if header.base_offset != visible.end {
+            break;
+        }
+        pos += header.batch_bytes as usize;
+        visible.end = header.end_offset();
+    }
+    visible.tail_bytes += pos as u64;
+    Ok(pos > 0)
+}
+
+impl Topic {
+    /// Catches up with appends made by another process: new batches in the tail, new
+    /// segments, segments deleted by retention. A no-op in the appending process.
+    /// Returns true when new records became visible.
+    ///
+    /// # Errors
+    /// I/O errors while listing or reading the topic's files.
+    pub fn refresh(&self) -> Result<bool> {
+        if self.is_writer() {
+            return Ok(false);
+        }
+        let shared = &self.shared;
+        let tail = Arc::clone(&shared.segments.read().tail);
+        let mut visible = *shared.visible.lock();
+        let mut grew = if visible.tail_base == tail.base {
+            extend_visible(&tail, &mut visible)?
+        } else {
+            false
+        };
+        let bases = segment::list_segments(&shared.dir)?;
+        let newest = bases.last().copied().unwrap_or(tail.base);
+        if newest != tail.base || bases.first().copied() != Some(shared.segments.read().start()) {
+            grew |= self.reload_segments(&bases, &mut visible)?;
+        }
+        let mut current = shared.visible.lock();
+        if visible.end > current.end || visible.tail_base != current.tail_base {
+            *current = visible;
+            shared.appended.notify_all();
+        }
+        Ok(grew)
+    }
+
+    /// Rebuilds the segment list from `bases`, keeping already-loaded segments.
+    fn reload_segments(&self, bases: &[Offset], visible: &mut Visible) -> Result<bool> {
+        let shared = &self.shared;
+        let Some(&newest) = bases.last() else { return Ok(false) };
+        let mut segments = shared.segments.write();
+        let mut known: Vec<Arc<SealedSegment>> = std::mem::take(&mut segments.sealed);
+        let old_tail = Arc::clone(&segments.tail);
+        known.push(Arc::new(SealedSegment::new(&shared.dir, old_tail.base)));
+        let sealed: Vec<_> = bases[..bases.len() - 1]
+            .iter()
+            .map(|&b| match known.iter().find(|s| s.base == b) {
+                Some(s) => Arc::clone(s),
+                None => Arc::new(SealedSegment::new(&shared.dir, b)),
+            })
+            .collect();
+        if newest != old_tail.base {
+            segments.tail = Arc::new(TailSegment::open(&shared.dir, newest)?);
+            // Everything before the new tail is sealed and complete.
+            *visible = Visible {
+                tail_base: newest,
+                end: newest,
+                tail_bytes: 0,
+            };
+            extend_visible(&segments.tail, visible)?;
+        }
+        segments.sealed = sealed;
+        Ok(newest != old_tail.base)
+    }
+}
+
+/// Walks batch headers in `bytes` (which start at file position `at`) and returns the
+/// position and header of the first batch for which `stop` holds. The window may end
+/// inside a batch: a header is enough to decide.
+pub(crate) fn walk_headers(
+    bytes: &[u8],
+    at: u64,
+    path: &Path,
+    mut stop: impl FnMut(&BatchHeader) -> bool,
+) -> Result<Option<(u64, BatchHeader)>> {
+    let mut pos = 0usize;
+    while pos + BATCH_HEADER_BYTES <= bytes.len() {
+        let header = BatchHeader::decode_header_only(&bytes[pos..])
+            .map_err(|e| segment::corrupt_at(path, at + pos as u64, e))?;
+        if stop(&header) {
+            return Ok(Some((at + pos as u64, header)));
+        }
+        pos += header.batch_bytes as usize;
+    }
+    Ok(None)
+}

@@ -1,0 +1,385 @@
+//! The append path of a topic: taking the append lock, recovery, rolling, closing.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::IoContext;
+use crate::record::{check_limits, NewRecord, RecordFields};
+use crate::segment::{self, SealedSegment};
+use crate::topic::{Topic, TopicShared, Visible};
+use crate::wal::{self, ActiveFile, Durability, RecoveryReport, SyncTarget, Writer};
+use crate::{Error, Offset, Result};
+
+/// Name of the lock file held by the appending process.
+pub const LOCK_FILE: &str = "append.lock";
+
+/// The offsets one append call was given: `first .. first + count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Offset of the first record.
+    pub first: Offset,
+    /// Number of records.
+    pub count: u64,
+}
+
+impl Appended {
+    /// Every assigned offset, in order.
+    pub fn offsets(&self) -> impl Iterator<Item = Offset> {
+        (self.first.0..self.first.0 + self.count).map(Offset)
+    }
+    /// Offset after the last record.
+    pub fn end(&self) -> Offset {
+        Offset(self.first.0 + self.count)
+    }
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Topic {
+    /// Appends one record; returns its offset once it is acknowledged (under
+    /// [`Durability::Always`], once it is on disk).
+    ///
+    /// # Errors
+    /// [`Error::LimitExceeded`] for a record over a limit (nothing is written),
+    /// [`Error::Locked`] when another process appends to this topic, [`Error::Poisoned`]
+    /// after a failed sync, I/O errors.
+    pub fn append(&self, record: &NewRecord) -> Result<Offset> {
+        self.append_fields(&[record.as_fields()]).map(|a| a.first)
+    }
+
+    /// Appends records as one unit with one append time; returns their offsets.
+    /// Either every record is checked and written or, on a limit error, none is.
+    ///
+    /// # Errors
+    /// As for [`Topic::append`].
+    pub fn append_batch(&self, records: &[NewRecord]) -> Result<Appended> {
+        let fields: Vec<RecordFields<'_>> = records.iter().map(NewRecord::as_fields).collect();
+        self.append_fields(&fields)
+    }
+
+    /// Appends borrowed records (no copy of the values before encoding).
+    ///
+    /// # Errors
+    /// As for [`Topic::append`].
+    pub fn append_fields(&self, records: &[RecordFields<'_>]) -> Result<Appended> {
+        for record in records {
+            check_limits(record)?;
+        }
+        let shared = &self.shared;
+        let mut guard = shared.writer.lock();
+        if guard.is_none() {
+            *guard = Some(self.acquire_writer()?);
+        }
+        if let Some(cause) = shared.commit.poisoned() {
+            return Err(Error::Poisoned {
+                topic: shared.name.clone(),
+                cause,
+            });
+        }
+        let Some(writer) = guard.as_mut() else {
+            return Err(Error::Closed);
+        };
+        if records.is_empty() {
+            return Ok(Appended {
+                first: writer.next_offset,
+                count: 0,
+            });
+        }
+        self.roll_if_due(writer, Writer::encoded_upper_bound(records))?;
+        let timestamp_us = now_us().max(writer.last_timestamp_us);
+        let tail = Arc::clone(&shared.segments.read().tail);
+        let written = writer
+            .write_records(records, timestamp_us, shared.config.compression, &tail.index)
+            .inspect_err(|e| shared.commit.poison(format!("a write failed: {e}")))?;
+        let appended = Appended {
+            first: written.first,
+            count: written.end.0 - written.first.0,
+        };
+        let snapshot = sync_target(writer);
+        drop(guard);
+        if shared.durability == Durability::Always {
+            shared.commit.wait_durable(
+                &shared.name,
+                written.end,
+                || self.current_sync_target(),
+                |t| {
+                    shared.publish(Visible {
+                        tail_base: t.base,
+                        end: t.end,
+                        tail_bytes: t.bytes,
+                    })
+                },
+            )?;
+        } else {
+            shared.publish(Visible {
+                tail_base: snapshot.base,
+                end: snapshot.end,
+                tail_bytes: snapshot.bytes,
+            });
+        }
+        Ok(appended)
+    }
+
+    fn current_sync_target(&self) -> Option<SyncTarget> {
+        self.shared.writer.lock().as_ref().map(sync_target)
+    }
+
+    /// Takes the append lock and recovers the active segment, returning what recovery
+    /// did. Appends do this on their own; call it to learn the report.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another process holds the lock; [`Error::Corrupt`] for
+    /// corruption that is not a torn tail; I/O errors.
+    pub fn recover(&self) -> Result<RecoveryReport> {
+        let mut guard = self.shared.writer.lock();
+        if guard.is_none() {
+            *guard = Some(self.acquire_writer()?);
+        }
+        Ok(self.shared.last_recovery.lock().clone().unwrap_or_default())
+    }
+
+    fn acquire_writer(&self) -> Result<Writer> {
+        let shared = &self.shared;
+        let lock = lock_topic(&shared.name, &shared.dir)?;
+        let recovered = wal::recover_active(&shared.dir)?;
+        let bases = segment::list_segments(&shared.dir)?;
+        let active = recovered.active;
+        let sealed: Vec<_> = bases
+            .iter()
+            .filter(|&&b| b < active.base)
+            .map(|&b| Arc::new(SealedSegment::new(&shared.dir, b)))
+            .collect();
+        let mut last_timestamp_us = recovered.scan.last_timestamp_us;
+        if recovered.scan.batches == 0 {
+            if let Some(prev) = sealed.last() {
+                match prev.load(true) {
+                    Ok(data) => last_timestamp_us = data.last_timestamp_us,
+                    Err(e) => tracing::error!(topic = %shared.name, error = %e, "cannot read the last sealed segment"),
+                }
+            }
+        }
+        let tail = super::TailSegment::open(&shared.dir, active.base)?;
+        *tail.index.write() = recovered.scan.index.clone();
+        let visible = Visible {
+            tail_base: active.base,
+            end: recovered.scan.end_offset,
+            tail_bytes: active.bytes,
+        };
+        {
+            let mut segments = shared.segments.write();
+            segments.sealed = sealed;
+            segments.tail = Arc::new(tail);
+        }
+        *shared.visible.lock() = visible;
+        shared.appended.notify_all();
+        shared.commit.mark_synced(visible.end);
+        *shared.last_recovery.lock() = Some(recovered.report);
+        if let Durability::IntervalMs(ms) = shared.durability {
+            spawn_interval_syncer(Arc::downgrade(&self.shared), ms);
+        }
+        Ok(Writer {
+            next_offset: visible.end,
+            last_timestamp_us,
+            active,
+            buf: Vec::new(),
+            payload: Vec::new(),
+            index_buf: Vec::new(),
+            time_buf: Vec::new(),
+            last_batch: None,
+            _lock: lock,
+        })
+    }
+
+    fn roll_if_due(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
+        let config = &self.shared.config;
+        let bytes = writer.active.bytes;
+        if bytes == 0 {
+            if incoming > crate::index::SEGMENT_BYTES_MAX {
+                return Err(Error::LimitExceeded {
+                    what: "append call",
+                    actual: incoming,
+                    limit: crate::index::SEGMENT_BYTES_MAX,
+                });
+            }
+            return Ok(());
+        }
+        let full = bytes + incoming > config.segment_bytes || bytes + incoming > crate::index::SEGMENT_BYTES_MAX;
+        let aged = match (config.segment_age_ms, writer.active.first_timestamp_us) {
+            (Some(age_ms), Some(first)) => now_us().saturating_sub(first) >= age_ms * 1000,
+            _ => false,
+        };
+        if full || aged {
+            self.roll(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one. Every step can be interrupted by a
+    /// crash and recovered: the old log is synced before the new file exists.
+    fn roll(&self, writer: &mut Writer) -> Result<()> {
+        let shared = &self.shared;
+        let path = writer.active.path.clone();
+        if let Err(e) = writer.active.log.sync_data() {
+            let cause = format!("fdatasync of {} failed: {e}", path.display());
+            shared.commit.poison(cause.clone());
+            return Err(Error::Poisoned {
+                topic: shared.name.clone(),
+                cause,
+            });
+        }
+        crate::failpoint::hit("roll.after_sync");
+        let tail = Arc::clone(&shared.segments.read().tail);
+        let mut index = tail.index.read().clone();
+        if let Some((relative, position, ts)) = writer.last_batch() {
+            index.force_final_entry(relative, position, ts);
+        }
+        segment::write_index_files(&path, &index)?;
+        crate::failpoint::hit("roll.after_index");
+        let new = ActiveFile::create(&shared.dir, writer.next_offset)?;
+        crate::failpoint::hit("roll.after_create");
+        let old_base = std::mem::replace(&mut writer.active, new).base;
+        let new_tail = Arc::new(super::TailSegment::open(&shared.dir, writer.next_offset)?);
+        {
+            let mut segments = shared.segments.write();
+            segments
+                .sealed
+                .push(Arc::new(SealedSegment::new(&shared.dir, old_base)));
+            segments.tail = new_tail;
+        }
+        shared.commit.mark_synced(writer.next_offset);
+        shared.publish(Visible {
+            tail_base: writer.next_offset,
+            end: writer.next_offset,
+            tail_bytes: 0,
+        });
+        self.apply_retention_locked()?;
+        Ok(())
+    }
+
+    /// Makes everything appended durable, releases the append lock. Reads keep working.
+    ///
+    /// # Errors
+    /// The sync's I/O error (the topic is then poisoned).
+    pub fn close(&self) -> Result<()> {
+        let mut guard = self.shared.writer.lock();
+        let Some(writer) = guard.take() else { return Ok(()) };
+        let path = writer.active.path.clone();
+        let result = writer
+            .active
+            .log
+            .sync_data()
+            .context(|| format!("syncing {}", path.display()));
+        match &result {
+            Ok(()) => self.shared.commit.mark_synced(writer.next_offset),
+            Err(e) => self.shared.commit.poison(e.to_string()),
+        }
+        let v = sync_target(&writer);
+        self.shared.publish(Visible {
+            tail_base: v.base,
+            end: v.end,
+            tail_bytes: v.bytes,
+        });
+        result
+    }
+
+    /// The recovery report of the last time this process took the append lock.
+    pub fn last_recovery(&self) -> Option<RecoveryReport> {
+        self.shared.last_recovery.lock().clone()
+    }
+}
+
+fn sync_target(writer: &Writer) -> SyncTarget {
+    SyncTarget {
+        log: Arc::clone(&writer.active.log),
+        path: writer.active.path.clone(),
+        end: writer.next_offset,
+        base: writer.active.base,
+        bytes: writer.active.bytes,
+    }
+}
+
+impl TopicShared {
+    /// Makes `v` visible to readers if it moves forward.
+    pub(crate) fn publish(&self, v: Visible) {
+        let mut current = self.visible.lock();
+        if v.end > current.end
+            || v.tail_base > current.tail_base
+            || (v.tail_base == current.tail_base && v.tail_bytes > current.tail_bytes)
+        {
+            *current = v;
+            self.appended.notify_all();
+        }
+    }
+}
+
+/// Takes the topic's append lock (flock on `append.lock`) and writes our pid into it.
+fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .context(|| format!("opening lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+            let holder = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                holder
+            };
+            return Err(Error::Locked {
+                topic: topic.to_owned(),
+                holder,
+                lock_file: path,
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).context(|| format!("locking {}", path.display()));
+        }
+    }
+    let me = format!(
+        "process {} ({})",
+        std::process::id(),
+        std::env::args().next().unwrap_or_default()
+    );
+    file.set_len(0)
+        .and_then(|()| file.write_all(me.as_bytes()))
+        .context(|| format!("writing lock file {}", path.display()))?;
+    Ok(file)
+}
+
+fn spawn_interval_syncer(shared: std::sync::Weak<TopicShared>, ms: u64) {
+    let spawned = std::thread::Builder::new()
+        .name("trailkeep-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(ms));
+            let Some(shared) = shared.upgrade() else { return };
+            let topic = Topic { shared };
+            if !topic.is_writer() {
+                return;
+            }
+            let target = topic.end_offset();
+            let result =
+                topic
+                    .shared
+                    .commit
+                    .wait_durable(&topic.shared.name, target, || topic.current_sync_target(), |_| {});
+            if let Err(e) = result {
+                tracing::error!(topic = %topic.shared.name, error = %e, "interval sync failed");
+                return;
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the interval sync thread");
+    }
+}

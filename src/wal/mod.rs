@@ -1,0 +1,298 @@
+//! The write path: framing appends into batches, writing them to the active segment,
+//! group commit, durability modes, and recovery of the active segment after a crash.
+//!
+//! **Invariant:** only this module calls fsync on segment data; `segment` never does.
+
+mod recovery;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+pub(crate) use recovery::recover_active;
+pub use recovery::RecoveryReport;
+
+use crate::error::IoContext;
+use crate::index::{self, SegmentIndex};
+use crate::record::RecordFields;
+use crate::segment::batch::{self, Compression, BATCH_PAYLOAD_TARGET_BYTES, BATCH_RECORDS_MAX};
+use crate::segment::{self, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
+use crate::{Error, Offset, Result};
+
+/// When an append is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// An append returns only after its bytes are fdatasync'd; concurrent appenders share
+    /// one sync (group commit). The default.
+    #[default]
+    Always,
+    /// Appends return once written to the OS; a background thread syncs every `n` ms.
+    IntervalMs(u64),
+    /// Appends return once written to the OS; syncs happen only at segment roll and close.
+    Buffered,
+}
+
+/// The active segment as the writer holds it.
+pub(crate) struct ActiveFile {
+    pub base: Offset,
+    pub path: PathBuf,
+    pub log: Arc<File>,
+    pub index_file: File,
+    pub time_file: File,
+    pub bytes: u64,
+    pub first_timestamp_us: Option<u64>,
+}
+
+impl ActiveFile {
+    /// Creates a new, empty active segment with base `base` in `dir` (fsyncing the directory).
+    pub fn create(dir: &Path, base: Offset) -> Result<ActiveFile> {
+        let path = dir.join(segment::file_name(base, LOG_EXT));
+        let log = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .context(|| format!("creating segment {}", path.display()))?;
+        let active = ActiveFile::with_log(path, base, log, 0, true)?;
+        crate::fsutil::sync_dir(dir)?;
+        Ok(active)
+    }
+
+    /// Wraps an existing log file whose valid length is `bytes`; index files are
+    /// truncated when `fresh_index`, else appended to.
+    pub fn with_log(path: PathBuf, base: Offset, log: File, bytes: u64, fresh_index: bool) -> Result<ActiveFile> {
+        let open_index = |ext: &str| {
+            let p = path.with_extension(ext);
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .and_then(|f| {
+                    if fresh_index {
+                        f.set_len(0)?;
+                    }
+                    Ok(f)
+                })
+                .context(|| format!("opening index {}", p.display()))
+        };
+        Ok(ActiveFile {
+            index_file: open_index(INDEX_EXT)?,
+            time_file: open_index(TIME_INDEX_EXT)?,
+            base,
+            path,
+            log: Arc::new(log),
+            bytes,
+            first_timestamp_us: None,
+        })
+    }
+}
+
+/// State of the one appender of a topic in this process (behind the topic's writer lock).
+pub(crate) struct Writer {
+    pub active: ActiveFile,
+    pub next_offset: Offset,
+    pub last_timestamp_us: u64,
+    /// Reusable buffers: encoded batches, one batch's payload, index entries.
+    pub buf: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub index_buf: Vec<u8>,
+    pub time_buf: Vec<u8>,
+    /// Relative offset, position and append time of the last batch written.
+    pub last_batch: Option<(u32, u32, u64)>,
+    /// The lock file, held (flock) for as long as this value lives.
+    pub _lock: File,
+}
+
+/// What one append call wrote.
+pub(crate) struct Written {
+    pub first: Offset,
+    pub end: Offset,
+}
+
+impl Writer {
+    /// Encodes `records` as batches, writes them to the active segment and records index
+    /// entries. The caller has checked limits and rolled the segment if needed.
+    pub fn write_records(
+        &mut self,
+        records: &[RecordFields<'_>],
+        timestamp_us: u64,
+        compression: Compression,
+        index: &parking_lot::RwLock<SegmentIndex>,
+    ) -> Result<Written> {
+        let first = self.next_offset;
+        self.buf.clear();
+        self.index_buf.clear();
+        self.time_buf.clear();
+        let mut start = 0;
+        let mut index = index.write();
+        while start < records.len() {
+            self.payload.clear();
+            let mut end = start;
+            while end < records.len()
+                && (end == start
+                    || (self.payload.len() < BATCH_PAYLOAD_TARGET_BYTES && end - start < BATCH_RECORDS_MAX))
+            {
+                batch::encode_record(&mut self.payload, &records[end]);
+                end += 1;
+            }
+            let count = (end - start) as u32;
+            let position = self.active.bytes + self.buf.len() as u64;
+            let base = Offset(self.next_offset.0);
+            batch::encode_batch(&mut self.buf, base, timestamp_us, count, &self.payload, compression)
+                .context(|| "compressing a batch".to_owned())?;
+            let relative = index::relative(self.active.base, base)
+                .ok_or_else(|| Error::InvalidConfig("segment holds more than 2^32 records".into()))?;
+            let (o, t) = index.observe_batch(relative, position as u32, timestamp_us);
+            self.last_batch = Some((relative, position as u32, timestamp_us));
+            segment::encode_entries(o, t, &mut self.index_buf, &mut self.time_buf);
+            self.next_offset = Offset(self.next_offset.0 + u64::from(count));
+            start = end;
+        }
+        drop(index);
+        let path = &self.active.path;
+        (&*self.active.log)
+            .write_all(&self.buf)
+            .context(|| format!("appending to {}", path.display()))?;
+        // Index files are derived data, rebuilt from the log on recovery: a failed index
+        // write costs a rebuild later, never a record, so it does not fail the append.
+        if !self.index_buf.is_empty() {
+            if let Err(e) = self.active.index_file.write_all(&self.index_buf) {
+                tracing::warn!(segment = %path.display(), error = %e, "offset index write failed");
+            }
+        }
+        if !self.time_buf.is_empty() {
+            if let Err(e) = self.active.time_file.write_all(&self.time_buf) {
+                tracing::warn!(segment = %path.display(), error = %e, "time index write failed");
+            }
+        }
+        self.active.bytes += self.buf.len() as u64;
+        self.active.first_timestamp_us.get_or_insert(timestamp_us);
+        self.last_timestamp_us = timestamp_us;
+        Ok(Written {
+            first,
+            end: self.next_offset,
+        })
+    }
+
+    /// Relative offset, position and append time of the last batch written.
+    pub fn last_batch(&self) -> Option<(u32, u32, u64)> {
+        self.last_batch
+    }
+
+    /// Size a batch of `records` would add, before compression (an upper bound).
+    pub fn encoded_upper_bound(records: &[RecordFields<'_>]) -> u64 {
+        let records_bytes: usize = records.iter().map(batch::record_encoded_len).sum();
+        let batches = records
+            .len()
+            .div_ceil(BATCH_RECORDS_MAX)
+            .max(records_bytes / BATCH_PAYLOAD_TARGET_BYTES + 1);
+        (records_bytes + batches * (batch::BATCH_HEADER_BYTES + 64)) as u64
+    }
+}
+
+/// Group commit: who is syncing, how far the log is durable, and whether a sync failed.
+#[derive(Default)]
+pub(crate) struct SyncState {
+    pub synced: Offset,
+    pub syncing: bool,
+    pub poisoned: Option<String>,
+}
+
+/// Shared group-commit coordinator of one topic.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    pub state: Mutex<SyncState>,
+    pub done: Condvar,
+}
+
+/// What a sync leader needs, taken under the writer lock and used outside it.
+pub(crate) struct SyncTarget {
+    pub log: Arc<File>,
+    pub path: PathBuf,
+    pub end: Offset,
+    pub base: Offset,
+    pub bytes: u64,
+}
+
+impl GroupCommit {
+    /// Returns once offsets below `target` are durable. One caller at a time becomes the
+    /// leader and fdatasyncs for everyone who wrote before it started; the others wait.
+    /// `snapshot` is called by the leader to learn what to sync; `publish` after success.
+    pub fn wait_durable(
+        &self,
+        topic: &str,
+        target: Offset,
+        snapshot: impl Fn() -> Option<SyncTarget>,
+        publish: impl Fn(&SyncTarget),
+    ) -> Result<()> {
+        let mut state = self.state.lock();
+        loop {
+            if let Some(cause) = &state.poisoned {
+                return Err(Error::Poisoned {
+                    topic: topic.to_owned(),
+                    cause: cause.clone(),
+                });
+            }
+            if state.synced >= target {
+                return Ok(());
+            }
+            if state.syncing {
+                self.done.wait(&mut state);
+                continue;
+            }
+            state.syncing = true;
+            drop(state);
+            let Some(work) = snapshot() else {
+                // The writer was closed meanwhile; closing synced (or poisoned) everything.
+                state = self.state.lock();
+                state.syncing = false;
+                self.done.notify_all();
+                if state.synced < target && state.poisoned.is_none() {
+                    return Err(Error::Closed);
+                }
+                continue;
+            };
+            let result = work.log.sync_data();
+            crate::failpoint::hit("wal.after_sync");
+            state = self.state.lock();
+            state.syncing = false;
+            match result {
+                Ok(()) => {
+                    if work.end > state.synced {
+                        state.synced = work.end;
+                    }
+                    publish(&work);
+                }
+                Err(e) => {
+                    let cause = format!("fdatasync of {} failed: {e}", work.path.display());
+                    tracing::error!(topic, %cause, "poisoning topic");
+                    state.poisoned = Some(cause);
+                }
+            }
+            self.done.notify_all();
+        }
+    }
+
+    /// Marks everything below `end` durable (after a roll or close synced it).
+    pub fn mark_synced(&self, end: Offset) {
+        let mut state = self.state.lock();
+        if end > state.synced {
+            state.synced = end;
+        }
+        self.done.notify_all();
+    }
+
+    /// Refuses further writes.
+    pub fn poison(&self, cause: String) {
+        self.state.lock().poisoned = Some(cause);
+        self.done.notify_all();
+    }
+
+    /// The poison cause, if any.
+    pub fn poisoned(&self) -> Option<String> {
+        self.state.lock().poisoned.clone()
+    }
+}

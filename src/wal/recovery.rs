@@ -1,0 +1,181 @@
+//! Recovery of the active segment when a process takes over a topic for appending.
+//!
+//! The log is the only truth: the active segment is walked batch by batch with full
+//! checks; a torn tail (a batch cut short, or a tail of zeros, with nothing valid after
+//! it) is truncated and reported; bad bytes *followed by* valid batches are corruption in
+//! the middle of the log and stop the open with an error naming file and byte.
+
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use crate::error::IoContext;
+use crate::index::SegmentIndex;
+use crate::segment::batch::{self, BATCH_HEADER_BYTES, BATCH_MAGIC};
+use crate::segment::{self, Scan, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
+use crate::wal::ActiveFile;
+use crate::{Offset, Result};
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The active segment that was checked.
+    pub segment: PathBuf,
+    /// Valid bytes kept.
+    pub kept_bytes: u64,
+    /// Bytes of a torn tail that were truncated.
+    pub truncated_bytes: u64,
+    /// Records the torn tail's first batch header announced (0 when unreadable).
+    pub truncated_records: u64,
+    /// Leftover temporary and orphan index files deleted.
+    pub removed_files: Vec<PathBuf>,
+    /// Offset after the last valid record.
+    pub end_offset: Offset,
+}
+
+/// The recovered active segment.
+pub(crate) struct Recovered {
+    pub active: ActiveFile,
+    pub scan: Scan,
+    pub report: RecoveryReport,
+}
+
+/// Recovers the newest segment of `dir` (creating segment 0 when there is none).
+/// The caller holds the topic's append lock.
+pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
+    let removed_files = remove_leftovers(dir)?;
+    let bases = segment::list_segments(dir)?;
+    let Some(&base) = bases.last() else {
+        let active = ActiveFile::create(dir, Offset(0))?;
+        let report = RecoveryReport {
+            segment: active.path.clone(),
+            removed_files,
+            ..RecoveryReport::default()
+        };
+        let scan = segment::scan_batches(&[], Offset(0), &active.path, true)?;
+        return Ok(Recovered { active, scan, report });
+    };
+    let path = dir.join(segment::file_name(base, LOG_EXT));
+    let bytes = fs::read(&path).context(|| format!("reading active segment {}", path.display()))?;
+    let scan = segment::scan_batches(&bytes, base, &path, true)?;
+    let mut report = RecoveryReport {
+        segment: path.clone(),
+        kept_bytes: scan.valid_bytes,
+        truncated_bytes: bytes.len() as u64 - scan.valid_bytes,
+        removed_files,
+        end_offset: scan.end_offset,
+        ..RecoveryReport::default()
+    };
+    if let Some(err) = &scan.stopped_by {
+        let tail = &bytes[scan.valid_bytes as usize..];
+        if !err.truncated {
+            if let Some(later) = find_valid_batch_after(tail, scan.end_offset) {
+                return Err(segment::corrupt(
+                    &path,
+                    scan.valid_bytes + err.byte_pos,
+                    format!(
+                        "{}; a valid batch follows at byte {}, so this is not a torn tail",
+                        err.reason,
+                        scan.valid_bytes + later as u64
+                    ),
+                ));
+            }
+        }
+        report.truncated_records = batch::BatchHeader::decode(tail)
+            .map(|h| u64::from(h.record_count))
+            .or_else(|_| announced_records(tail))
+            .unwrap_or(0);
+    }
+    let log = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(&path)
+        .context(|| format!("opening active segment {}", path.display()))?;
+    if report.truncated_bytes > 0 {
+        log.set_len(scan.valid_bytes)
+            .and_then(|()| log.sync_all())
+            .context(|| format!("truncating torn tail of {}", path.display()))?;
+        tracing::warn!(
+            segment = %path.display(),
+            kept_bytes = report.kept_bytes,
+            truncated_bytes = report.truncated_bytes,
+            truncated_records = report.truncated_records,
+            "truncated a torn tail after an unclean shutdown"
+        );
+    }
+    let mut active = ActiveFile::with_log(path, base, log, scan.valid_bytes, true)?;
+    write_index(&mut active, &scan.index)?;
+    active.first_timestamp_us = (scan.batches > 0).then_some(scan.first_timestamp_us);
+    Ok(Recovered { active, scan, report })
+}
+
+/// The record count a cut-short header announces, if its magic and count are there.
+fn announced_records(tail: &[u8]) -> std::result::Result<u64, ()> {
+    if tail.len() >= 28 && batch::read_u32(tail, 0) == BATCH_MAGIC {
+        return Ok(u64::from(batch::read_u32(tail, 24)));
+    }
+    Err(())
+}
+
+/// Looks for a complete, checksummed batch after the first bad byte whose offset is at or
+/// past `expected`: if one exists, the bad bytes are not a torn tail.
+fn find_valid_batch_after(tail: &[u8], expected: Offset) -> Option<usize> {
+    if tail.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let magic = BATCH_MAGIC.to_le_bytes();
+    let mut scratch = Vec::new();
+    let mut from = 1;
+    while from + BATCH_HEADER_BYTES <= tail.len() {
+        let found = tail[from..].windows(4).position(|w| w == magic)?;
+        let at = from + found;
+        if let Ok((header, _)) = batch::decode_batch(&tail[at..], &mut scratch) {
+            if header.base_offset >= expected {
+                return Some(at);
+            }
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// Writes the rebuilt index of the active segment into its (already truncated) files.
+fn write_index(active: &mut ActiveFile, index: &SegmentIndex) -> Result<()> {
+    use std::io::Write;
+    let mut offsets = Vec::new();
+    let mut times = Vec::new();
+    for e in &index.offsets {
+        offsets.extend_from_slice(&e.to_bytes());
+    }
+    for e in &index.times {
+        times.extend_from_slice(&e.to_bytes());
+    }
+    let path = active.path.clone();
+    active
+        .index_file
+        .write_all(&offsets)
+        .and_then(|()| active.time_file.write_all(&times))
+        .context(|| format!("rewriting indexes of {}", path.display()))
+}
+
+/// Deletes temporary files and index files whose log is gone (a crash during retention).
+fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = fs::read_dir(dir).context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let path = entry.context(|| format!("listing {}", dir.display()))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let orphan_index = [INDEX_EXT, TIME_INDEX_EXT]
+            .iter()
+            .any(|ext| segment::parse_file_name(name, ext).is_some() && !path.with_extension(LOG_EXT).exists());
+        if name.ends_with(crate::fsutil::TMP_SUFFIX) || orphan_index {
+            segment::remove_if_exists(&path)?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        crate::fsutil::sync_dir(dir)?;
+    }
+    Ok(removed)
+}
