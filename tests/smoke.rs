@@ -1,0 +1,154 @@
+//! Basic behaviour of the engine through its public API: append, read, iterate across
+//! segments, seek by time, reopen, retention.
+
+use std::ops::ControlFlow;
+
+use trailkeep::{Durability, NewRecord, Offset, Store, TopicConfig};
+
+fn value(i: u64) -> Vec<u8> {
+    format!("{{\"event\":{i},\"pad\":\"{}\"}}", "x".repeat((i % 50) as usize)).into_bytes()
+}
+
+#[test]
+fn append_read_iterate_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::builder(dir.path())
+            .durability(Durability::Buffered)
+            .open()
+            .unwrap();
+        let topic = store
+            .create_topic("t", TopicConfig::default().segment_bytes(4096))
+            .unwrap();
+        for i in 0..500u64 {
+            let off = topic
+                .append(&NewRecord::new(value(i)).with_key(format!("k{}", i % 7)))
+                .unwrap();
+            assert_eq!(off, Offset(i));
+        }
+        let batch: Vec<_> = (500..1500).map(|i| NewRecord::new(value(i))).collect();
+        let appended = topic.append_batch(&batch).unwrap();
+        assert_eq!(appended.first, Offset(500));
+        assert_eq!(appended.count, 1000);
+        assert!(topic.stats().unwrap().segments > 3);
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("t").unwrap();
+    assert_eq!(topic.end_offset(), Offset(1500));
+    for i in [0u64, 1, 499, 500, 777, 1499] {
+        assert_eq!(topic.read(Offset(i)).unwrap().value, value(i), "offset {i}");
+    }
+    let all: Vec<_> = topic.iter(Offset(0)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 1500);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.offset, Offset(i as u64));
+        assert_eq!(r.value, value(i as u64));
+    }
+    let mut count = 0;
+    topic
+        .scan(Offset(100), |r| {
+            assert_eq!(r.offset, Offset(100 + count));
+            count += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(count, 1400);
+    // Timestamps never decrease, and seek_time finds the first at or after.
+    let mut last = 0;
+    for r in &all {
+        assert!(r.timestamp_us >= last);
+        last = r.timestamp_us;
+    }
+    for probe in [0usize, 3, 499, 500, 1000, 1499] {
+        let t = all[probe].timestamp_us;
+        let want = all.iter().position(|r| r.timestamp_us >= t).unwrap() as u64;
+        assert_eq!(topic.seek_time(t).unwrap(), Some(Offset(want)), "probe {probe}");
+    }
+    assert_eq!(topic.seek_time(last + 1).unwrap(), None);
+    // Appending after reopen continues the offsets.
+    assert_eq!(topic.append(&NewRecord::new(b"after".to_vec())).unwrap(), Offset(1500));
+    assert!(matches!(
+        topic.read(Offset(1501)),
+        Err(trailkeep::Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn retention_by_size_deletes_oldest_sealed_segments() {
+    let store = Store::temporary().unwrap();
+    let topic = store
+        .create_topic(
+            "t",
+            TopicConfig::default().segment_bytes(4096).retention_bytes(16 * 1024),
+        )
+        .unwrap();
+    for i in 0..2000u64 {
+        topic.append(&NewRecord::new(value(i))).unwrap();
+    }
+    let stats = topic.stats().unwrap();
+    assert!(stats.bytes <= 16 * 1024 + 4096 + 512, "{stats:?}");
+    assert!(stats.start_offset > Offset(0));
+    let start = topic.start_offset();
+    assert_eq!(topic.read(start).unwrap().value, value(start.0));
+    assert!(matches!(
+        topic.read(Offset(0)),
+        Err(trailkeep::Error::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn durable_appends_from_many_threads_get_dense_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic_or_create("t").unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| topic.append(&NewRecord::new(format!("{t}-{i}"))).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut offsets: Vec<_> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    offsets.sort();
+    assert_eq!(offsets, (0..400).map(Offset).collect::<Vec<_>>());
+}
+
+#[test]
+fn zstd_topics_round_trip() {
+    let store = Store::temporary().unwrap();
+    let topic = store
+        .create_topic(
+            "z",
+            TopicConfig::default()
+                .compression(trailkeep::Compression::Zstd)
+                .segment_bytes(8192),
+        )
+        .unwrap();
+    let batch: Vec<_> = (0..3000).map(|i| NewRecord::new(value(i))).collect();
+    topic.append_batch(&batch).unwrap();
+    let all: Vec<_> = topic.iter(Offset(0)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), 3000);
+    assert_eq!(all[2999].value, value(2999));
+}
+
+#[test]
+fn second_appender_process_lock_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    let b = Store::open(dir.path()).unwrap();
+    a.topic_or_create("t")
+        .unwrap()
+        .append(&NewRecord::new(b"x".to_vec()))
+        .unwrap();
+    let err = b
+        .topic("t")
+        .unwrap()
+        .append(&NewRecord::new(b"y".to_vec()))
+        .unwrap_err();
+    assert!(matches!(err, trailkeep::Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("locked for appending by process"), "{err}");
+}
