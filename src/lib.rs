@@ -22,6 +22,8 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[doc(hidden)]
+pub mod cli;
 mod error;
 mod failpoint;
 mod fsutil;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `trailkeep` binary: see `trailkeep --help`.
+
+fn main() -> std::process::ExitCode {
+    trailkeep::cli::main()
+}

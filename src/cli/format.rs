@@ -1,0 +1,87 @@
+//! Text forms used by the command line: JSON lines of records, times and durations.
+
+use serde_json::{json, Map, Value};
+
+use crate::Record;
+
+/// Parses a time given as RFC 3339 or as epoch milliseconds, into epoch microseconds.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_time_us(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<u64>() {
+        return ms.checked_mul(1000).ok_or_else(|| format!("time {text} is too large"));
+    }
+    let t = humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("time {text:?} is neither RFC 3339 nor epoch milliseconds: {e}"))?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .map_err(|_| format!("time {text:?} is before 1970"))
+}
+
+/// Parses a duration such as `7d`, `12h`, `30m`, `90s` into milliseconds.
+///
+/// # Errors
+/// A message saying what was expected.
+pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    humantime::parse_duration(text.trim())
+        .map(|d| d.as_millis() as u64)
+        .map_err(|e| format!("duration {text:?} is not like 7d, 12h, 30m or 90s: {e}"))
+}
+
+/// RFC 3339 with microseconds, UTC.
+pub fn format_time_us(us: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+fn bytes_value(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Value::String(s.to_owned()),
+        Err(_) => {
+            use base64::Engine;
+            json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) })
+        }
+    }
+}
+
+/// One record as a JSON object: offset, timestamp, timestamp_us, key, value (strings when
+/// UTF-8, else `{"base64": ...}`), and event_time / headers when present.
+pub fn record_json(record: &Record) -> Value {
+    let mut object = Map::new();
+    object.insert("offset".into(), json!(record.offset.0));
+    object.insert("timestamp".into(), json!(format_time_us(record.timestamp_us)));
+    object.insert("timestamp_us".into(), json!(record.timestamp_us));
+    object.insert("key".into(), record.key.as_deref().map_or(Value::Null, bytes_value));
+    if let Some(t) = record.event_time_us {
+        let formatted = u64::try_from(t).map_or_else(|_| Value::Null, |t| json!(format_time_us(t)));
+        object.insert("event_time".into(), formatted);
+        object.insert("event_time_us".into(), json!(t));
+    }
+    if !record.headers.is_empty() {
+        let headers: Map<String, Value> = record
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), bytes_value(v)))
+            .collect();
+        object.insert("headers".into(), Value::Object(headers));
+    }
+    object.insert("value".into(), bytes_value(&record.value));
+    Value::Object(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time_us("1700000000000").unwrap(), 1_700_000_000_000_000);
+        assert_eq!(parse_time_us("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000_000);
+        assert_eq!(format_time_us(1_700_000_000_000_001), "2023-11-14T22:13:20.000001Z");
+        assert!(parse_time_us("yesterday").is_err());
+        assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
+        assert!(parse_duration_ms("soon").is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The `trailkeep` command line: argument parsing and one function per command.
+//!
+//! **Invariant:** only this module (and `src/bin`) knows about JSON lines, terminals and
+//! exit codes; the engine below it deals in records and offsets.
+
+mod append;
+mod format;
+mod read;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{Compression, Durability, Store, TopicConfig};
+
+pub use format::{parse_duration_ms, parse_time_us};
+
+/// Errors of the command line: the engine's, plus bad input with its place.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// An engine error.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+    /// A bad input line.
+    #[error("{source_name} line {line}: {reason}")]
+    BadLine {
+        /// Input name (file path or "stdin").
+        source_name: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bad argument.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading input or writing output failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
+    let context = context.into();
+    move |source| CliError::Io { context, source }
+}
+
+/// trailkeep: an embedded, append-only, tamper-evident audit log store.
+#[derive(Parser, Debug)]
+#[command(name = "trailkeep", version, about)]
+pub struct Cli {
+    /// The store directory [default: $TRAILKEEP_DIR, else ./trailkeep-data]
+    #[arg(long, global = true, env = "TRAILKEEP_DIR", default_value = "trailkeep-data")]
+    pub dir: PathBuf,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List topics, or create one.
+    Topics {
+        /// `create <topic>`; without it, list topics.
+        #[command(subcommand)]
+        action: Option<TopicsAction>,
+    },
+    /// Sizes and offsets of every topic.
+    Stats,
+    /// Append one record per input line (stdin when FILE is absent).
+    Append(append::AppendArgs),
+    /// Print records.
+    Read(read::ReadArgs),
+}
+
+/// `topics` sub-commands.
+#[derive(Subcommand, Debug)]
+pub enum TopicsAction {
+    /// Create a topic with explicit settings.
+    Create {
+        /// Topic name: letters, digits, '.', '_' and '-'.
+        topic: String,
+        /// Seal a segment once it holds this many bytes [default: 128 MiB]
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        /// Payload compression of new batches.
+        #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+        compression: CompressionArg,
+        /// Delete the oldest sealed segments while the topic holds more bytes than this.
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        /// Delete sealed segments whose newest record is older than this (e.g. 7d, 12h, 30m).
+        #[arg(long)]
+        retention_age: Option<String>,
+    },
+}
+
+/// `--compression` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CompressionArg {
+    /// Stored as is.
+    None,
+    /// zstd per batch.
+    Zstd,
+}
+
+/// `--durability` values.
+#[derive(Clone, Copy, Debug, ValueEnum, Default)]
+pub enum DurabilityArg {
+    /// Acknowledged = fdatasync'd (group commit).
+    #[default]
+    Always,
+    /// Synced every 100 ms.
+    Interval,
+    /// Synced only at segment roll and exit.
+    None,
+}
+
+impl DurabilityArg {
+    fn to_durability(self) -> Durability {
+        match self {
+            DurabilityArg::Always => Durability::Always,
+            DurabilityArg::Interval => Durability::IntervalMs(100),
+            DurabilityArg::None => Durability::Buffered,
+        }
+    }
+}
+
+/// Runs the parsed command line.
+///
+/// # Errors
+/// Whatever the command met; the binary prints it and exits non-zero.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Topics { action: None } => {
+            let store = open_store(&cli.dir, Durability::Always)?;
+            for name in store.topic_names()? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Command::Topics {
+            action:
+                Some(TopicsAction::Create {
+                    topic,
+                    segment_bytes,
+                    compression,
+                    retention_bytes,
+                    retention_age,
+                }),
+        } => {
+            let mut config = TopicConfig::default();
+            if let Some(bytes) = segment_bytes {
+                config = config.segment_bytes(bytes);
+            }
+            if let Some(bytes) = retention_bytes {
+                config = config.retention_bytes(bytes);
+            }
+            if let Some(age) = retention_age {
+                config = config.retention_age_ms(parse_duration_ms(&age).map_err(CliError::Usage)?);
+            }
+            config = config.compression(match compression {
+                CompressionArg::None => Compression::None,
+                CompressionArg::Zstd => Compression::Zstd,
+            });
+            let store = open_store(&cli.dir, Durability::Always)?;
+            store.create_topic(&topic, config)?;
+            eprintln!("created topic {topic}");
+            Ok(())
+        }
+        Command::Stats => stats(&cli.dir),
+        Command::Append(args) => append::run(&cli.dir, args),
+        Command::Read(args) => read::run(&cli.dir, args),
+    }
+}
+
+pub(crate) fn open_store(dir: &std::path::Path, durability: Durability) -> Result<Store, CliError> {
+    Ok(Store::builder(dir).durability(durability).open()?)
+}
+
+fn stats(dir: &std::path::Path) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    println!(
+        "{:<32} {:>12} {:>12} {:>12} {:>9} {:>14}",
+        "topic", "start", "end", "records", "segments", "bytes"
+    );
+    for name in store.topic_names()? {
+        let topic = store.topic(&name)?;
+        let s = topic.stats()?;
+        println!(
+            "{:<32} {:>12} {:>12} {:>12} {:>9} {:>14}",
+            s.name,
+            s.start_offset,
+            s.end_offset,
+            s.end_offset.0 - s.start_offset.0,
+            s.segments,
+            s.bytes
+        );
+    }
+    Ok(())
+}
+
+/// Parses arguments, runs, prints errors; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILKEEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `trailkeep read`: print records from an offset or a time, optionally following.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::cli::format::record_json;
+use crate::cli::{io_err, open_store, parse_time_us, CliError};
+use crate::{Durability, Offset, Record};
+
+/// How long a follower sleeps between looks at another process's appends.
+const FOLLOW_POLL_MS: u64 = 20;
+
+/// Output formats of `read`.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum FormatArg {
+    /// One JSON object per record: offset, timestamp, key, value, ...
+    #[default]
+    Jsonl,
+    /// The value bytes exactly, one record per line.
+    Raw,
+}
+
+/// Arguments of `read`.
+#[derive(clap::Args, Debug)]
+pub struct ReadArgs {
+    /// Topic to read.
+    pub topic: String,
+    /// Start at this offset [default: the first held]
+    #[arg(long, conflicts_with = "from_time")]
+    pub from_offset: Option<u64>,
+    /// Start at the first record appended at or after this time (RFC 3339 or epoch ms).
+    #[arg(long)]
+    pub from_time: Option<String>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Keep waiting for new records (until interrupted).
+    #[arg(long)]
+    pub follow: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: FormatArg,
+}
+
+fn write_record(out: &mut impl Write, record: &Record, format: FormatArg) -> std::io::Result<()> {
+    match format {
+        FormatArg::Jsonl => {
+            serde_json::to_writer(&mut *out, &record_json(record))?;
+            out.write_all(b"\n")
+        }
+        FormatArg::Raw => {
+            out.write_all(&record.value)?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+/// Runs `read`.
+///
+/// # Errors
+/// Engine errors (e.g. an offset that is not held, corrupt data), output errors other
+/// than a closed pipe.
+pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    let topic = store.topic(&args.topic)?;
+    topic.refresh()?;
+    let start = match (&args.from_offset, &args.from_time) {
+        (Some(offset), _) => Offset(*offset),
+        (None, Some(time)) => {
+            let t = parse_time_us(time).map_err(CliError::Usage)?;
+            topic.seek_time(t)?.unwrap_or_else(|| topic.end_offset())
+        }
+        (None, None) => topic.start_offset(),
+    };
+    if start < topic.start_offset() || start > topic.end_offset() {
+        return Err(topic.out_of_range(start).into());
+    }
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    let mut records = topic.iter(start);
+    let result = (|| -> Result<(), CliError> {
+        while printed < limit {
+            match records.next() {
+                Some(record) => {
+                    write_record(&mut out, &record?, args.format).map_err(io_err("writing to stdout"))?;
+                    printed += 1;
+                }
+                None if args.follow => {
+                    out.flush().map_err(io_err("writing to stdout"))?;
+                    while !topic.refresh()? {
+                        std::thread::sleep(Duration::from_millis(FOLLOW_POLL_MS));
+                    }
+                }
+                None => break,
+            }
+        }
+        out.flush().map_err(io_err("writing to stdout"))
+    })();
+    match result {
+        Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
