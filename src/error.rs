@@ -92,6 +92,18 @@ pub enum Error {
         /// The group.
         group: String,
     },
+    /// A consumer group's position was deleted by retention.
+    #[error("group {group:?} of topic {topic:?} is at offset {position}, which retention deleted; the earliest offset held is {earliest}")]
+    GroupOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The group.
+        group: String,
+        /// The group's position.
+        position: Offset,
+        /// The earliest offset still held.
+        earliest: Offset,
+    },
     /// Records are missing between two segments (a segment was removed by hand or lost).
     #[error("records {from}..{to} of topic {topic:?} are missing: no segment holds them (next segment {file})")]
     Gap {

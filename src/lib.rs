@@ -24,6 +24,7 @@
 
 #[doc(hidden)]
 pub mod cli;
+pub mod cursor;
 mod error;
 mod failpoint;
 mod fsutil;
@@ -34,6 +35,7 @@ mod store;
 pub mod topic;
 pub mod wal;
 
+pub use cursor::{CommitMode, Consumer, ConsumerConfig, GroupInfo, OutOfRangePolicy, ResetTo, StartAt};
 pub use error::{Error, Result};
 pub use record::{
     HeaderList, NewRecord, Offset, Record, RecordFields, RecordRef, HEADER_COUNT_MAX, HEADER_NAME_BYTES_MAX,

@@ -5,6 +5,7 @@
 
 mod append;
 mod format;
+mod groups;
 mod read;
 
 use std::path::PathBuf;
@@ -77,6 +78,8 @@ pub enum Command {
     Append(append::AppendArgs),
     /// Print records.
     Read(read::ReadArgs),
+    /// List consumer groups of a topic with position and lag, or reset / delete one.
+    Groups(groups::GroupsArgs),
 }
 
 /// `topics` sub-commands.
@@ -98,6 +101,12 @@ pub enum TopicsAction {
         /// Delete sealed segments whose newest record is older than this (e.g. 7d, 12h, 30m).
         #[arg(long)]
         retention_age: Option<String>,
+        /// Never let size or age retention delete records a consumer group has not consumed.
+        #[arg(long)]
+        retention_until_consumed: bool,
+        /// Hard cap on bytes that wins over --retention-until-consumed (losses are reported).
+        #[arg(long)]
+        retention_hard_bytes: Option<u64>,
     },
 }
 
@@ -153,9 +162,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     compression,
                     retention_bytes,
                     retention_age,
+                    retention_until_consumed,
+                    retention_hard_bytes,
                 }),
         } => {
-            let mut config = TopicConfig::default();
+            let mut config = TopicConfig::default().retention_until_consumed(retention_until_consumed);
+            if let Some(bytes) = retention_hard_bytes {
+                config = config.retention_hard_bytes(bytes);
+            }
             if let Some(bytes) = segment_bytes {
                 config = config.segment_bytes(bytes);
             }
@@ -177,6 +191,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stats => stats(&cli.dir),
         Command::Append(args) => append::run(&cli.dir, args),
         Command::Read(args) => read::run(&cli.dir, args),
+        Command::Groups(args) => groups::run(&cli.dir, args),
     }
 }
 

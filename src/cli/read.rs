@@ -38,6 +38,9 @@ pub struct ReadArgs {
     /// Keep waiting for new records (until interrupted).
     #[arg(long)]
     pub follow: bool,
+    /// Resume from this consumer group's cursor and commit what was printed.
+    #[arg(long, conflicts_with_all = ["from_offset", "from_time"])]
+    pub group: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: FormatArg,
@@ -65,6 +68,9 @@ pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
     let store = open_store(dir, Durability::Always)?;
     let topic = store.topic(&args.topic)?;
     topic.refresh()?;
+    if let Some(group) = &args.group {
+        return ignore_broken_pipe(read_group(&topic, group, &args));
+    }
     let start = match (&args.from_offset, &args.from_time) {
         (Some(offset), _) => Offset(*offset),
         (None, Some(time)) => {
@@ -99,8 +105,39 @@ pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
         }
         out.flush().map_err(io_err("writing to stdout"))
     })();
+    ignore_broken_pipe(result)
+}
+
+fn ignore_broken_pipe(result: Result<(), CliError>) -> Result<(), CliError> {
     match result {
         Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// Reads as consumer group `group`: prints, flushes, then commits what was printed.
+fn read_group(topic: &crate::Topic, group: &str, args: &ReadArgs) -> Result<(), CliError> {
+    let mut consumer = topic.consumer(group, crate::ConsumerConfig::default())?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut remaining = args.limit.unwrap_or(u64::MAX);
+    let wait = if args.follow {
+        Duration::from_millis(500)
+    } else {
+        Duration::ZERO
+    };
+    while remaining > 0 {
+        let max = remaining.min(1000) as usize;
+        let records = consumer.poll(max, wait)?;
+        if records.is_empty() && !args.follow {
+            break;
+        }
+        for record in &records {
+            write_record(&mut out, record, args.format).map_err(io_err("writing to stdout"))?;
+        }
+        out.flush().map_err(io_err("writing to stdout"))?;
+        consumer.commit()?;
+        remaining -= records.len() as u64;
+    }
+    Ok(())
 }

@@ -36,6 +36,15 @@ pub struct TopicConfig {
     /// Retention by age: delete sealed segments whose newest record is older (milliseconds).
     /// Default: none.
     pub retention_age_ms: Option<u64>,
+    /// When true, size and age retention never delete records that a consumer group has
+    /// not consumed yet. Default: false.
+    #[serde(default)]
+    pub retention_until_consumed: bool,
+    /// A hard cap on the topic's bytes that wins over `retention_until_consumed`: past it,
+    /// the oldest sealed segments are deleted even if unconsumed, and the groups that lost
+    /// offsets are reported. Default: none.
+    #[serde(default)]
+    pub retention_hard_bytes: Option<u64>,
 }
 
 impl Default for TopicConfig {
@@ -46,6 +55,8 @@ impl Default for TopicConfig {
             compression: Compression::None,
             retention_bytes: None,
             retention_age_ms: None,
+            retention_until_consumed: false,
+            retention_hard_bytes: None,
         }
     }
 }
@@ -74,6 +85,17 @@ impl TopicConfig {
     /// Sets [`TopicConfig::retention_age_ms`].
     pub fn retention_age_ms(mut self, ms: u64) -> Self {
         self.retention_age_ms = Some(ms);
+        self
+    }
+
+    /// Sets [`TopicConfig::retention_until_consumed`].
+    pub fn retention_until_consumed(mut self, on: bool) -> Self {
+        self.retention_until_consumed = on;
+        self
+    }
+    /// Sets [`TopicConfig::retention_hard_bytes`].
+    pub fn retention_hard_bytes(mut self, bytes: u64) -> Self {
+        self.retention_hard_bytes = Some(bytes);
         self
     }
 

@@ -16,8 +16,9 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use config::{validate_topic_name, TopicConfig};
 pub use read::Records;
-pub use retention::RetentionReport;
+pub use retention::{GroupLoss, RetentionReport};
 pub(crate) use tail::TailSegment;
+pub(crate) use write::now_us;
 pub use write::{Appended, LOCK_FILE};
 
 use crate::segment::SealedSegment;
@@ -162,6 +163,17 @@ impl Topic {
             bytes,
             config: self.shared.config.clone(),
         })
+    }
+
+    /// Waits up to `timeout` for records at or past `position` to become visible through
+    /// this process's own appends; true when they are.
+    pub(crate) fn wait_for_append(&self, position: Offset, timeout: std::time::Duration) -> bool {
+        let mut visible = self.shared.visible.lock();
+        if visible.end > position {
+            return true;
+        }
+        self.shared.appended.wait_for(&mut visible, timeout);
+        visible.end > position
     }
 
     pub(crate) fn out_of_range(&self, offset: Offset) -> Error {

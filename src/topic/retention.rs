@@ -16,6 +16,19 @@ pub struct RetentionReport {
     pub deleted_bytes: u64,
     /// First offset still held afterwards.
     pub start_offset: Offset,
+    /// Consumer groups that lost records they had not consumed (hard cap only).
+    pub lost: Vec<GroupLoss>,
+}
+
+/// Records a consumer group had not consumed when the hard size cap deleted them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLoss {
+    /// The group.
+    pub group: String,
+    /// First offset lost.
+    pub from: Offset,
+    /// Offset after the last one lost.
+    pub to: Offset,
 }
 
 impl Topic {
@@ -38,9 +51,18 @@ impl Topic {
             start_offset: self.start_offset(),
             ..RetentionReport::default()
         };
-        if config.retention_bytes.is_none() && config.retention_age_ms.is_none() {
+        if config.retention_bytes.is_none()
+            && config.retention_age_ms.is_none()
+            && config.retention_hard_bytes.is_none()
+        {
             return Ok(report);
         }
+        let groups = if config.retention_until_consumed || config.retention_hard_bytes.is_some() {
+            self.groups()?
+        } else {
+            Vec::new()
+        };
+        let consumed_floor = groups.iter().map(|g| g.committed).min();
         let sealed = shared.segments.read().sealed.clone();
         let mut total = shared.visible.lock().tail_bytes;
         let mut sizes = Vec::with_capacity(sealed.len());
@@ -49,7 +71,11 @@ impl Topic {
             sizes.push(len);
             total += len;
         }
-        for (segment, bytes) in sealed.iter().zip(sizes) {
+        let tail_base = shared.segments.read().tail.base;
+        for (i, (segment, bytes)) in sealed.iter().zip(sizes).enumerate() {
+            let segment_end = sealed.get(i + 1).map_or(tail_base, |s| s.base);
+            let hard = config.retention_hard_bytes.is_some_and(|max| total > max);
+            let unconsumed = config.retention_until_consumed && consumed_floor.is_some_and(|f| f < segment_end);
             let by_size = config.retention_bytes.is_some_and(|max| total > max);
             let by_age = match config.retention_age_ms {
                 Some(age_ms) => {
@@ -58,8 +84,17 @@ impl Topic {
                 }
                 None => false,
             };
-            if !by_size && !by_age {
+            if !hard && (unconsumed || (!by_size && !by_age)) {
                 break;
+            }
+            for g in groups.iter().filter(|g| g.committed < segment_end) {
+                let loss = GroupLoss {
+                    group: g.name.clone(),
+                    from: g.committed.max(segment.base),
+                    to: segment_end,
+                };
+                tracing::warn!(topic = %shared.name, group = %loss.group, from = loss.from.0, to = loss.to.0, "hard size cap deleted records a group had not consumed");
+                report.lost.push(loss);
             }
             {
                 let mut segments = shared.segments.write();

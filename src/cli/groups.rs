@@ -1,0 +1,94 @@
+//! `trailkeep groups`: list consumer groups, reset or delete one.
+
+use std::path::Path;
+
+use crate::cli::format::format_time_us;
+use crate::cli::{open_store, parse_time_us, CliError};
+use crate::{Durability, Offset, ResetTo};
+
+/// Arguments of `groups`.
+#[derive(clap::Args, Debug)]
+pub struct GroupsArgs {
+    /// The topic.
+    pub topic: String,
+    /// `reset <group> --to ...` or `delete <group>`; without it, list groups.
+    #[command(subcommand)]
+    pub action: Option<GroupsAction>,
+}
+
+/// `groups` sub-commands.
+#[derive(clap::Subcommand, Debug)]
+pub enum GroupsAction {
+    /// Move a group's cursor: `--to earliest`, `--to latest`, `--to offset N`, `--to time T`.
+    Reset {
+        /// The group.
+        group: String,
+        /// Where to: earliest | latest | offset N | time T (RFC 3339 or epoch ms).
+        #[arg(long, num_args = 1..=2, required = true)]
+        to: Vec<String>,
+    },
+    /// Delete a group.
+    Delete {
+        /// The group.
+        group: String,
+    },
+}
+
+fn parse_reset(to: &[String]) -> Result<ResetTo, CliError> {
+    let words: Vec<&str> = to.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["earliest"] => Ok(ResetTo::Earliest),
+        ["latest"] => Ok(ResetTo::Latest),
+        ["offset", n] => n
+            .parse()
+            .map(|n| ResetTo::Offset(Offset(n)))
+            .map_err(|_| CliError::Usage(format!("--to offset {n}: not a number"))),
+        ["time", t] => parse_time_us(t).map(ResetTo::TimeUs).map_err(CliError::Usage),
+        _ => Err(CliError::Usage(format!(
+            "--to {}: expected earliest, latest, offset N or time T",
+            words.join(" ")
+        ))),
+    }
+}
+
+/// Runs `groups`.
+///
+/// # Errors
+/// Engine errors, bad `--to` values.
+pub fn run(dir: &Path, args: GroupsArgs) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    let topic = store.topic(&args.topic)?;
+    topic.refresh()?;
+    match args.action {
+        None => {
+            println!(
+                "{:<32} {:>12} {:>12} {:>10}  committed at",
+                "group", "position", "end", "lag"
+            );
+            for g in topic.groups()? {
+                let note = if g.behind_start {
+                    "  (position deleted by retention)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<32} {:>12} {:>12} {:>10}  {}{note}",
+                    g.name,
+                    g.committed,
+                    topic.end_offset(),
+                    g.lag,
+                    format_time_us(g.committed_at_us)
+                );
+            }
+        }
+        Some(GroupsAction::Reset { group, to }) => {
+            let offset = topic.reset_group(&group, parse_reset(&to)?)?;
+            println!("{group} {offset}");
+        }
+        Some(GroupsAction::Delete { group }) => {
+            topic.delete_group(&group)?;
+            eprintln!("deleted group {group}");
+        }
+    }
+    Ok(())
+}

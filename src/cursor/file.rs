@@ -1,0 +1,248 @@
+//! The cursor file of one consumer group: an append-only log of checksummed 32-byte
+//! commit entries; the valid entry with the highest sequence number is the committed
+//! position. A torn or corrupt entry is skipped, never trusted, so a crash at any point
+//! leaves the old position or the new one (see FORMAT.md, "Cursor file").
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::IoContext;
+use crate::{Error, Offset, Result};
+
+/// "TKC1" as a little-endian u32.
+pub const CURSOR_MAGIC: u32 = u32::from_le_bytes(*b"TKC1");
+/// Size of one commit entry.
+pub const CURSOR_ENTRY_BYTES: usize = 32;
+/// Entries after which the file is rewritten with the latest one only.
+pub const CURSOR_ENTRIES_MAX: u64 = 4096;
+/// Largest cursor file read (bytes); anything larger is refused as corrupt.
+pub const CURSOR_FILE_BYTES_MAX: u64 = 2 * CURSOR_ENTRIES_MAX * CURSOR_ENTRY_BYTES as u64;
+/// Extension of cursor files.
+pub const CURSOR_EXT: &str = "cursor";
+
+/// One committed position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CursorEntry {
+    /// The next offset the group will read (everything below is consumed).
+    pub offset: Offset,
+    /// When it was committed, microseconds since the epoch.
+    pub committed_at_us: u64,
+    /// Increases by one per commit.
+    pub sequence: u64,
+}
+
+impl CursorEntry {
+    /// The entry's 32 bytes.
+    pub fn encode(&self) -> [u8; CURSOR_ENTRY_BYTES] {
+        let mut b = [0u8; CURSOR_ENTRY_BYTES];
+        b[0..4].copy_from_slice(&CURSOR_MAGIC.to_le_bytes());
+        b[8..16].copy_from_slice(&self.offset.0.to_le_bytes());
+        b[16..24].copy_from_slice(&self.committed_at_us.to_le_bytes());
+        b[24..32].copy_from_slice(&self.sequence.to_le_bytes());
+        let crc = crc32fast::hash(&b[8..]);
+        b[4..8].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes one entry; None when the magic or checksum is wrong.
+    pub fn decode(b: &[u8]) -> Option<CursorEntry> {
+        if b.len() != CURSOR_ENTRY_BYTES || crate::segment::batch::read_u32(b, 0) != CURSOR_MAGIC {
+            return None;
+        }
+        if crc32fast::hash(&b[8..]) != crate::segment::batch::read_u32(b, 4) {
+            return None;
+        }
+        Some(CursorEntry {
+            offset: Offset(crate::segment::batch::read_u64(b, 8)),
+            committed_at_us: crate::segment::batch::read_u64(b, 16),
+            sequence: crate::segment::batch::read_u64(b, 24),
+        })
+    }
+}
+
+/// The latest valid entry of a cursor file's bytes, and how many entries it holds.
+pub fn latest_entry(bytes: &[u8]) -> (Option<CursorEntry>, u64) {
+    let mut best: Option<CursorEntry> = None;
+    let mut count = 0;
+    for chunk in bytes.chunks_exact(CURSOR_ENTRY_BYTES) {
+        count += 1;
+        if let Some(entry) = CursorEntry::decode(chunk) {
+            if best.is_none_or(|b| entry.sequence > b.sequence) {
+                best = Some(entry);
+            }
+        }
+    }
+    (best, count)
+}
+
+/// Reads the committed entry of the cursor file at `path` (None when there is none).
+pub fn read_cursor(path: &Path) -> Result<Option<CursorEntry>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context(|| format!("reading cursor {}", path.display())),
+    };
+    if bytes.len() as u64 > CURSOR_FILE_BYTES_MAX {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            byte_pos: CURSOR_FILE_BYTES_MAX,
+            reason: "cursor file larger than the limit".into(),
+        });
+    }
+    let (entry, count) = latest_entry(&bytes);
+    if entry.is_none() && count > 0 {
+        return Err(Error::Corrupt {
+            file: path.to_path_buf(),
+            byte_pos: 0,
+            reason: "no valid commit entry in the cursor file".into(),
+        });
+    }
+    Ok(entry)
+}
+
+/// A cursor file open for committing, held under an exclusive lock by one consumer.
+pub struct CursorFile {
+    path: PathBuf,
+    file: File,
+    last: Option<CursorEntry>,
+    entries: u64,
+}
+
+impl CursorFile {
+    /// Opens (creating) and locks the cursor file of `group` at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when another consumer of the group holds it; I/O errors.
+    pub fn open_locked(topic: &str, group: &str, path: &Path) -> Result<CursorFile> {
+        let created = !path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .context(|| format!("opening cursor {}", path.display()))?;
+        if created {
+            if let Some(dir) = path.parent() {
+                crate::fsutil::sync_dir(dir)?;
+            }
+        }
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked {
+                    topic: topic.to_owned(),
+                    holder: format!("another consumer of group {group:?}"),
+                    lock_file: path.to_path_buf(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e).context(|| format!("locking {}", path.display())),
+        }
+        let bytes = std::fs::read(path).context(|| format!("reading cursor {}", path.display()))?;
+        let (last, entries) = latest_entry(&bytes);
+        Ok(CursorFile {
+            path: path.to_path_buf(),
+            file,
+            last,
+            entries,
+        })
+    }
+
+    /// The committed entry.
+    pub fn last(&self) -> Option<CursorEntry> {
+        self.last
+    }
+
+    /// Durably commits `offset` (append + fdatasync; the file is compacted now and then).
+    ///
+    /// # Errors
+    /// I/O errors; the previous position then stays committed.
+    pub fn commit(&mut self, offset: Offset, now_us: u64) -> Result<CursorEntry> {
+        let entry = CursorEntry {
+            offset,
+            committed_at_us: now_us,
+            sequence: self.last.map_or(1, |e| e.sequence + 1),
+        };
+        if self.entries >= CURSOR_ENTRIES_MAX {
+            self.compact(entry)?;
+        } else {
+            self.file
+                .write_all(&entry.encode())
+                .and_then(|()| self.file.sync_data())
+                .context(|| format!("committing cursor {}", self.path.display()))?;
+            self.entries += 1;
+        }
+        crate::failpoint::hit("cursor.after_commit");
+        self.last = Some(entry);
+        Ok(entry)
+    }
+
+    /// Replaces the file with one entry (temp, fsync, rename, dir fsync), then re-locks.
+    fn compact(&mut self, entry: CursorEntry) -> Result<()> {
+        crate::fsutil::write_atomic(&self.path, &entry.encode())?;
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)
+            .context(|| format!("reopening cursor {}", self.path.display()))?;
+        // Nobody else can hold the new inode's lock yet: other consumers fail on the old one.
+        file.try_lock().map_err(|_| Error::Locked {
+            topic: String::new(),
+            holder: "another consumer".into(),
+            lock_file: self.path.clone(),
+        })?;
+        self.file = file;
+        self.entries = 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn highest_valid_sequence_wins_and_torn_entries_are_skipped() {
+        let a = CursorEntry {
+            offset: Offset(5),
+            committed_at_us: 1,
+            sequence: 1,
+        }
+        .encode();
+        let b = CursorEntry {
+            offset: Offset(9),
+            committed_at_us: 2,
+            sequence: 2,
+        }
+        .encode();
+        let mut bytes = [a, b].concat();
+        assert_eq!(latest_entry(&bytes).0.unwrap().offset, Offset(9));
+        bytes[40] ^= 1;
+        assert_eq!(latest_entry(&bytes).0.unwrap().offset, Offset(5));
+        let mut torn = [a.as_slice(), &b[..20]].concat();
+        assert_eq!(latest_entry(&torn).0.unwrap().offset, Offset(5));
+        torn.truncate(0);
+        assert_eq!(latest_entry(&torn).0, None);
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.cursor");
+        {
+            let mut file = CursorFile::open_locked("t", "g", &path).unwrap();
+            for i in 0..(CURSOR_ENTRIES_MAX + 10) {
+                file.commit(Offset(i), i).unwrap();
+            }
+            assert!(matches!(
+                CursorFile::open_locked("t", "g", &path),
+                Err(Error::Locked { .. })
+            ));
+        }
+        assert_eq!(
+            read_cursor(&path).unwrap().unwrap().offset,
+            Offset(CURSOR_ENTRIES_MAX + 9)
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() < 1024);
+    }
+}
