@@ -23,6 +23,8 @@
 #![warn(missing_docs)]
 
 #[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
 pub mod cli;
 pub mod cursor;
 mod error;

@@ -40,7 +40,19 @@ struct LineParser<'a> {
 }
 
 impl LineParser<'_> {
+    /// Parses one line and checks it against the record limits here, so a line over a
+    /// limit is reported with its number and never fails the batch of good lines before it.
     fn parse(&self, line_no: u64, line: &[u8]) -> Result<NewRecord, CliError> {
+        let record = self.parse_fields(line_no, line)?;
+        crate::record::check_limits(&record.as_fields()).map_err(|e| CliError::BadLine {
+            source_name: self.source_name.clone(),
+            line: line_no,
+            reason: e.to_string(),
+        })?;
+        Ok(record)
+    }
+
+    fn parse_fields(&self, line_no: u64, line: &[u8]) -> Result<NewRecord, CliError> {
         let mut record = NewRecord::new(line.to_vec());
         if self.args.key_field.is_none() && self.args.time_field.is_none() {
             return Ok(record);

@@ -80,6 +80,8 @@ pub enum Command {
     Read(read::ReadArgs),
     /// List consumer groups of a topic with position and lag, or reset / delete one.
     Groups(groups::GroupsArgs),
+    /// Measure trailkeep side by side with SQLite and JSON lines on this machine.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// `topics` sub-commands.
@@ -192,6 +194,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Append(args) => append::run(&cli.dir, args),
         Command::Read(args) => read::run(&cli.dir, args),
         Command::Groups(args) => groups::run(&cli.dir, args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 

@@ -76,6 +76,10 @@ impl Topic {
         self.refresh()?;
         let path = self.ensure_groups_dir(group)?;
         let cursor = CursorFile::open_locked(self.name(), group, &path)?;
+        if cursor.last().is_none() {
+            // Entries but none valid is corruption, not "no position yet": never start over silently.
+            crate::cursor::file::read_cursor(&path)?;
+        }
         let position = match (cursor.last(), config.start_at) {
             (Some(entry), _) => entry.offset,
             (None, StartAt::Earliest) => self.start_offset(),

@@ -140,6 +140,14 @@ impl CursorFile {
         }
         let bytes = std::fs::read(path).context(|| format!("reading cursor {}", path.display()))?;
         let (last, entries) = latest_entry(&bytes);
+        let whole = entries * CURSOR_ENTRY_BYTES as u64;
+        if bytes.len() as u64 != whole {
+            // A torn last entry (crash mid-commit): cut it off, or the next entry would be
+            // written out of 32-byte alignment and never be found again.
+            file.set_len(whole)
+                .and_then(|()| file.sync_data())
+                .context(|| format!("truncating the torn tail of cursor {}", path.display()))?;
+        }
         Ok(CursorFile {
             path: path.to_path_buf(),
             file,

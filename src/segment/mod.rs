@@ -257,12 +257,25 @@ fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<Sea
         return None;
     }
     let mut last_header = None;
+    let mut confirmed = Vec::with_capacity(offsets.len());
     for entry in &offsets {
-        let header = BatchHeader::decode(&log[entry.position as usize..]).ok()?;
+        let bytes = &log[entry.position as usize..];
+        let header = BatchHeader::decode(bytes).ok()?;
+        // The checksum too: the summary's timestamps come from these headers.
+        batch::check_crc(&header, bytes).ok()?;
         if header.base_offset.0 != base.0 + u64::from(entry.relative_offset) {
             return None;
         }
+        confirmed.push((entry.relative_offset, header.timestamp_us));
         last_header = Some((entry.position, header));
+    }
+    // Every time entry names a batch that has an offset entry (both are added together),
+    // and must carry that batch's append time: an entry the log does not confirm is not used.
+    for t in &times {
+        let at = confirmed.binary_search_by_key(&t.relative_offset, |&(rel, _)| rel).ok()?;
+        if confirmed[at].1 != t.timestamp_us {
+            return None;
+        }
     }
     let (last_pos, last) = last_header?;
     if u64::from(last_pos) + u64::from(last.batch_bytes) != log.len() as u64 {

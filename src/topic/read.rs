@@ -218,8 +218,9 @@ fn seek_in_tail(
     let relative = index::relative(tail.base, offset).unwrap_or(u32::MAX);
     let mut pos = tail.start_position(relative, limit);
     while pos + BATCH_HEADER_BYTES as u64 <= limit {
-        let head = tail.read_range(pos, pos + BATCH_HEADER_BYTES as u64)?;
-        let header = BatchHeader::decode_header_only(&head).map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
+        // Whole batches, checksummed: a header is not trusted on its own.
+        let (header, bytes) = segment::read_batch_at(&tail.file, &tail.path, pos, limit)?;
+        batch::check_crc(&header, &bytes).map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
         if stop(&header) {
             return Ok(Some((pos, header)));
         }

@@ -99,7 +99,25 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
         .context(|| format!("reading size of {}", tail.path.display()))?
         .len();
     let (offsets, _) = index::decode_offset_entries(&index_bytes, log_len);
-    let (times, _) = index::decode_time_entries(&time_bytes);
+    let (mut times, _) = index::decode_time_entries(&time_bytes);
+    // Keep the time entries the log confirms: each names a batch with an offset entry and
+    // carries its append time. The first unconfirmed entry ends the list.
+    let confirmed = times
+        .iter()
+        .position(|t| {
+            let Ok(at) = offsets.binary_search_by_key(&t.relative_offset, |e| e.relative_offset) else {
+                return true;
+            };
+            let pos = u64::from(offsets[at].position);
+            pos + BATCH_HEADER_BYTES as u64 > log_len
+                || !tail.read_range(pos, pos + BATCH_HEADER_BYTES as u64).is_ok_and(|head| {
+                    BatchHeader::decode_header_only(&head).is_ok_and(|h| {
+                        h.base_offset.0 == tail_base.0 + u64::from(t.relative_offset) && h.timestamp_us == t.timestamp_us
+                    })
+                })
+        })
+        .unwrap_or(times.len());
+    times.truncate(confirmed);
     *tail.index.write() = SegmentIndex::from_entries(offsets, times);
     let mut visible = Visible {
         tail_base,
@@ -121,11 +139,15 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
 /// Walks complete, checksummed batches of the tail past `visible` and extends it.
 /// Stops quietly at the first incomplete or bad batch: the appender may be writing it.
 pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Result<bool> {
-    let len = tail
+    let meta = tail
         .file
         .metadata()
-        .context(|| format!("reading size of {}", tail.path.display()))?
-        .len();
+        .context(|| format!("reading size of {}", tail.path.display()))?;
+    if !meta.is_file() {
+        // The placeholder tail of a topic that had no segment yet (see load_read_view).
+        return Ok(false);
+    }
+    let len = meta.len();
     if len <= visible.tail_bytes {
         return Ok(false);
     }
@@ -133,14 +155,36 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
     let mut pos = 0usize;
     let mut scratch = Vec::new();
     while pos < bytes.len() {
-        let Ok((header, _)) = batch::decode_batch(&bytes[pos..], &mut scratch) else {
-            break;
+        let bad = match batch::decode_batch(&bytes[pos..], &mut scratch) {
+            Ok((header, _)) if header.base_offset == visible.end => {
+                pos += header.batch_bytes as usize;
+                visible.end = header.end_offset();
+                continue;
+            }
+            Ok(_) => batch::DecodeError {
+                byte_pos: 16,
+                reason: "batch does not continue the offsets".into(),
+                truncated: false,
+            },
+            Err(e) => e,
         };
-        if header.base_offset != visible.end {
-            break;
+        // A batch being written shows up cut short; bad bytes with a complete, valid batch
+        // after them are damage in the middle of the log, which readers report too.
+        if !bad.truncated {
+            if let Some(later) = crate::wal::find_valid_batch_after(&bytes[pos..], visible.end) {
+                let at = visible.tail_bytes + pos as u64;
+                return Err(segment::corrupt(
+                    &tail.path,
+                    at + bad.byte_pos,
+                    format!(
+                        "{}; a valid batch follows at byte {}, so this is not a batch being written",
+                        bad.reason,
+                        at + later as u64
+                    ),
+                ));
+            }
         }
-        pos += header.batch_bytes as usize;
-        visible.end = header.end_offset();
+        break;
     }
     visible.tail_bytes += pos as u64;
     Ok(pos > 0)
@@ -167,8 +211,11 @@ impl Topic {
         };
         let bases = segment::list_segments(&shared.dir)?;
         let newest = bases.last().copied().unwrap_or(tail.base);
-        if newest != tail.base || bases.first().copied() != Some(shared.segments.read().start()) {
-            grew |= self.reload_segments(&bases, &mut visible)?;
+        // A view opened before the topic had any segment holds a placeholder tail (the
+        // directory): once a segment exists, the tail must be opened for real.
+        let placeholder = !bases.is_empty() && tail.file.metadata().is_ok_and(|m| !m.is_file());
+        if placeholder || newest != tail.base || bases.first().copied() != Some(shared.segments.read().start()) {
+            grew |= self.reload_segments(&bases, &mut visible, placeholder)?;
         }
         let mut current = shared.visible.lock();
         if visible.end > current.end || visible.tail_base != current.tail_base {
@@ -179,13 +226,15 @@ impl Topic {
     }
 
     /// Rebuilds the segment list from `bases`, keeping already-loaded segments.
-    fn reload_segments(&self, bases: &[Offset], visible: &mut Visible) -> Result<bool> {
+    fn reload_segments(&self, bases: &[Offset], visible: &mut Visible, placeholder: bool) -> Result<bool> {
         let shared = &self.shared;
         let Some(&newest) = bases.last() else { return Ok(false) };
         let mut segments = shared.segments.write();
         let mut known: Vec<Arc<SealedSegment>> = std::mem::take(&mut segments.sealed);
         let old_tail = Arc::clone(&segments.tail);
-        known.push(Arc::new(SealedSegment::new(&shared.dir, old_tail.base)));
+        if !placeholder {
+            known.push(Arc::new(SealedSegment::new(&shared.dir, old_tail.base)));
+        }
         let sealed: Vec<_> = bases[..bases.len() - 1]
             .iter()
             .map(|&b| match known.iter().find(|s| s.base == b) {
@@ -193,7 +242,7 @@ impl Topic {
                 None => Arc::new(SealedSegment::new(&shared.dir, b)),
             })
             .collect();
-        if newest != old_tail.base {
+        if placeholder || newest != old_tail.base {
             segments.tail = Arc::new(TailSegment::open(&shared.dir, newest)?);
             // Everything before the new tail is sealed and complete.
             *visible = Visible {
@@ -204,7 +253,7 @@ impl Topic {
             extend_visible(&segments.tail, visible)?;
         }
         segments.sealed = sealed;
-        Ok(newest != old_tail.base)
+        Ok(newest != old_tail.base || (placeholder && visible.end > newest))
     }
 }
 
@@ -221,6 +270,11 @@ pub(crate) fn walk_headers(
     while pos + BATCH_HEADER_BYTES <= bytes.len() {
         let header = BatchHeader::decode_header_only(&bytes[pos..])
             .map_err(|e| segment::corrupt_at(path, at + pos as u64, e))?;
+        // A header is trusted only with its checksum (a flipped timestamp or count would
+        // send the walk to the wrong batch), when the whole batch is in the window.
+        if pos + header.batch_bytes as usize <= bytes.len() {
+            batch::check_crc(&header, &bytes[pos..]).map_err(|e| segment::corrupt_at(path, at + pos as u64, e))?;
+        }
         if stop(&header) {
             return Ok(Some((at + pos as u64, header)));
         }

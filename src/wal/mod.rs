@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-pub(crate) use recovery::recover_active;
+pub(crate) use recovery::{find_valid_batch_after, recover_active};
 pub use recovery::RecoveryReport;
 
 use crate::error::IoContext;

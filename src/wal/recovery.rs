@@ -118,7 +118,7 @@ fn announced_records(tail: &[u8]) -> std::result::Result<u64, ()> {
 
 /// Looks for a complete, checksummed batch after the first bad byte whose offset is at or
 /// past `expected`: if one exists, the bad bytes are not a torn tail.
-fn find_valid_batch_after(tail: &[u8], expected: Offset) -> Option<usize> {
+pub(crate) fn find_valid_batch_after(tail: &[u8], expected: Offset) -> Option<usize> {
     if tail.iter().all(|&b| b == 0) {
         return None;
     }
