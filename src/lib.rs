@@ -34,6 +34,7 @@ pub mod index;
 mod record;
 pub mod segment;
 mod store;
+pub mod tier;
 pub mod topic;
 pub mod wal;
 

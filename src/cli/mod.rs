@@ -7,6 +7,7 @@ mod append;
 mod format;
 mod groups;
 mod read;
+mod tier;
 
 use std::path::PathBuf;
 
@@ -80,6 +81,8 @@ pub enum Command {
     Read(read::ReadArgs),
     /// List consumer groups of a topic with position and lag, or reset / delete one.
     Groups(groups::GroupsArgs),
+    /// Tiering of sealed segments to object storage: status, upload now, restore.
+    Tier(tier::TierArgs),
     /// Measure trailkeep side by side with SQLite and JSON lines on this machine.
     Bench(crate::bench::BenchArgs),
 }
@@ -195,6 +198,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Read(args) => read::run(&cli.dir, args),
         Command::Groups(args) => groups::run(&cli.dir, args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Tier(args) => tier::run(&cli.dir, args),
     }
 }
 

@@ -168,14 +168,16 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
             },
             Err(e) => e,
         };
-        // A batch being written shows up cut short; bad bytes with a complete, valid batch
-        // after them are damage in the middle of the log, which readers report too.
-        if !bad.truncated {
+        // A batch being written shows up cut short with nothing after it; bad bytes with a
+        // complete, valid batch after them are damage in the middle of the log, which
+        // readers report too.
+        // A batch cut short is followed by nothing unless its length field is damaged.
+        {
             if let Some(later) = crate::wal::find_valid_batch_after(&bytes[pos..], visible.end) {
                 let at = visible.tail_bytes + pos as u64;
                 return Err(segment::corrupt(
                     &tail.path,
-                    at + bad.byte_pos,
+                    at + if bad.truncated { 4 } else { bad.byte_pos },
                     format!(
                         "{}; a valid batch follows at byte {}, so this is not a batch being written",
                         bad.reason,

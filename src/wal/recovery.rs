@@ -67,18 +67,19 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
     };
     if let Some(err) = &scan.stopped_by {
         let tail = &bytes[scan.valid_bytes as usize..];
-        if !err.truncated {
-            if let Some(later) = find_valid_batch_after(tail, scan.end_offset) {
-                return Err(segment::corrupt(
-                    &path,
-                    scan.valid_bytes + err.byte_pos,
-                    format!(
-                        "{}; a valid batch follows at byte {}, so this is not a torn tail",
-                        err.reason,
-                        scan.valid_bytes + later as u64
-                    ),
-                ));
-            }
+        // Also when the batch looks cut short: a torn batch is the last thing in the file,
+        // so a valid batch after it means its length field is damaged (byte 4).
+        if let Some(later) = find_valid_batch_after(tail, scan.end_offset) {
+            let byte_pos = if err.truncated { 4 } else { err.byte_pos };
+            return Err(segment::corrupt(
+                &path,
+                scan.valid_bytes + byte_pos,
+                format!(
+                    "{}; a valid batch follows at byte {}, so this is not a torn tail",
+                    err.reason,
+                    scan.valid_bytes + later as u64
+                ),
+            ));
         }
         report.truncated_records = batch::BatchHeader::decode(tail)
             .map(|h| u64::from(h.record_count))

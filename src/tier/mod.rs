@@ -1,0 +1,1 @@
+//! Tiering of sealed segments to object storage.
