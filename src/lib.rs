@@ -22,12 +22,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 #[doc(hidden)]
 pub mod bench;
 #[doc(hidden)]
 pub mod cli;
 pub mod cursor;
 mod error;
+pub mod events;
 mod failpoint;
 mod fsutil;
 pub mod index;
