@@ -116,6 +116,16 @@ pub enum Error {
         /// The segment after the gap.
         file: PathBuf,
     },
+    /// Tamper evidence does not verify: a record, the tree or a checkpoint differs.
+    #[error("tamper evidence of topic {topic:?}{}: {reason}", offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
+    Tamper {
+        /// The topic.
+        topic: String,
+        /// The first record that does not match, when one is known.
+        offset: Option<Offset>,
+        /// What does not match.
+        reason: String,
+    },
     /// The store was closed or dropped.
     #[error("the store is closed")]
     Closed,

@@ -48,5 +48,7 @@ pub use record::{
 };
 pub use segment::batch::Compression;
 pub use store::{Store, StoreConfig};
-pub use topic::{Appended, RetentionReport, Topic, TopicConfig, TopicStats};
+pub use topic::{
+    verify_record_inclusion, Appended, GroupLoss, RetentionReport, Topic, TopicConfig, TopicStats, VerifyReport,
+};
 pub use wal::{Durability, RecoveryReport};

@@ -15,6 +15,12 @@ use crate::{Error, Result};
 pub const TOPICS_DIR: &str = "topics";
 /// Marker file naming the store format version.
 pub const STORE_MARKER: &str = "trailkeep.store";
+/// File holding the store's identity.
+pub const STORE_ID_FILE: &str = "store.id";
+/// Directory of the store's keys.
+pub const KEYS_DIR: &str = "keys";
+/// The checkpoint signing key (mode 0600), unless a key file is configured.
+pub const SIGNING_KEY_FILE: &str = "checkpoint.key";
 const STORE_MARKER_TEXT: &str = "trailkeep store format 1\n";
 
 /// Settings of a store. Every setter documents its default.
@@ -24,6 +30,7 @@ pub struct StoreConfig {
     durability: Durability,
     default_topic: TopicConfig,
     create: bool,
+    signing_key_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
@@ -34,6 +41,7 @@ impl StoreConfig {
             durability: Durability::Always,
             default_topic: TopicConfig::default(),
             create: true,
+            signing_key_file: None,
         }
     }
 
@@ -46,6 +54,13 @@ impl StoreConfig {
     /// Settings for topics created on first append. Default: [`TopicConfig::default`].
     pub fn default_topic_config(mut self, config: TopicConfig) -> Self {
         self.default_topic = config;
+        self
+    }
+
+    /// The checkpoint signing key file (created with mode 0600 if missing). Default:
+    /// `<store>/keys/checkpoint.key`.
+    pub fn signing_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.signing_key_file = Some(path.into());
         self
     }
 
@@ -66,6 +81,7 @@ impl StoreConfig {
 
 struct StoreInner {
     config: StoreConfig,
+    keys: Mutex<Option<Arc<crate::topic::evidence::Keys>>>,
     topics: Mutex<HashMap<String, Topic>>,
     _temp: Option<tempfile::TempDir>,
 }
@@ -157,10 +173,61 @@ impl Store {
         Ok(Store {
             inner: Arc::new(StoreInner {
                 config,
+                keys: Mutex::new(None),
                 topics: Mutex::new(HashMap::new()),
                 _temp: temp,
             }),
         })
+    }
+
+    /// The store's identity: 16 hex digits made once, kept in `store.id`. It names the
+    /// signing key (`trailkeep/<id>`) and every checkpoint's origin (`trailkeep/<id>/<topic>`).
+    ///
+    /// # Errors
+    /// I/O errors reading or creating the file.
+    pub fn store_id(&self) -> Result<String> {
+        let path = self.dir().join(STORE_ID_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.trim().len() == 16 && text.trim().bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(text.trim().to_owned())
+            }
+            Ok(_) => Err(Error::Corrupt {
+                file: path,
+                byte_pos: 0,
+                reason: "store id is not 16 hex digits".into(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = format!("{:016x}", rand::random::<u64>());
+                crate::fsutil::write_atomic(&path, format!("{id}\n").as_bytes())?;
+                Ok(id)
+            }
+            Err(e) => Err(e).context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn keys(&self) -> Result<Arc<crate::topic::evidence::Keys>> {
+        let mut slot = self.inner.keys.lock();
+        if let Some(keys) = slot.as_ref() {
+            return Ok(Arc::clone(keys));
+        }
+        let path = match &self.inner.config.signing_key_file {
+            Some(p) => p.clone(),
+            None => self.dir().join(KEYS_DIR).join(SIGNING_KEY_FILE),
+        };
+        let keys = Arc::new(crate::topic::evidence::Keys::new(
+            path,
+            format!("trailkeep/{}", self.store_id()?),
+        ));
+        *slot = Some(Arc::clone(&keys));
+        Ok(keys)
+    }
+
+    /// The public key verifying this store's checkpoints, in vkey form.
+    ///
+    /// # Errors
+    /// I/O errors loading or creating the key.
+    pub fn verifier_key(&self) -> Result<String> {
+        Ok(self.keys()?.verifier()?.to_vkey())
     }
 
     /// The store's directory.
@@ -204,7 +271,15 @@ impl Store {
             return Err(Error::NoSuchTopic(name.to_owned()));
         }
         let config = TopicConfig::load(&dir)?;
-        let topic = Topic::open(dir, name.to_owned(), config, self.inner.config.durability)?;
+        let origin = format!("trailkeep/{}/{name}", self.store_id()?);
+        let topic = Topic::open(
+            dir,
+            name.to_owned(),
+            config,
+            self.inner.config.durability,
+            self.keys()?,
+            origin,
+        )?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
     }

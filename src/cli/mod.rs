@@ -4,6 +4,7 @@
 //! exit codes; the engine below it deals in records and offsets.
 
 mod append;
+mod evidence;
 mod format;
 mod groups;
 mod read;
@@ -81,6 +82,13 @@ pub enum Command {
     Read(read::ReadArgs),
     /// List consumer groups of a topic with position and lag, or reset / delete one.
     Groups(groups::GroupsArgs),
+    /// Recompute checksums, Merkle leaves and checkpoints; with --checkpoint, check the
+    /// store against a checkpoint kept elsewhere.
+    Verify(evidence::VerifyArgs),
+    /// Sign and print a checkpoint of a topic (or print the latest, or the public key).
+    Checkpoint(evidence::CheckpointArgs),
+    /// Print an inclusion proof (c2sp.org/tlog-proof@v1) or a consistency proof.
+    Prove(evidence::ProveArgs),
     /// Tiering of sealed segments to object storage: status, upload now, restore.
     Tier(tier::TierArgs),
     /// Measure trailkeep side by side with SQLite and JSON lines on this machine.
@@ -198,6 +206,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Read(args) => read::run(&cli.dir, args),
         Command::Groups(args) => groups::run(&cli.dir, args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Verify(args) => evidence::verify(&cli.dir, args),
+        Command::Checkpoint(args) => evidence::checkpoint(&cli.dir, args),
+        Command::Prove(args) => evidence::prove(&cli.dir, args),
         Command::Tier(args) => tier::run(&cli.dir, args),
     }
 }

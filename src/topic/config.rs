@@ -45,6 +45,27 @@ pub struct TopicConfig {
     /// offsets are reported. Default: none.
     #[serde(default)]
     pub retention_hard_bytes: Option<u64>,
+    /// Keep an RFC 6962 Merkle tree over the records and sign checkpoints. Default: true.
+    #[serde(default = "default_true")]
+    pub tamper_evidence: bool,
+    /// Sign a checkpoint after this many new records. Default: 10,000.
+    #[serde(default = "default_checkpoint_records")]
+    pub checkpoint_every_records: u64,
+    /// Sign a checkpoint when this long has passed since the last one and records were
+    /// added (milliseconds). Default: 10,000. Checkpoints are also signed when a segment is
+    /// sealed and when the topic is closed.
+    #[serde(default = "default_checkpoint_ms")]
+    pub checkpoint_every_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_checkpoint_records() -> u64 {
+    10_000
+}
+fn default_checkpoint_ms() -> u64 {
+    10_000
 }
 
 impl Default for TopicConfig {
@@ -57,6 +78,9 @@ impl Default for TopicConfig {
             retention_age_ms: None,
             retention_until_consumed: false,
             retention_hard_bytes: None,
+            tamper_evidence: true,
+            checkpoint_every_records: default_checkpoint_records(),
+            checkpoint_every_ms: default_checkpoint_ms(),
         }
     }
 }
@@ -99,6 +123,22 @@ impl TopicConfig {
         self
     }
 
+    /// Sets [`TopicConfig::tamper_evidence`].
+    pub fn tamper_evidence(mut self, on: bool) -> Self {
+        self.tamper_evidence = on;
+        self
+    }
+    /// Sets [`TopicConfig::checkpoint_every_records`].
+    pub fn checkpoint_every_records(mut self, records: u64) -> Self {
+        self.checkpoint_every_records = records;
+        self
+    }
+    /// Sets [`TopicConfig::checkpoint_every_ms`].
+    pub fn checkpoint_every_ms(mut self, ms: u64) -> Self {
+        self.checkpoint_every_ms = ms;
+        self
+    }
+
     /// Checks the values.
     ///
     /// # Errors
@@ -109,6 +149,9 @@ impl TopicConfig {
                 "segment_bytes {} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
                 self.segment_bytes
             )));
+        }
+        if self.checkpoint_every_records == 0 || self.checkpoint_every_ms == 0 {
+            return Err(Error::InvalidConfig("checkpoint intervals must be above zero".into()));
         }
         if self.segment_age_ms == Some(0) || self.retention_age_ms == Some(0) {
             return Err(Error::InvalidConfig("ages must be above zero".into()));

@@ -4,9 +4,11 @@
 //! `Durability::Always` that is the durable end, so nobody reads an unacknowledged record.
 
 pub mod config;
+pub(crate) mod evidence;
 mod read;
 mod retention;
 mod tail;
+mod verify;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -15,9 +17,11 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use config::{validate_topic_name, TopicConfig};
+pub use evidence::{record_leaf, CHECKPOINTS_FILE, MERKLE_DIR};
 pub use read::Records;
 pub use retention::{GroupLoss, RetentionReport};
 pub(crate) use tail::TailSegment;
+pub use verify::{verify_record_inclusion, VerifyReport, CONSISTENCY_HEADER};
 pub(crate) use write::now_us;
 pub use write::{Appended, LOCK_FILE};
 
@@ -60,6 +64,12 @@ pub(crate) struct TopicShared {
     pub commit: GroupCommit,
     pub loaded: Mutex<std::collections::VecDeque<Arc<SealedSegment>>>,
     pub last_recovery: Mutex<Option<crate::wal::RecoveryReport>>,
+    pub keys: Arc<evidence::Keys>,
+    pub origin: String,
+    pub evidence: Mutex<Option<evidence::Evidence>>,
+    pub evidence_thread: Mutex<Option<evidence::EvidenceThread>>,
+    /// Leaves durably in the tree file: retention never deletes records above it.
+    pub tree_synced: std::sync::atomic::AtomicU64,
 }
 
 /// A handle on one topic. Cheap to clone; every clone shares the same state.
@@ -94,7 +104,14 @@ pub struct TopicStats {
 }
 
 impl Topic {
-    pub(crate) fn open(dir: PathBuf, name: String, config: TopicConfig, durability: Durability) -> Result<Topic> {
+    pub(crate) fn open(
+        dir: PathBuf,
+        name: String,
+        config: TopicConfig,
+        durability: Durability,
+        keys: Arc<evidence::Keys>,
+        origin: String,
+    ) -> Result<Topic> {
         let (segments, visible) = tail::load_read_view(&dir)?;
         let shared = Arc::new(TopicShared {
             name,
@@ -108,6 +125,11 @@ impl Topic {
             commit: GroupCommit::default(),
             loaded: Mutex::new(std::collections::VecDeque::new()),
             last_recovery: Mutex::new(None),
+            keys,
+            origin,
+            evidence: Mutex::new(None),
+            evidence_thread: Mutex::new(None),
+            tree_synced: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(Topic { shared })
     }

@@ -58,7 +58,7 @@ impl BatchCursor {
         };
         let next_base = segments.sealed.get(idx + 1).map_or(segments.tail.base, |s| s.base);
         drop(segments);
-        let data = shared.load_sealed(&seg)?;
+        let data = load_or_deleted(topic, &seg, offset)?;
         if offset >= data.end_offset {
             return Err(gap(topic, data.end_offset, next_base));
         }
@@ -172,7 +172,7 @@ impl BatchCursor {
                 let Some(seg) = sealed else {
                     return Err(self.topic.out_of_range(self.expected));
                 };
-                let data = shared.load_sealed(&seg)?;
+                let data = load_or_deleted(&self.topic, &seg, self.expected)?;
                 self.place = Place::Sealed(seg, data);
                 return Ok(true);
             }
@@ -183,7 +183,7 @@ impl BatchCursor {
         drop(segments);
         let (next_base, place) = match next {
             Some(seg) => {
-                let data = shared.load_sealed(&seg)?;
+                let data = load_or_deleted(&self.topic, &seg, self.expected)?;
                 (seg.base, Place::Sealed(seg, data))
             }
             None if tail.base > current_base => (tail.base, Place::Tail(tail)),
@@ -195,6 +195,33 @@ impl BatchCursor {
         self.place = place;
         self.pos = 0;
         Ok(true)
+    }
+}
+
+/// Loads a sealed segment; one that retention (in the appending process) deleted since
+/// this view was built is reported as out of range, not as an I/O error.
+fn load_or_deleted(topic: &Topic, seg: &Arc<SealedSegment>, offset: Offset) -> Result<Arc<SealedData>> {
+    topic
+        .shared
+        .load_sealed(seg)
+        .map_err(|e| deleted_as_out_of_range(topic, e, offset))
+}
+
+fn deleted_as_out_of_range(topic: &Topic, e: Error, offset: Offset) -> Error {
+    match e {
+        Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            let start = segment::list_segments(&topic.shared.dir)
+                .ok()
+                .and_then(|bases| bases.first().copied())
+                .unwrap_or(offset);
+            Error::OffsetOutOfRange {
+                topic: topic.shared.name.clone(),
+                offset,
+                start,
+                end: topic.end_offset(),
+            }
+        }
+        e => e,
     }
 }
 
@@ -315,14 +342,17 @@ impl Topic {
         let (mut lo, mut hi) = (0, sealed.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if shared.summary(&sealed[mid])?.last_timestamp_us >= timestamp_us {
+            let summary = shared
+                .summary(&sealed[mid])
+                .map_err(|e| deleted_as_out_of_range(self, e, sealed[mid].base))?;
+            if summary.last_timestamp_us >= timestamp_us {
                 hi = mid;
             } else {
                 lo = mid + 1;
             }
         }
         if let Some(seg) = sealed.get(lo) {
-            let data = shared.load_sealed(seg)?;
+            let data = load_or_deleted(self, seg, seg.base)?;
             let relative = data.index.floor_time(timestamp_us).unwrap_or(0);
             let start = data.index.floor_offset(relative).map_or(0, |e| u64::from(e.position));
             let found = walk_headers(&data.as_slice()[start as usize..], start, &seg.path, |h| {

@@ -112,7 +112,8 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
             pos + BATCH_HEADER_BYTES as u64 > log_len
                 || !tail.read_range(pos, pos + BATCH_HEADER_BYTES as u64).is_ok_and(|head| {
                     BatchHeader::decode_header_only(&head).is_ok_and(|h| {
-                        h.base_offset.0 == tail_base.0 + u64::from(t.relative_offset) && h.timestamp_us == t.timestamp_us
+                        h.base_offset.0 == tail_base.0 + u64::from(t.relative_offset)
+                            && h.timestamp_us == t.timestamp_us
                     })
                 })
         })
@@ -137,7 +138,8 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
 }
 
 /// Walks complete, checksummed batches of the tail past `visible` and extends it.
-/// Stops quietly at the first incomplete or bad batch: the appender may be writing it.
+/// Stops quietly at the first incomplete or bad batch when nothing valid follows (the
+/// appender may be writing it); fails with `Corrupt` when a valid batch follows.
 pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Result<bool> {
     let meta = tail
         .file
@@ -168,23 +170,20 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
             },
             Err(e) => e,
         };
-        // A batch being written shows up cut short with nothing after it; bad bytes with a
-        // complete, valid batch after them are damage in the middle of the log, which
-        // readers report too.
-        // A batch cut short is followed by nothing unless its length field is damaged.
-        {
-            if let Some(later) = crate::wal::find_valid_batch_after(&bytes[pos..], visible.end) {
-                let at = visible.tail_bytes + pos as u64;
-                return Err(segment::corrupt(
-                    &tail.path,
-                    at + if bad.truncated { 4 } else { bad.byte_pos },
-                    format!(
-                        "{}; a valid batch follows at byte {}, so this is not a batch being written",
-                        bad.reason,
-                        at + later as u64
-                    ),
-                ));
-            }
+        // A batch being written shows up cut short with nothing after it; bad bytes (or a
+        // batch "cut short" by a damaged length field) with a complete, valid batch after
+        // them are damage in the middle of the log, which readers report too.
+        if let Some(later) = crate::wal::find_valid_batch_after(&bytes[pos..], visible.end) {
+            let at = visible.tail_bytes + pos as u64;
+            return Err(segment::corrupt(
+                &tail.path,
+                at + if bad.truncated { 4 } else { bad.byte_pos },
+                format!(
+                    "{}; a valid batch follows at byte {}, so this is not a batch being written",
+                    bad.reason,
+                    at + later as u64
+                ),
+            ));
         }
         break;
     }
@@ -259,9 +258,10 @@ impl Topic {
     }
 }
 
-/// Walks batch headers in `bytes` (which start at file position `at`) and returns the
-/// position and header of the first batch for which `stop` holds. The window may end
-/// inside a batch: a header is enough to decide.
+/// Walks the batches in `bytes` (which start at file position `at` and run to the end of
+/// a sealed segment) and returns the position and header of the first batch for which
+/// `stop` holds. Every batch walked is checksummed, and the batches must tile the window:
+/// a damaged length or timestamp would otherwise send the walk to the wrong batch.
 pub(crate) fn walk_headers(
     bytes: &[u8],
     at: u64,
@@ -269,14 +269,20 @@ pub(crate) fn walk_headers(
     mut stop: impl FnMut(&BatchHeader) -> bool,
 ) -> Result<Option<(u64, BatchHeader)>> {
     let mut pos = 0usize;
-    while pos + BATCH_HEADER_BYTES <= bytes.len() {
-        let header = BatchHeader::decode_header_only(&bytes[pos..])
-            .map_err(|e| segment::corrupt_at(path, at + pos as u64, e))?;
-        // A header is trusted only with its checksum (a flipped timestamp or count would
-        // send the walk to the wrong batch), when the whole batch is in the window.
-        if pos + header.batch_bytes as usize <= bytes.len() {
-            batch::check_crc(&header, &bytes[pos..]).map_err(|e| segment::corrupt_at(path, at + pos as u64, e))?;
-        }
+    while pos < bytes.len() {
+        let header = BatchHeader::decode(&bytes[pos..]).map_err(|e| {
+            let e = if e.truncated {
+                batch::DecodeError {
+                    byte_pos: 4,
+                    reason: format!("{} at the end of a sealed segment", e.reason),
+                    truncated: true,
+                }
+            } else {
+                e
+            };
+            segment::corrupt_at(path, at + pos as u64, e)
+        })?;
+        batch::check_crc(&header, &bytes[pos..]).map_err(|e| segment::corrupt_at(path, at + pos as u64, e))?;
         if stop(&header) {
             return Ok(Some((at + pos as u64, header)));
         }

@@ -183,6 +183,14 @@ impl Topic {
         if let Durability::IntervalMs(ms) = shared.durability {
             spawn_interval_syncer(Arc::downgrade(&self.shared), ms);
         }
+        if shared.config.tamper_evidence {
+            let evidence = self.open_evidence(shared.keys.signer()?, shared.origin.clone())?;
+            shared
+                .tree_synced
+                .store(evidence.tree.size(), std::sync::atomic::Ordering::SeqCst);
+            *shared.evidence.lock() = Some(evidence);
+            *shared.evidence_thread.lock() = Some(self.start_evidence_thread());
+        }
         Ok(Writer {
             next_offset: visible.end,
             last_timestamp_us,
@@ -267,8 +275,9 @@ impl Topic {
     /// # Errors
     /// The sync's I/O error (the topic is then poisoned).
     pub fn close(&self) -> Result<()> {
+        let evidence = self.stop_evidence();
         let mut guard = self.shared.writer.lock();
-        let Some(writer) = guard.take() else { return Ok(()) };
+        let Some(writer) = guard.take() else { return evidence };
         let path = writer.active.path.clone();
         let result = writer
             .active
@@ -285,7 +294,7 @@ impl Topic {
             end: v.end,
             tail_bytes: v.bytes,
         });
-        result
+        result.and(evidence)
     }
 
     /// The recovery report of the last time this process took the append lock.
@@ -294,7 +303,7 @@ impl Topic {
     }
 }
 
-fn sync_target(writer: &Writer) -> SyncTarget {
+pub(crate) fn sync_target(writer: &Writer) -> SyncTarget {
     SyncTarget {
         log: Arc::clone(&writer.active.log),
         path: writer.active.path.clone(),

@@ -1,0 +1,143 @@
+//! `trailkeep verify`, `checkpoint` and `prove`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use crate::audit::NoteVerifier;
+use crate::cli::{io_err, open_store, CliError};
+use crate::{Durability, Offset};
+
+/// Arguments of `verify`.
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Topic to verify; every topic when absent.
+    pub topic: Option<String>,
+    /// A signed checkpoint kept outside the store: the store must contain its tree.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The verifier key (vkey text or a file holding it) for --checkpoint [default: the store's key]
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+/// Arguments of `checkpoint`.
+#[derive(clap::Args, Debug)]
+pub struct CheckpointArgs {
+    /// The topic.
+    pub topic: String,
+    /// Print the newest stored checkpoint instead of signing a new one.
+    #[arg(long)]
+    pub latest: bool,
+    /// Print the store's public key (vkey form) instead.
+    #[arg(long)]
+    pub vkey: bool,
+}
+
+/// Arguments of `prove`.
+#[derive(clap::Args, Debug)]
+pub struct ProveArgs {
+    /// The topic.
+    pub topic: String,
+    /// The record's offset (inclusion proof).
+    #[arg(required_unless_present = "consistency")]
+    pub offset: Option<u64>,
+    /// Prove the tree of this older size is a prefix of the current one.
+    #[arg(long, conflicts_with = "offset")]
+    pub consistency: Option<u64>,
+}
+
+fn read_vkey(text: &str) -> Result<NoteVerifier, CliError> {
+    let text = if Path::new(text).is_file() {
+        std::fs::read_to_string(text).map_err(io_err(format!("reading key file {text}")))?
+    } else {
+        text.to_owned()
+    };
+    NoteVerifier::parse(text.trim()).map_err(|e| CliError::Usage(format!("--key: {e}")))
+}
+
+/// Runs `verify`.
+///
+/// # Errors
+/// The first thing that does not verify, with its topic, offset or file.
+pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    let names = match &args.topic {
+        Some(t) => vec![t.clone()],
+        None => store.topic_names()?,
+    };
+    let external = match &args.checkpoint {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
+            let verifier = match &args.key {
+                Some(k) => read_vkey(k)?,
+                None => read_vkey(&store.verifier_key()?)?,
+            };
+            Some((text, verifier))
+        }
+        None => None,
+    };
+    for name in names {
+        let topic = store.topic(&name)?;
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(topic.end_offset().0 - topic.start_offset().0);
+            bar.set_message(format!("verifying {name}"));
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let external = external.as_ref().map(|(t, v)| (t.as_str(), v));
+        let report = topic.verify(external, &mut |n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        let hex: String = report.root.iter().map(|b| format!("{b:02x}")).collect();
+        let ext = report
+            .external_size
+            .map(|s| format!(", external checkpoint of size {s} ok"))
+            .unwrap_or_default();
+        println!(
+            "ok {name}: {} records from offset {} (checksums, leaves), tree size {}, root {hex}, {} stored checkpoints{ext}",
+            report.records, report.start_offset, report.tree_size, report.checkpoints
+        );
+    }
+    store.close()?;
+    Ok(())
+}
+
+/// Runs `checkpoint`.
+///
+/// # Errors
+/// Engine errors.
+pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    if args.vkey {
+        println!("{}", store.verifier_key()?);
+        return Ok(());
+    }
+    let topic = store.topic(&args.topic)?;
+    let text = if args.latest {
+        topic
+            .latest_checkpoint()?
+            .ok_or_else(|| CliError::Usage(format!("topic {} has no checkpoint yet", args.topic)))?
+    } else {
+        topic.checkpoint()?
+    };
+    print!("{text}");
+    store.close()?;
+    Ok(())
+}
+
+/// Runs `prove`.
+///
+/// # Errors
+/// Engine errors (an offset not held, another appender holding the topic).
+pub fn prove(dir: &Path, args: ProveArgs) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    let topic = store.topic(&args.topic)?;
+    let text = match (args.offset, args.consistency) {
+        (_, Some(old)) => topic.prove_consistency(old)?,
+        (Some(offset), None) => topic.prove(Offset(offset))?,
+        (None, None) => return Err(CliError::Usage("give an offset or --consistency OLD_SIZE".into())),
+    };
+    print!("{text}");
+    store.close()?;
+    Ok(())
+}

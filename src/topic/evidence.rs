@@ -1,0 +1,345 @@
+//! Tamper evidence of a topic: the Merkle tree kept beside the log by a background
+//! thread, signed checkpoints, verification and proofs.
+//!
+//! The tree is derived data. A thread in the appending process follows the visible end,
+//! hashes each record's canonical leaf (see FORMAT.md, "Merkle tree") and appends the
+//! leaves to the topic's `merkle.tree`; appenders never wait for it. Before a checkpoint
+//! is signed, the log is synced up to the checkpoint's size and the tree file is synced,
+//! so a signed checkpoint never covers a record that could still be lost.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::audit::{self, Checkpoint, Hash, NoteSigner, NoteVerifier, TreeFile};
+use crate::error::IoContext;
+use crate::record::RecordRef;
+use crate::topic::{Topic, TopicShared};
+use crate::{Error, Offset, Result};
+
+/// Directory of a topic's tree files.
+pub const MERKLE_DIR: &str = "merkle";
+/// File of a topic's signed checkpoints.
+pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
+/// Leaves hashed per pass of the tree thread.
+const LEAVES_PER_PASS: usize = 65_536;
+
+/// The tree and checkpoint state of one topic, in the appending process.
+pub(crate) struct Evidence {
+    pub tree: TreeFile,
+    pub signer: Arc<NoteSigner>,
+    pub origin: String,
+    pub last_checkpoint: Option<(u64, Instant)>,
+    pub checkpoint_tail_base: Offset,
+    pub broken: Option<String>,
+}
+
+/// The background thread's handle.
+pub(crate) struct EvidenceThread {
+    pub stop: Arc<AtomicBool>,
+    pub handle: std::thread::JoinHandle<()>,
+}
+
+fn audit_err(e: audit::AuditError) -> Error {
+    Error::Tamper {
+        topic: String::new(),
+        offset: None,
+        reason: e.to_string(),
+    }
+}
+
+fn tamper(topic: &str, offset: Option<Offset>, reason: impl Into<String>) -> Error {
+    Error::Tamper {
+        topic: topic.to_owned(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// The leaf hash of a record.
+///
+/// # Errors
+/// A field longer than the leaf encoding allows (cannot happen under the record limits).
+pub fn record_leaf(record: &RecordRef<'_>) -> Result<Hash> {
+    let owned;
+    let headers: &[(String, Vec<u8>)] = if record.fields.headers.is_empty() {
+        &[]
+    } else {
+        owned = record.fields.headers.to_vec();
+        &owned
+    };
+    audit::record_leaf_hash(
+        record.offset.0,
+        record.timestamp_us,
+        record.fields.event_time_us,
+        record.fields.key,
+        headers,
+        record.fields.value,
+    )
+    .map_err(audit_err)
+}
+
+impl Topic {
+    /// Opens the tree at writer start: trims leaves the log no longer holds and checks
+    /// the tree still reaches the first record held.
+    pub(crate) fn open_evidence(&self, signer: Arc<NoteSigner>, origin: String) -> Result<Evidence> {
+        let dir = self.dir().join(MERKLE_DIR);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+            crate::fsutil::sync_dir(self.dir())?;
+        }
+        let mut tree = TreeFile::open(&dir).map_err(audit_err)?;
+        let end = self.end_offset().0;
+        if tree.size() > end {
+            tracing::warn!(
+                topic = self.name(),
+                tree = tree.size(),
+                log = end,
+                "trimming tree leaves the log no longer holds"
+            );
+            tree.truncate(end).map_err(audit_err)?;
+        }
+        let broken = (tree.size() < self.start_offset().0).then(|| {
+            format!(
+                "the Merkle tree holds {} leaves but records before offset {} were deleted; their hashes are lost",
+                tree.size(),
+                self.start_offset()
+            )
+        });
+        let last = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.last().cloned();
+        let last_checkpoint = last
+            .and_then(|text| Checkpoint::parse_and_verify(&text, &signer.verifier()).ok())
+            .map(|cp| (cp.size, Instant::now()));
+        let checkpoint_tail_base = self.shared.visible.lock().tail_base;
+        Ok(Evidence {
+            tree,
+            signer,
+            origin,
+            last_checkpoint,
+            checkpoint_tail_base,
+            broken,
+        })
+    }
+
+    /// Hashes every visible record the tree lacks (up to one pass); returns how many.
+    pub(crate) fn hash_pending(&self, evidence: &mut Evidence) -> Result<u64> {
+        if let Some(reason) = &evidence.broken {
+            return Err(tamper(self.name(), None, reason.clone()));
+        }
+        let from = evidence.tree.size();
+        let end = self.end_offset().0;
+        if from >= end {
+            return Ok(0);
+        }
+        let mut leaves = Vec::with_capacity(((end - from) as usize).min(LEAVES_PER_PASS));
+        let mut failure = None;
+        self.scan(Offset(from), |record| {
+            match record_leaf(&record) {
+                Ok(leaf) => leaves.push(leaf),
+                Err(e) => failure = Some(e),
+            }
+            if failure.is_some() || record.offset.0 + 1 >= end || leaves.len() >= LEAVES_PER_PASS {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        evidence.tree.append_leaves(&leaves).map_err(audit_err)?;
+        Ok(leaves.len() as u64)
+    }
+
+    /// Hashes everything visible, syncs log and tree, and signs a checkpoint of the
+    /// whole tree; returns its text.
+    pub(crate) fn checkpoint_now(&self, evidence: &mut Evidence) -> Result<String> {
+        while self.hash_pending(evidence)? > 0 {}
+        let size = evidence.tree.size();
+        self.sync_to(Offset(size))?;
+        evidence.tree.sync().map_err(audit_err)?;
+        let checkpoint = Checkpoint {
+            origin: evidence.origin.clone(),
+            size,
+            root: evidence.tree.root(),
+        };
+        let text = checkpoint.sign(&evidence.signer).map_err(audit_err)?;
+        append_checkpoint(&self.dir().join(CHECKPOINTS_FILE), &text)?;
+        evidence.last_checkpoint = Some((size, Instant::now()));
+        evidence.checkpoint_tail_base = self.shared.visible.lock().tail_base;
+        Ok(text)
+    }
+
+    fn checkpoint_due(&self, evidence: &Evidence) -> bool {
+        let config = &self.shared.config;
+        let size = evidence.tree.size();
+        let (last_size, last_time) = evidence
+            .last_checkpoint
+            .unwrap_or((0, Instant::now() - Duration::from_secs(3600)));
+        if size == last_size {
+            return false;
+        }
+        size - last_size >= config.checkpoint_every_records
+            || last_time.elapsed() >= Duration::from_millis(config.checkpoint_every_ms)
+            || self.shared.visible.lock().tail_base != evidence.checkpoint_tail_base
+    }
+
+    /// Makes every record below `end` durable, whatever the durability mode.
+    fn sync_to(&self, end: Offset) -> Result<()> {
+        let shared = &self.shared;
+        let target = || shared.writer.lock().as_ref().map(crate::topic::write::sync_target);
+        shared.commit.wait_durable(&shared.name, end, target, |_| {})
+    }
+
+    /// Starts the tree thread for this topic.
+    pub(crate) fn start_evidence_thread(&self) -> EvidenceThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = Arc::downgrade(&self.shared);
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name(format!("trailkeep-tree-{}", self.name()))
+            .spawn(move || evidence_loop(weak, flag))
+            .expect("spawning a thread");
+        EvidenceThread { stop, handle }
+    }
+
+    /// Stops the tree thread and signs a final checkpoint if the tree grew.
+    pub(crate) fn stop_evidence(&self) -> Result<()> {
+        let thread = self.shared.evidence_thread.lock().take();
+        if let Some(thread) = thread {
+            thread.stop.store(true, Ordering::SeqCst);
+            self.shared.appended.notify_all();
+            if thread.handle.join().is_err() {
+                tracing::error!(topic = self.name(), "the tree thread panicked");
+            }
+        }
+        let mut slot = self.shared.evidence.lock();
+        let Some(evidence) = slot.as_mut() else { return Ok(()) };
+        if evidence.broken.is_none() {
+            while self.hash_pending(evidence)? > 0 {}
+            if evidence.last_checkpoint.map(|c| c.0) != Some(evidence.tree.size()) {
+                self.checkpoint_now(evidence)?;
+            }
+        }
+        *slot = None;
+        Ok(())
+    }
+}
+
+fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        let topic = Topic { shared };
+        // Lock order: evidence before visible, as in `hash_pending`.
+        let size = topic.shared.evidence.lock().as_ref().map_or(0, |e| e.tree.size());
+        {
+            let mut visible = topic.shared.visible.lock();
+            if visible.end.0 <= size && !stop.load(Ordering::SeqCst) {
+                topic.shared.appended.wait_for(&mut visible, Duration::from_millis(200));
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut slot = topic.shared.evidence.lock();
+        let Some(evidence) = slot.as_mut() else { return };
+        let result = topic.hash_pending(evidence).and_then(|_| {
+            if topic.checkpoint_due(evidence) {
+                topic.checkpoint_now(evidence).map(|_| ())
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = result {
+            tracing::error!(topic = topic.name(), error = %e, "tamper evidence stopped");
+            evidence.broken.get_or_insert_with(|| e.to_string());
+            return;
+        }
+    }
+}
+
+/// Appends one signed note to the checkpoints file: u32 length, u32 CRC-32, the text.
+fn append_checkpoint(path: &Path, text: &str) -> Result<()> {
+    let mut frame = Vec::with_capacity(8 + text.len());
+    frame.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(text.as_bytes()).to_le_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .context(|| format!("opening {}", path.display()))?;
+    file.write_all(&frame)
+        .and_then(|()| file.sync_data())
+        .context(|| format!("appending to {}", path.display()))
+}
+
+/// Every complete checkpoint in the file, oldest first (a torn last frame is ignored).
+pub(crate) fn read_checkpoints(path: &Path) -> Result<Vec<String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
+    };
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 8 <= bytes.len() {
+        let len = crate::segment::batch::read_u32(&bytes, pos) as usize;
+        let crc = crate::segment::batch::read_u32(&bytes, pos + 4);
+        if len > audit::note::NOTE_BYTES_MAX || pos + 8 + len > bytes.len() {
+            break;
+        }
+        let body = &bytes[pos + 8..pos + 8 + len];
+        if crc32fast::hash(body) != crc {
+            return Err(Error::Corrupt {
+                file: path.to_path_buf(),
+                byte_pos: pos as u64,
+                reason: "checkpoint checksum mismatch".into(),
+            });
+        }
+        out.push(String::from_utf8_lossy(body).into_owned());
+        pos += 8 + len;
+    }
+    Ok(out)
+}
+
+/// The store's checkpoint signing key: loaded, or created (mode 0600) on first use.
+pub(crate) struct Keys {
+    pub path: PathBuf,
+    pub name: String,
+    signer: Mutex<Option<Arc<NoteSigner>>>,
+}
+
+impl Keys {
+    pub fn new(path: PathBuf, name: String) -> Keys {
+        Keys {
+            path,
+            name,
+            signer: Mutex::new(None),
+        }
+    }
+
+    pub fn signer(&self) -> Result<Arc<NoteSigner>> {
+        let mut slot = self.signer.lock();
+        if let Some(s) = slot.as_ref() {
+            return Ok(Arc::clone(s));
+        }
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = audit::SigningKeyFile::load_or_create(&self.path, &self.name).map_err(audit_err)?;
+        let signer = Arc::new(file.into_signer());
+        *slot = Some(Arc::clone(&signer));
+        Ok(signer)
+    }
+
+    pub fn verifier(&self) -> Result<NoteVerifier> {
+        Ok(self.signer()?.verifier())
+    }
+}

@@ -1,0 +1,315 @@
+//! Verification and proofs over a topic's Merkle tree and checkpoints.
+
+use std::ops::ControlFlow;
+
+use base64::Engine;
+
+use crate::audit::{self, Checkpoint, Hash, NoteVerifier, ProofBundle};
+use crate::topic::evidence::{read_checkpoints, record_leaf, CHECKPOINTS_FILE};
+use crate::topic::Topic;
+use crate::{Error, Offset, Record, Result};
+
+/// First line of a consistency proof bundle.
+pub const CONSISTENCY_HEADER: &str = "trailkeep.consistency-proof@v1";
+
+/// What `verify` checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Topic name.
+    pub topic: String,
+    /// Records recomputed (checksums, leaves) from the first held offset.
+    pub records: u64,
+    /// First offset held.
+    pub start_offset: Offset,
+    /// Leaves in the tree (= end offset).
+    pub tree_size: u64,
+    /// Root of the whole tree.
+    pub root: Hash,
+    /// Stored checkpoints whose signature and root were checked.
+    pub checkpoints: usize,
+    /// The external checkpoint's size, when one was given.
+    pub external_size: Option<u64>,
+}
+
+fn tamper(topic: &Topic, offset: Option<Offset>, reason: impl Into<String>) -> Error {
+    Error::Tamper {
+        topic: topic.name().to_owned(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn audit_err(topic: &Topic, e: audit::AuditError) -> Error {
+    tamper(topic, None, e.to_string())
+}
+
+impl Topic {
+    fn with_evidence<T>(&self, f: impl FnOnce(&mut crate::topic::evidence::Evidence) -> Result<T>) -> Result<T> {
+        self.recover()?;
+        let mut slot = self.shared.evidence.lock();
+        let evidence = slot.as_mut().ok_or_else(|| {
+            tamper(
+                self,
+                None,
+                "tamper evidence is off for this topic (tamper_evidence = false)",
+            )
+        })?;
+        while self.hash_pending(evidence)? > 0 {}
+        f(evidence)
+    }
+
+    /// Recomputes everything: every batch checksum, every record's leaf against the
+    /// tree, every stored checkpoint's signature and root, and, when given, an external
+    /// checkpoint (which the store must contain: a smaller store is a rollback).
+    /// `progress` is called with the number of records checked so far.
+    ///
+    /// # Errors
+    /// [`Error::Tamper`] naming the offset or checkpoint that does not match,
+    /// [`Error::Corrupt`] / [`Error::Gap`] naming file and byte, [`Error::Locked`] while
+    /// another process appends (verification needs the topic's tree).
+    pub fn verify(
+        &self,
+        external: Option<(&str, &NoteVerifier)>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport> {
+        let own = self.shared.keys.verifier()?;
+        let origin = self.shared.origin.clone();
+        self.with_evidence(|evidence| {
+            let tree = &evidence.tree;
+            let start = self.start_offset();
+            let end = self.end_offset();
+            if tree.size() != end.0 {
+                return Err(tamper(self, None, format!("the tree holds {} leaves, the log ends at {end}", tree.size())));
+            }
+            let mut records = 0u64;
+            let mut mismatch: Option<Result<Offset>> = None;
+            self.scan(start, |record| {
+                let ok = record_leaf(&record).and_then(|leaf| {
+                    let stored = tree.leaf(record.offset.0).map_err(|e| audit_err(self, e))?;
+                    Ok(leaf == stored)
+                });
+                records += 1;
+                if records % 65_536 == 0 {
+                    progress(records);
+                }
+                match ok {
+                    Ok(true) => ControlFlow::Continue(()),
+                    Ok(false) => {
+                        mismatch = Some(Ok(record.offset));
+                        ControlFlow::Break(())
+                    }
+                    Err(e) => {
+                        mismatch = Some(Err(e));
+                        ControlFlow::Break(())
+                    }
+                }
+            })?;
+            progress(records);
+            match mismatch {
+                Some(Ok(offset)) => {
+                    let file = self.segment_file_of(offset);
+                    return Err(tamper(
+                        self,
+                        Some(offset),
+                        format!("record {offset} (in {}) does not match its leaf in the Merkle tree: it was changed after it was written", file.display()),
+                    ));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
+            }
+            if records != end.0 - start.0 {
+                return Err(tamper(self, None, format!("read {records} records, expected {}", end.0 - start.0)));
+            }
+            let stored = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?;
+            for (i, text) in stored.iter().enumerate() {
+                self.check_checkpoint(tree, text, &own, &origin).map_err(|e| {
+                    tamper(self, None, format!("stored checkpoint #{} of {}: {e}", i + 1, CHECKPOINTS_FILE))
+                })?;
+            }
+            let external_size = match external {
+                Some((text, verifier)) => Some(self.check_checkpoint(tree, text, verifier, &origin).map_err(|e| tamper(self, None, format!("external checkpoint: {e}")))?.size),
+                None => None,
+            };
+            Ok(VerifyReport {
+                topic: self.name().to_owned(),
+                records,
+                start_offset: start,
+                tree_size: tree.size(),
+                root: tree.root(),
+                checkpoints: stored.len(),
+                external_size,
+            })
+        })
+    }
+
+    /// Checks one signed checkpoint against the tree; the message says what differs.
+    fn check_checkpoint(
+        &self,
+        tree: &audit::TreeFile,
+        text: &str,
+        verifier: &NoteVerifier,
+        origin: &str,
+    ) -> std::result::Result<Checkpoint, String> {
+        let cp = Checkpoint::parse_and_verify(text, verifier).map_err(|e| e.to_string())?;
+        if cp.origin != origin {
+            return Err(format!("origin {:?} is not this topic's {origin:?}", cp.origin));
+        }
+        if cp.size > tree.size() {
+            return Err(format!(
+                "it covers {} records but the store holds {}: records were removed (truncation or rollback)",
+                cp.size,
+                tree.size()
+            ));
+        }
+        let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
+        if root != cp.root {
+            return Err(format!(
+                "the tree's root at size {} differs from the signed root: the log was rewritten",
+                cp.size
+            ));
+        }
+        let proof = tree
+            .consistency_proof(cp.size, tree.size())
+            .map_err(|e| e.to_string())?;
+        audit::verify_consistency(cp.size, tree.size(), &cp.root, &tree.root(), &proof).map_err(|e| e.to_string())?;
+        Ok(cp)
+    }
+
+    fn segment_file_of(&self, offset: Offset) -> std::path::PathBuf {
+        let segments = self.shared.segments.read();
+        let base = segments
+            .sealed
+            .iter()
+            .rev()
+            .find(|s| s.base <= offset)
+            .map_or(segments.tail.base, |s| s.base);
+        let base = if offset >= segments.tail.base {
+            segments.tail.base
+        } else {
+            base
+        };
+        self.dir()
+            .join(crate::segment::file_name(base, crate::segment::LOG_EXT))
+    }
+
+    /// Signs a checkpoint of everything appended so far and returns its text.
+    ///
+    /// # Errors
+    /// As for [`Topic::verify`].
+    pub fn checkpoint(&self) -> Result<String> {
+        self.with_evidence(|evidence| self.checkpoint_now(evidence))
+    }
+
+    /// The newest stored checkpoint, if any.
+    ///
+    /// # Errors
+    /// I/O errors, a corrupt checkpoints file.
+    pub fn latest_checkpoint(&self) -> Result<Option<String>> {
+        Ok(read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.pop())
+    }
+
+    /// The public key that verifies this store's checkpoints, in vkey form.
+    ///
+    /// # Errors
+    /// I/O errors loading or creating the key.
+    pub fn verifier_key(&self) -> Result<String> {
+        Ok(self.shared.keys.verifier()?.to_vkey())
+    }
+
+    /// An inclusion proof of the record at `offset` as a `c2sp.org/tlog-proof@v1` bundle,
+    /// against the newest checkpoint (a new one is signed if none covers the offset).
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`]; as for [`Topic::verify`].
+    pub fn prove(&self, offset: Offset) -> Result<String> {
+        if offset >= self.end_offset() {
+            return Err(self.out_of_range(offset));
+        }
+        let verifier = self.shared.keys.verifier()?;
+        self.with_evidence(|evidence| {
+            let latest = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.pop();
+            let covering = latest.and_then(|t| Checkpoint::parse_and_verify(&t, &verifier).ok().map(|c| (t, c)));
+            let (text, cp) = match covering {
+                Some((t, c)) if c.size > offset.0 => (t, c),
+                _ => {
+                    let t = self.checkpoint_now(evidence)?;
+                    let c = Checkpoint::parse_and_verify(&t, &verifier).map_err(|e| audit_err(self, e))?;
+                    (t, c)
+                }
+            };
+            let proof = evidence
+                .tree
+                .inclusion_proof(offset.0, cp.size)
+                .map_err(|e| audit_err(self, e))?;
+            Ok(ProofBundle {
+                extra: None,
+                index: offset.0,
+                proof,
+                checkpoint: text,
+            }
+            .encode())
+        })
+    }
+
+    /// A consistency proof from tree size `old_size` to a fresh checkpoint: header line,
+    /// `old <size>`, one base64 hash per line, a blank line, the signed checkpoint.
+    ///
+    /// # Errors
+    /// As for [`Topic::verify`].
+    pub fn prove_consistency(&self, old_size: u64) -> Result<String> {
+        self.with_evidence(|evidence| {
+            let text = self.checkpoint_now(evidence)?;
+            let size = evidence.tree.size();
+            if old_size > size {
+                return Err(tamper(
+                    self,
+                    None,
+                    format!("old size {old_size} is larger than the tree ({size})"),
+                ));
+            }
+            let proof = evidence
+                .tree
+                .consistency_proof(old_size, size)
+                .map_err(|e| audit_err(self, e))?;
+            let mut out = format!("{CONSISTENCY_HEADER}\nold {old_size}\n");
+            for hash in proof {
+                out.push_str(&base64::engine::general_purpose::STANDARD.encode(hash));
+                out.push('\n');
+            }
+            out.push('\n');
+            out.push_str(&text);
+            Ok(out)
+        })
+    }
+}
+
+/// Checks, with nothing but the public key, that `record` is included in the log whose
+/// signed checkpoint the `bundle` (from [`Topic::prove`]) carries. Returns the checkpoint.
+///
+/// # Errors
+/// [`Error::Tamper`] saying what does not verify.
+pub fn verify_record_inclusion(record: &Record, bundle: &str, vkey: &str) -> Result<Checkpoint> {
+    let fail = |reason: String| Error::Tamper {
+        topic: String::new(),
+        offset: Some(record.offset),
+        reason,
+    };
+    let verifier = NoteVerifier::parse(vkey).map_err(|e| fail(format!("bad verifier key: {e}")))?;
+    let bundle = ProofBundle::parse(bundle).map_err(|e| fail(e.to_string()))?;
+    if bundle.index != record.offset.0 {
+        return Err(fail(format!(
+            "the proof is for offset {}, the record is {}",
+            bundle.index, record.offset
+        )));
+    }
+    let leaf = audit::record_leaf_hash(
+        record.offset.0,
+        record.timestamp_us,
+        record.event_time_us,
+        record.key.as_deref(),
+        &record.headers,
+        &record.value,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    bundle.verify(&leaf, &verifier).map_err(|e| fail(e.to_string()))
+}
