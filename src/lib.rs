@@ -38,6 +38,7 @@ pub mod segment;
 mod store;
 pub mod tier;
 pub mod topic;
+pub mod trail;
 pub mod wal;
 
 pub use cursor::{CommitMode, Consumer, ConsumerConfig, GroupInfo, OutOfRangePolicy, ResetTo, StartAt};

@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// A record's number within its topic: dense, starting at 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Offset(pub u64);
 
 impl Offset {

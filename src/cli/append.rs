@@ -26,6 +26,18 @@ pub struct AppendArgs {
     /// Take each record's event time from this JSON field (RFC 3339 or epoch milliseconds).
     #[arg(long)]
     pub time_field: Option<String>,
+    /// Input lines are AI audit events (see docs/events.md): each is validated against the
+    /// schema, keyed by its trace id and indexed by conversation, agent and subject.
+    #[arg(long, conflicts_with_all = ["key_field", "time_field"])]
+    pub events: bool,
+    /// With --events: encrypt this field under the event's subject key (repeatable);
+    /// `forget <subject>` makes it unreadable for good.
+    #[arg(long, requires = "events")]
+    pub personal: Vec<String>,
+    /// With --events: redact a field before anything is written, as PATH=drop|mask|pseudonym
+    /// (repeatable). Pseudonyms are HMAC-SHA256 under the store's key keys/pseudonym.key.
+    #[arg(long, requires = "events")]
+    pub redact: Vec<String>,
     /// When a record counts as appended.
     #[arg(long, value_enum, default_value_t)]
     pub durability: DurabilityArg,
@@ -37,6 +49,7 @@ pub struct AppendArgs {
 struct LineParser<'a> {
     args: &'a AppendArgs,
     source_name: String,
+    trail: Option<crate::trail::Trail>,
 }
 
 impl LineParser<'_> {
@@ -53,6 +66,16 @@ impl LineParser<'_> {
     }
 
     fn parse_fields(&self, line_no: u64, line: &[u8]) -> Result<NewRecord, CliError> {
+        if let Some(trail) = &self.trail {
+            let bad = |reason: String| CliError::BadLine {
+                source_name: self.source_name.clone(),
+                line: line_no,
+                reason,
+            };
+            let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
+            let event = crate::events::Event::from_json_line(text).map_err(|e| bad(e.to_string()))?;
+            return trail.to_record(&event).map_err(|e| bad(e.to_string()));
+        }
         let mut record = NewRecord::new(line.to_vec());
         if self.args.key_field.is_none() && self.args.time_field.is_none() {
             return Ok(record);
@@ -107,9 +130,16 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
     };
     let progress = progress_bar(size);
     let mut reader = BufReader::with_capacity(1 << 20, input);
+    let trail = if args.events {
+        let config = crate::cli::trail_config(&store, &args.personal, &args.redact)?;
+        Some(crate::trail::Trail::open(&store, &args.topic, config).map_err(crate::cli::trail_err)?)
+    } else {
+        None
+    };
     let parser = LineParser {
         args: &args,
         source_name,
+        trail,
     };
     let stdout = std::io::stdout();
     let mut line_no = 0u64;

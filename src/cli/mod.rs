@@ -4,6 +4,7 @@
 //! exit codes; the engine below it deals in records and offsets.
 
 mod append;
+mod demo;
 mod evidence;
 mod format;
 mod groups;
@@ -60,6 +61,9 @@ pub struct Cli {
     /// The store directory [default: $TRAILKEEP_DIR, else ./trailkeep-data]
     #[arg(long, global = true, env = "TRAILKEEP_DIR", default_value = "trailkeep-data")]
     pub dir: PathBuf,
+    /// True when --dir or TRAILKEEP_DIR was given (demo uses a temporary store otherwise).
+    #[arg(skip)]
+    pub dir_given: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -91,6 +95,18 @@ pub enum Command {
     Prove(evidence::ProveArgs),
     /// Tiering of sealed segments to object storage: status, upload now, restore.
     Tier(tier::TierArgs),
+    /// Erase a data subject: destroy its key (its encrypted fields become unreadable) and
+    /// append an erasure record; hashes and proofs still verify.
+    Forget {
+        /// The subject id.
+        subject: String,
+        /// Topics to record the erasure in [default: every topic]
+        #[arg(long)]
+        topic: Vec<String>,
+    },
+    /// Simulated agents, consumer groups with lag, replay from a time, erasure and tamper
+    /// detection, on a temporary store (or --dir).
+    Demo(demo::DemoArgs),
     /// Measure trailkeep side by side with SQLite and JSON lines on this machine.
     Bench(crate::bench::BenchArgs),
 }
@@ -206,6 +222,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Read(args) => read::run(&cli.dir, args),
         Command::Groups(args) => groups::run(&cli.dir, args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Forget { subject, topic } => forget(&cli.dir, &subject, topic),
+        Command::Demo(args) => demo::run(cli.dir_given.then_some(cli.dir.as_path()), args),
         Command::Verify(args) => evidence::verify(&cli.dir, args),
         Command::Checkpoint(args) => evidence::checkpoint(&cli.dir, args),
         Command::Prove(args) => evidence::prove(&cli.dir, args),
@@ -239,6 +257,79 @@ fn stats(dir: &std::path::Path) -> Result<(), CliError> {
     Ok(())
 }
 
+fn forget(dir: &std::path::Path, subject: &str, topics: Vec<String>) -> Result<(), CliError> {
+    let store = open_store(dir, Durability::Always)?;
+    let topics = if topics.is_empty() {
+        store.topic_names()?
+    } else {
+        topics
+    };
+    if topics.is_empty() {
+        return Err(CliError::Usage(
+            "the store has no topic to record the erasure in".into(),
+        ));
+    }
+    for (i, name) in topics.iter().enumerate() {
+        let trail = crate::trail::Trail::open(&store, name, crate::trail::TrailConfig::default()).map_err(trail_err)?;
+        let offset = if i == 0 {
+            trail.forget(subject)
+        } else {
+            trail.record_erasure(subject)
+        }
+        .map_err(trail_err)?;
+        println!("{name} {offset}");
+    }
+    eprintln!("forgot subject {subject}: its key is destroyed");
+    store.close()?;
+    Ok(())
+}
+
+pub(crate) fn trail_err(e: crate::trail::TrailError) -> CliError {
+    match e {
+        crate::trail::TrailError::Store(e) => CliError::Store(e),
+        other => CliError::Usage(other.to_string()),
+    }
+}
+
+/// Builds the redaction and encryption settings of `--personal` / `--redact` flags.
+pub(crate) fn trail_config(
+    store: &Store,
+    personal: &[String],
+    redact: &[String],
+) -> Result<crate::trail::TrailConfig, CliError> {
+    use crate::events::{PseudonymKey, RedactAction, Redactor, Shredder};
+    let usage = |e: crate::events::EventError| CliError::Usage(e.to_string());
+    let mut config = crate::trail::TrailConfig::default();
+    if !personal.is_empty() {
+        config.shredder = Some(Shredder::new(personal.iter().map(String::as_str)).map_err(usage)?);
+    }
+    if !redact.is_empty() {
+        let mut redactor = Redactor::new();
+        for rule in redact {
+            let (path, action) = rule
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--redact {rule}: expected PATH=drop|mask|pseudonym")))?;
+            let action = match action {
+                "drop" => RedactAction::Drop,
+                "mask" => RedactAction::Mask,
+                "pseudonym" => {
+                    let secret = crate::trail::pseudonym_secret(store).map_err(trail_err)?;
+                    redactor = redactor.with_pseudonym_key(PseudonymKey::new("k1", secret).map_err(usage)?);
+                    RedactAction::Pseudonymize
+                }
+                other => {
+                    return Err(CliError::Usage(format!(
+                        "--redact {path}={other}: expected drop, mask or pseudonym"
+                    )))
+                }
+            };
+            redactor = redactor.rule(path, action).map_err(usage)?;
+        }
+        config.redactor = Some(redactor);
+    }
+    Ok(config)
+}
+
 /// Parses arguments, runs, prints errors; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILKEEP_LOG")
@@ -247,7 +338,12 @@ pub fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    cli.dir_given = matches.value_source("dir") != Some(clap::parser::ValueSource::DefaultValue);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

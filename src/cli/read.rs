@@ -41,6 +41,15 @@ pub struct ReadArgs {
     /// Resume from this consumer group's cursor and commit what was printed.
     #[arg(long, conflicts_with_all = ["from_offset", "from_time"])]
     pub group: Option<String>,
+    /// Print the events of this trace (AI event topics), decrypted where keys remain.
+    #[arg(long, conflicts_with_all = ["from_offset", "from_time", "group", "follow"])]
+    pub trace: Option<String>,
+    /// Print the events of this conversation.
+    #[arg(long, conflicts_with_all = ["from_offset", "from_time", "group", "follow", "trace"])]
+    pub conversation: Option<String>,
+    /// Print the events about this data subject.
+    #[arg(long, conflicts_with_all = ["from_offset", "from_time", "group", "follow", "trace", "conversation"])]
+    pub subject: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: FormatArg,
@@ -68,6 +77,9 @@ pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
     let store = open_store(dir, Durability::Always)?;
     let topic = store.topic(&args.topic)?;
     topic.refresh()?;
+    if args.trace.is_some() || args.conversation.is_some() || args.subject.is_some() {
+        return ignore_broken_pipe(read_events(&store, &args));
+    }
     if let Some(group) = &args.group {
         return ignore_broken_pipe(read_group(&topic, group, &args));
     }
@@ -140,4 +152,25 @@ fn read_group(topic: &crate::Topic, group: &str, args: &ReadArgs) -> Result<(), 
         remaining -= records.len() as u64;
     }
     Ok(())
+}
+
+/// Prints the events of one trace, conversation or subject as JSON lines.
+fn read_events(store: &crate::Store, args: &ReadArgs) -> Result<(), CliError> {
+    use crate::cli::trail_err;
+    let trail =
+        crate::trail::Trail::open(store, &args.topic, crate::trail::TrailConfig::default()).map_err(trail_err)?;
+    let events = match (&args.trace, &args.conversation, &args.subject) {
+        (Some(t), _, _) => trail.trace(t, 0, u64::MAX),
+        (_, Some(c), _) => trail.conversation(c, 0, u64::MAX),
+        (_, _, Some(s)) => trail.subject(s, 0, u64::MAX),
+        _ => Ok(Vec::new()),
+    }
+    .map_err(trail_err)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    for event in events.iter().take(args.limit.unwrap_or(u64::MAX) as usize) {
+        let json = event.to_json().map_err(|e| CliError::Usage(e.to_string()))?;
+        writeln!(out, "{json}").map_err(io_err("writing to stdout"))?;
+    }
+    out.flush().map_err(io_err("writing to stdout"))
 }

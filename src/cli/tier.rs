@@ -2,16 +2,187 @@
 
 use std::path::Path;
 
-use crate::cli::CliError;
+use crate::cli::{parse_duration_ms, CliError};
+use crate::tier::{PersistedConfig, TierConfig};
+use crate::Store;
 
 /// Arguments of `tier`.
 #[derive(clap::Args, Debug)]
-pub struct TierArgs {}
+pub struct TierArgs {
+    #[command(subcommand)]
+    action: TierAction,
+}
+
+/// Where the bucket is (flags or environment; credentials only from the environment:
+/// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+#[derive(clap::Args, Debug, Clone)]
+struct RemoteArgs {
+    /// Endpoint of an S3-compatible service, e.g. http://127.0.0.1:9000 (plain http only
+    /// for loopback hosts) [default: AWS]
+    #[arg(long, env = "TRAILKEEP_TIER_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Region [default: $AWS_REGION, else us-east-1]
+    #[arg(long, env = "AWS_REGION")]
+    region: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TierAction {
+    /// Pending uploads and bytes, evicted segments, bytes in the bucket, the last error.
+    Status {
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload, verify and evict now (one pass), then print the status.
+    Upload {
+        /// Run the pass now, in this process.
+        #[arg(long)]
+        now: bool,
+        /// Bucket prefix: s3://bucket/prefix or file:///path [default: the store's saved
+        /// tier settings]
+        #[arg(long, env = "TRAILKEEP_TIER_URL")]
+        to: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Evict uploaded segments, oldest first, while local segment bytes exceed this.
+        #[arg(long)]
+        local_bytes_max: Option<u64>,
+        /// Evict uploaded segments whose newest record is older than this (e.g. 7d, 12h).
+        #[arg(long)]
+        local_age_max: Option<String>,
+    },
+    /// Rebuild a store in the (empty) --dir from a bucket prefix alone.
+    Restore {
+        /// Bucket prefix: s3://bucket/prefix or file:///path
+        #[arg(long)]
+        from: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Download every segment now (verified) instead of on first read.
+        #[arg(long)]
+        download: bool,
+    },
+}
+
+fn remote_config(url: String, remote: &RemoteArgs) -> TierConfig {
+    let mut config = TierConfig::url(url);
+    config.endpoint = remote
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+    config.region = remote.region.clone();
+    config
+}
 
 /// Runs `tier`.
 ///
 /// # Errors
 /// Engine and object store errors.
-pub fn run(_dir: &Path, _args: TierArgs) -> Result<(), CliError> {
-    Err(CliError::Usage("tier is being built".into()))
+pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
+    match args.action {
+        TierAction::Status { json } => {
+            let store = Store::builder(dir).create_if_missing(false).open()?;
+            print_status(&store.tier_status()?, json);
+            Ok(())
+        }
+        TierAction::Upload {
+            now,
+            to,
+            remote,
+            local_bytes_max,
+            local_age_max,
+        } => {
+            if !now {
+                return Err(CliError::Usage(
+                    "use `tier upload --now`: background uploads run in the process that opens the store with tiering"
+                        .into(),
+                ));
+            }
+            let saved = PersistedConfig::load(dir)?;
+            let mut config = match (to, &saved) {
+                (Some(url), _) => remote_config(url, &remote),
+                (None, Some(saved)) => {
+                    let mut c = saved.to_config();
+                    if remote.endpoint.is_some() {
+                        c.endpoint = remote.endpoint.clone();
+                    }
+                    c
+                }
+                (None, None) => {
+                    return Err(CliError::Usage(format!(
+                        "{} has no tier settings yet: pass --to s3://bucket/prefix (or file:///path)",
+                        dir.display()
+                    )))
+                }
+            };
+            if let Some(bytes) = local_bytes_max {
+                config.local_bytes_max = Some(bytes);
+            }
+            if let Some(age) = local_age_max {
+                config.local_age_max_ms = Some(parse_duration_ms(&age).map_err(CliError::Usage)?);
+            }
+            let store = Store::builder(dir)
+                .create_if_missing(false)
+                .tiering(config.background(false))
+                .open()?;
+            let tier = store
+                .tier()
+                .ok_or_else(|| CliError::Usage("tiering did not start".into()))?;
+            let result = tier.upload_now();
+            if let Ok(report) = &result {
+                eprintln!(
+                    "uploaded {} segment(s) ({} bytes), evicted {}, deleted {} remote segment(s)",
+                    report.uploaded.len(),
+                    report.uploaded_bytes,
+                    report.evicted.len(),
+                    report.deleted_remote.len()
+                );
+            }
+            print_status(&store.tier_status()?, false);
+            result.map(|_| ()).map_err(CliError::from)
+        }
+        TierAction::Restore { from, remote, download } => {
+            let config = remote_config(from, &remote);
+            let report = crate::tier::restore(dir, &config, download)?;
+            for (topic, segments, end) in &report.topics {
+                eprintln!("restored topic {topic}: {segments} segment(s), offsets up to {end}");
+            }
+            for (topic, from, to) in &report.gaps {
+                eprintln!("warning: topic {topic}: offsets {from}..{to} never reached the bucket and are missing");
+            }
+            if download {
+                eprintln!("downloaded {} bytes", report.downloaded_bytes);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_status(s: &crate::tier::TierStatus, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    println!("remote: {}", s.remote.as_deref().unwrap_or("(not configured)"));
+    println!(
+        "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}",
+        "topic", "pending", "pending bytes", "uploaded", "evicted", "remote bytes", "deleting"
+    );
+    for t in &s.topics {
+        println!(
+            "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}",
+            t.topic,
+            t.pending_segments,
+            t.pending_bytes,
+            t.uploaded_segments,
+            t.evicted_segments,
+            t.remote_bytes,
+            t.deleting_segments
+        );
+    }
+    match &s.last_error {
+        Some(e) => println!("last error ({} failed pass(es) in a row): {e}", s.consecutive_failures),
+        None => println!("last error: none"),
+    }
 }

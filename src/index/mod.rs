@@ -4,6 +4,8 @@
 //! segment module reads and writes the files and confirms every entry against the log
 //! before trusting it (an index entry the log does not confirm is never used).
 
+pub mod keys;
+
 use crate::Offset;
 
 /// Bytes of log between two index entries (an entry is added at the first batch past this).

@@ -52,7 +52,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<Offset>> {
             bases.push(base);
         }
     }
+    // Tiering hook: segments evicted to object storage still belong to the topic.
+    bases.extend(crate::tier::evicted_bases(dir)?);
     bases.sort_unstable();
+    bases.dedup();
     Ok(bases)
 }
 
@@ -159,7 +162,7 @@ impl SealedSegment {
         if let Some(data) = slot.as_ref() {
             return Ok(Arc::clone(data));
         }
-        let data = Arc::new(load_sealed(&self.path, self.base, writable)?);
+        let data = Arc::new(load_sealed_or_tiered(&self.path, self.base, writable)?);
         let _ = self.summary.set(Summary {
             end_offset: data.end_offset,
             first_timestamp_us: data.first_timestamp_us,
@@ -185,7 +188,8 @@ impl SealedSegment {
         self.unload();
         remove_if_exists(&self.path)?;
         remove_if_exists(&self.path.with_extension(INDEX_EXT))?;
-        remove_if_exists(&self.path.with_extension(TIME_INDEX_EXT))
+        remove_if_exists(&self.path.with_extension(TIME_INDEX_EXT))?;
+        remove_if_exists(&self.path.with_extension(crate::index::keys::KEY_INDEX_EXT))
     }
 }
 
@@ -193,6 +197,20 @@ pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).context(|| format!("deleting {}", path.display())),
         _ => Ok(()),
+    }
+}
+
+/// Tiering hook: a sealed segment whose `.log` is gone locally but that the tier manifest
+/// lists as in the bucket is fetched into the read cache, and the cached copy is mapped.
+fn load_sealed_or_tiered(path: &Path, base: Offset, writable: bool) -> Result<SealedData> {
+    match load_sealed(path, base, writable) {
+        Err(Error::Io { source, context }) if source.kind() == std::io::ErrorKind::NotFound => {
+            match crate::tier::fetch_evicted(path, base)? {
+                Some(cached) => load_sealed(&cached, base, false),
+                None => Err(Error::Io { source, context }),
+            }
+        }
+        other => other,
     }
 }
 
@@ -272,7 +290,9 @@ fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<Sea
     // Every time entry names a batch that has an offset entry (both are added together),
     // and must carry that batch's append time: an entry the log does not confirm is not used.
     for t in &times {
-        let at = confirmed.binary_search_by_key(&t.relative_offset, |&(rel, _)| rel).ok()?;
+        let at = confirmed
+            .binary_search_by_key(&t.relative_offset, |&(rel, _)| rel)
+            .ok()?;
         if confirmed[at].1 != t.timestamp_us {
             return None;
         }

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub(crate) mod evidence;
+mod query;
 mod read;
 mod retention;
 mod tail;
@@ -227,6 +228,10 @@ impl TopicShared {
     /// A sealed segment's summary, loading it once if needed.
     pub(crate) fn summary(&self, segment: &Arc<SealedSegment>) -> Result<crate::segment::Summary> {
         if let Some(summary) = segment.summary() {
+            return Ok(summary);
+        }
+        // Tiering hook: an evicted segment's summary comes from the manifest (no download).
+        if let Some(summary) = crate::tier::evicted_summary(&segment.path, segment.base) {
             return Ok(summary);
         }
         let data = self.load_sealed(segment)?;

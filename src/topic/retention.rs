@@ -67,7 +67,8 @@ impl Topic {
         let mut total = shared.visible.lock().tail_bytes;
         let mut sizes = Vec::with_capacity(sealed.len());
         for s in &sealed {
-            let len = std::fs::metadata(&s.path).map_or(0, |m| m.len());
+            // Tiering hook: an evicted segment counts with its size in the bucket.
+            let len = crate::tier::segment_bytes(&s.path, s.base);
             sizes.push(len);
             total += len;
         }
@@ -103,6 +104,9 @@ impl Topic {
                 }
                 segments.sealed.remove(0);
             }
+            // Tiering hook: past total retention the bucket's copy goes too (marked here,
+            // deleted by the uploader).
+            crate::tier::on_retention_delete(&shared.dir, segment.base)?;
             segment.delete_files()?;
             crate::failpoint::hit("retention.after_delete");
             crate::fsutil::sync_dir(&shared.dir)?;
