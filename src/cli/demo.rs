@@ -93,13 +93,10 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
         })
         .collect();
     let mut appended = 0;
-    for (i, writer) in writers.into_iter().enumerate() {
+    for writer in writers {
         appended += writer
             .join()
             .map_err(|_| CliError::Usage("an agent thread panicked".into()))??;
-        if i == 0 {
-            midpoint_us = crate::topic::now_us();
-        }
     }
     let elapsed = began.elapsed();
     println!(
