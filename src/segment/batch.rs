@@ -416,6 +416,39 @@ pub fn encode_record(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
     out.extend_from_slice(fields.value);
 }
 
+/// Completes an uncompressed batch whose records were encoded in place: `out` holds a
+/// zeroed header at `header_pos` followed by the records, up to its end.
+pub fn finish_batch(out: &mut [u8], header_pos: usize, base_offset: Offset, timestamp_us: u64, record_count: u32) {
+    let batch_bytes = out.len() - header_pos;
+    let payload_len = batch_bytes - BATCH_HEADER_BYTES;
+    assert!(batch_bytes <= BATCH_BYTES_MAX, "batch of {batch_bytes} bytes exceeds the limit");
+    assert!(record_count > 0);
+    write_header(&mut out[header_pos..], batch_bytes, Compression::None, base_offset, record_count, payload_len, timestamp_us);
+}
+
+fn write_header(
+    batch: &mut [u8],
+    batch_bytes: usize,
+    compression: Compression,
+    base_offset: Offset,
+    record_count: u32,
+    payload_len: usize,
+    timestamp_us: u64,
+) {
+    let header = &mut batch[..BATCH_HEADER_BYTES];
+    header[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
+    header[4..8].copy_from_slice(&(batch_bytes as u32).to_le_bytes());
+    header[12] = BATCH_VERSION;
+    header[13] = compression.code();
+    header[14..16].copy_from_slice(&[0, 0]);
+    header[16..24].copy_from_slice(&base_offset.0.to_le_bytes());
+    header[24..28].copy_from_slice(&record_count.to_le_bytes());
+    header[28..32].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    header[32..40].copy_from_slice(&timestamp_us.to_le_bytes());
+    let crc = crc32fast::hash(&batch[12..batch_bytes]);
+    batch[8..12].copy_from_slice(&crc.to_le_bytes());
+}
+
 /// Writes a batch header followed by `payload` (already encoded records) into `out`,
 /// compressing when asked. Returns the batch's size in bytes.
 pub fn encode_batch(
@@ -440,22 +473,9 @@ pub fn encode_batch(
         }
     };
     let batch_bytes = BATCH_HEADER_BYTES + stored_len;
-    assert!(
-        batch_bytes <= BATCH_BYTES_MAX,
-        "batch of {batch_bytes} bytes exceeds the limit"
-    );
+    assert!(batch_bytes <= BATCH_BYTES_MAX, "batch of {batch_bytes} bytes exceeds the limit");
     assert!(record_count > 0);
-    let header = &mut out[start..start + BATCH_HEADER_BYTES];
-    header[0..4].copy_from_slice(&BATCH_MAGIC.to_le_bytes());
-    header[4..8].copy_from_slice(&(batch_bytes as u32).to_le_bytes());
-    header[12] = BATCH_VERSION;
-    header[13] = compression.code();
-    header[16..24].copy_from_slice(&base_offset.0.to_le_bytes());
-    header[24..28].copy_from_slice(&record_count.to_le_bytes());
-    header[28..32].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    header[32..40].copy_from_slice(&timestamp_us.to_le_bytes());
-    let crc = crc32fast::hash(&out[start + 12..]);
-    out[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
+    write_header(&mut out[start..], batch_bytes, compression, base_offset, record_count, payload.len(), timestamp_us);
     Ok(batch_bytes)
 }
 

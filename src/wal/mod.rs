@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-pub(crate) use recovery::{find_valid_batch_after, recover_active};
 pub use recovery::RecoveryReport;
+pub(crate) use recovery::{find_valid_batch_after, recover_active};
 
 use crate::error::IoContext;
 use crate::index::{self, SegmentIndex};
@@ -129,20 +129,38 @@ impl Writer {
         let mut start = 0;
         let mut index = index.write();
         while start < records.len() {
-            self.payload.clear();
+            let position = self.active.bytes + self.buf.len() as u64;
+            let base = Offset(self.next_offset.0);
+            // Uncompressed records are encoded in place after the header (one copy);
+            // compressed ones go through `payload` first.
+            let header_pos = self.buf.len();
+            let target = match compression {
+                Compression::None => {
+                    self.buf.resize(header_pos + batch::BATCH_HEADER_BYTES, 0);
+                    &mut self.buf
+                }
+                Compression::Zstd => {
+                    self.payload.clear();
+                    &mut self.payload
+                }
+            };
+            let payload_start = target.len();
             let mut end = start;
             while end < records.len()
                 && (end == start
-                    || (self.payload.len() < BATCH_PAYLOAD_TARGET_BYTES && end - start < BATCH_RECORDS_MAX))
+                    || (target.len() - payload_start < BATCH_PAYLOAD_TARGET_BYTES && end - start < BATCH_RECORDS_MAX))
             {
-                batch::encode_record(&mut self.payload, &records[end]);
+                batch::encode_record(target, &records[end]);
                 end += 1;
             }
             let count = (end - start) as u32;
-            let position = self.active.bytes + self.buf.len() as u64;
-            let base = Offset(self.next_offset.0);
-            batch::encode_batch(&mut self.buf, base, timestamp_us, count, &self.payload, compression)
-                .context(|| "compressing a batch".to_owned())?;
+            match compression {
+                Compression::None => batch::finish_batch(&mut self.buf, header_pos, base, timestamp_us, count),
+                Compression::Zstd => {
+                    batch::encode_batch(&mut self.buf, base, timestamp_us, count, &self.payload, compression)
+                        .context(|| "compressing a batch".to_owned())?;
+                }
+            }
             let relative = index::relative(self.active.base, base)
                 .ok_or_else(|| Error::InvalidConfig("segment holds more than 2^32 records".into()))?;
             let (o, t) = index.observe_batch(relative, position as u32, timestamp_us);
