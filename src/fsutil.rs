@@ -10,8 +10,31 @@ use crate::Result;
 /// Suffix of temporary files; any left behind by a crash are deleted on open.
 pub const TMP_SUFFIX: &str = ".tmp";
 
+/// Directories of temporary stores, whose files need not survive a crash: syncing them
+/// only costs time (a test store must open in well under a millisecond).
+static VOLATILE_ROOTS: parking_lot::RwLock<Vec<std::path::PathBuf>> = parking_lot::RwLock::new(Vec::new());
+
+/// Marks `root` (a temporary store) as not needing fsync; undone by [`forget_volatile`].
+pub fn register_volatile(root: &Path) {
+    VOLATILE_ROOTS.write().push(root.to_path_buf());
+}
+
+/// Undoes [`register_volatile`].
+pub fn forget_volatile(root: &Path) {
+    VOLATILE_ROOTS.write().retain(|r| r != root);
+}
+
+/// True when `path` lies in a temporary store.
+pub fn is_volatile(path: &Path) -> bool {
+    let roots = VOLATILE_ROOTS.read();
+    !roots.is_empty() && roots.iter().any(|r| path.starts_with(r))
+}
+
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    if is_volatile(dir) {
+        return Ok(());
+    }
     File::open(dir)
         .and_then(|d| d.sync_all())
         .context(|| format!("syncing directory {}", dir.display()))
@@ -29,8 +52,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .truncate(true)
         .open(tmp)
         .context(|| format!("creating {}", tmp.display()))?;
+    let volatile = is_volatile(path);
     file.write_all(bytes)
-        .and_then(|()| file.sync_data())
+        .and_then(|()| if volatile { Ok(()) } else { file.sync_data() })
         .context(|| format!("writing {}", tmp.display()))?;
     fs::rename(tmp, path).context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     if let Some(dir) = path.parent() {

@@ -31,6 +31,7 @@ pub struct StoreConfig {
     default_topic: TopicConfig,
     create: bool,
     signing_key_file: Option<PathBuf>,
+    tiering: Option<crate::tier::TierConfig>,
 }
 
 impl StoreConfig {
@@ -42,6 +43,7 @@ impl StoreConfig {
             default_topic: TopicConfig::default(),
             create: true,
             signing_key_file: None,
+            tiering: None,
         }
     }
 
@@ -70,6 +72,13 @@ impl StoreConfig {
         self
     }
 
+    /// Copies sealed segments to object storage and evicts local copies under a local
+    /// retention (see `docs/tiering.md`). Default: off.
+    pub fn tiering(mut self, tier: crate::tier::TierConfig) -> Self {
+        self.tiering = Some(tier);
+        self
+    }
+
     /// Opens the store.
     ///
     /// # Errors
@@ -83,6 +92,7 @@ struct StoreInner {
     config: StoreConfig,
     keys: Mutex<Option<Arc<crate::topic::evidence::Keys>>>,
     topics: Mutex<HashMap<String, Topic>>,
+    tier: Option<Arc<crate::tier::StoreTier>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -136,6 +146,7 @@ impl Store {
             .prefix("trailkeep-")
             .tempdir()
             .context(|| "creating a temporary directory".to_owned())?;
+        crate::fsutil::register_volatile(temp.path());
         let config = StoreConfig::new(temp.path()).durability(Durability::Buffered);
         Store::open_with(config, Some(temp))
     }
@@ -170,9 +181,15 @@ impl Store {
             }
             Err(e) => return Err(e).context(|| format!("reading {}", marker.display())),
         }
+        // Tiering hook: starts the uploader (and fails on a refused bucket or credentials).
+        let tier = match &config.tiering {
+            Some(tier) => Some(crate::tier::StoreTier::start(dir, tier.clone())?),
+            None => None,
+        };
         Ok(Store {
             inner: Arc::new(StoreInner {
                 config,
+                tier,
                 keys: Mutex::new(None),
                 topics: Mutex::new(HashMap::new()),
                 _temp: temp,
@@ -233,6 +250,11 @@ impl Store {
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.inner.config.dir
+    }
+
+    /// Tiering hook: the store's tiering, if configured (see `crate::tier`).
+    pub(crate) fn tier_handle(&self) -> Option<&Arc<crate::tier::StoreTier>> {
+        self.inner.tier.as_ref()
     }
 
     fn topic_dir(&self, name: &str) -> PathBuf {
@@ -339,6 +361,9 @@ impl Drop for StoreInner {
             if let Err(e) = topic.close() {
                 tracing::error!(topic = topic.name(), error = %e, "closing topic on drop failed");
             }
+        }
+        if let Some(temp) = &self._temp {
+            crate::fsutil::forget_volatile(temp.path());
         }
     }
 }

@@ -179,14 +179,19 @@ impl Topic {
     fn checkpoint_due(&self, evidence: &Evidence) -> bool {
         let config = &self.shared.config;
         let size = evidence.tree.size();
-        let (last_size, last_time) = evidence
-            .last_checkpoint
-            .unwrap_or((0, Instant::now() - Duration::from_secs(3600)));
+        // No checkpoint yet counts as one long ago (not `Instant::now() - 1h`, which
+        // underflows on a machine up for less than an hour).
+        let (last_size, last_time) = match evidence.last_checkpoint {
+            Some((size, time)) => (size, Some(time)),
+            None => (0, None),
+        };
         if size == last_size {
             return false;
         }
-        size - last_size >= config.checkpoint_every_records
-            || last_time.elapsed() >= Duration::from_millis(config.checkpoint_every_ms)
+        // The tree is below the last checkpoint when the log lost signed records (open_evidence
+        // trims it to the log): `verify` reports that; here it must not underflow.
+        size.saturating_sub(last_size) >= config.checkpoint_every_records
+            || last_time.is_none_or(|t| t.elapsed() >= Duration::from_millis(config.checkpoint_every_ms))
             || self.shared.visible.lock().tail_base != evidence.checkpoint_tail_base
     }
 
@@ -276,7 +281,7 @@ fn append_checkpoint(path: &Path, text: &str) -> Result<()> {
         .open(path)
         .context(|| format!("opening {}", path.display()))?;
     file.write_all(&frame)
-        .and_then(|()| file.sync_data())
+        .and_then(|()| if crate::fsutil::is_volatile(path) { Ok(()) } else { file.sync_data() })
         .context(|| format!("appending to {}", path.display()))
 }
 
