@@ -7,7 +7,7 @@ use crate::topic::{Records, Topic};
 use crate::{Error, Offset, Record, Result};
 
 /// Longest sleep between looks at another process's appends while waiting at the head.
-const POLL_SLEEP_MAX_MS: u64 = 10;
+const POLL_SLEEP_MAX_MS: u64 = 2;
 
 /// When the consumer commits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

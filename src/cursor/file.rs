@@ -91,7 +91,8 @@ pub fn read_cursor(path: &Path) -> Result<Option<CursorEntry>> {
         });
     }
     let (entry, count) = latest_entry(&bytes);
-    if entry.is_none() && count > 0 {
+    // All zeros is what a crash during a group's very first commit can leave: no commit.
+    if entry.is_none() && count > 0 && bytes.iter().any(|&b| b != 0) {
         return Err(Error::Corrupt {
             file: path.to_path_buf(),
             byte_pos: 0,
