@@ -142,8 +142,18 @@ impl BatchHeader {
         if version != BATCH_VERSION {
             return Err(DecodeError::bad(12, format!("unknown batch version {version}")));
         }
-        if flags & !COMPRESSION_MASK != 0 || read_u16(bytes, 14) != 0 {
+        if flags & !COMPRESSION_MASK != 0 {
             return Err(DecodeError::bad(13, "reserved batch flags are set"));
+        }
+        let check = header_check(&bytes[..BATCH_HEADER_BYTES]);
+        if read_u16(bytes, 14) != check {
+            return Err(DecodeError::bad(
+                14,
+                format!(
+                    "header check mismatch (stored {:#06x}, computed {check:#06x})",
+                    read_u16(bytes, 14)
+                ),
+            ));
         }
         header.check_bounds()?;
         Ok(header)
@@ -166,11 +176,25 @@ impl BatchHeader {
                 format!("payload length {} out of bounds", self.payload_bytes),
             ));
         }
+        if self.base_offset.0.checked_add(u64::from(self.record_count)).is_none() {
+            return Err(DecodeError::bad(16, "base offset + record count overflows"));
+        }
         if self.compression == Compression::None && self.payload_bytes as usize != size - BATCH_HEADER_BYTES {
             return Err(DecodeError::bad(28, "payload length disagrees with batch length"));
         }
         Ok(())
     }
+}
+
+/// The 16-bit header check: the low 16 bits of CRC-32 over the 40 header bytes with the
+/// batch CRC (bytes 8..12) and the check itself (bytes 14..16) taken as zero. It lets a
+/// reader trust a header (length, offsets, time) while walking, without the batch CRC.
+pub fn header_check(header: &[u8]) -> u16 {
+    let mut copy = [0u8; BATCH_HEADER_BYTES];
+    copy.copy_from_slice(&header[..BATCH_HEADER_BYTES]);
+    copy[8..12].fill(0);
+    copy[14..16].fill(0);
+    (crc32fast::hash(&copy) & 0xFFFF) as u16
 }
 
 /// Verifies the checksum of a whole batch whose header was decoded from `bytes`.
@@ -312,6 +336,9 @@ fn decode_record(payload: &[u8], start: usize) -> Result<(RecordFields<'_>, usiz
         None
     };
     let count = body.u8()?;
+    if usize::from(count) > crate::record::HEADER_COUNT_MAX {
+        return Err(DecodeError::bad(body.pos - 1, format!("{count} headers, over the limit")));
+    }
     let headers_start = body.pos;
     for _ in 0..count {
         let name_len = usize::from(body.u8()?);
@@ -320,6 +347,9 @@ fn decode_record(payload: &[u8], start: usize) -> Result<(RecordFields<'_>, usiz
             return Err(DecodeError::bad(body.pos - name_len, "header name is not UTF-8"));
         }
         let value_len = usize::from(body.u16()?);
+        if value_len > crate::record::HEADER_VALUE_BYTES_MAX {
+            return Err(DecodeError::bad(body.pos - 2, "header value longer than the limit"));
+        }
         body.take(value_len)?;
     }
     let headers = HeaderList::Encoded {
@@ -421,9 +451,20 @@ pub fn encode_record(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
 pub fn finish_batch(out: &mut [u8], header_pos: usize, base_offset: Offset, timestamp_us: u64, record_count: u32) {
     let batch_bytes = out.len() - header_pos;
     let payload_len = batch_bytes - BATCH_HEADER_BYTES;
-    assert!(batch_bytes <= BATCH_BYTES_MAX, "batch of {batch_bytes} bytes exceeds the limit");
+    assert!(
+        batch_bytes <= BATCH_BYTES_MAX,
+        "batch of {batch_bytes} bytes exceeds the limit"
+    );
     assert!(record_count > 0);
-    write_header(&mut out[header_pos..], batch_bytes, Compression::None, base_offset, record_count, payload_len, timestamp_us);
+    write_header(
+        &mut out[header_pos..],
+        batch_bytes,
+        Compression::None,
+        base_offset,
+        record_count,
+        payload_len,
+        timestamp_us,
+    );
 }
 
 fn write_header(
@@ -440,11 +481,12 @@ fn write_header(
     header[4..8].copy_from_slice(&(batch_bytes as u32).to_le_bytes());
     header[12] = BATCH_VERSION;
     header[13] = compression.code();
-    header[14..16].copy_from_slice(&[0, 0]);
     header[16..24].copy_from_slice(&base_offset.0.to_le_bytes());
     header[24..28].copy_from_slice(&record_count.to_le_bytes());
     header[28..32].copy_from_slice(&(payload_len as u32).to_le_bytes());
     header[32..40].copy_from_slice(&timestamp_us.to_le_bytes());
+    let check = header_check(header);
+    header[14..16].copy_from_slice(&check.to_le_bytes());
     let crc = crc32fast::hash(&batch[12..batch_bytes]);
     batch[8..12].copy_from_slice(&crc.to_le_bytes());
 }
@@ -473,9 +515,20 @@ pub fn encode_batch(
         }
     };
     let batch_bytes = BATCH_HEADER_BYTES + stored_len;
-    assert!(batch_bytes <= BATCH_BYTES_MAX, "batch of {batch_bytes} bytes exceeds the limit");
+    assert!(
+        batch_bytes <= BATCH_BYTES_MAX,
+        "batch of {batch_bytes} bytes exceeds the limit"
+    );
     assert!(record_count > 0);
-    write_header(&mut out[start..], batch_bytes, compression, base_offset, record_count, payload.len(), timestamp_us);
+    write_header(
+        &mut out[start..],
+        batch_bytes,
+        compression,
+        base_offset,
+        record_count,
+        payload.len(),
+        timestamp_us,
+    );
     Ok(batch_bytes)
 }
 
