@@ -9,6 +9,9 @@ fn main() -> trailkeep::Result<()> {
     topic.append(&trailkeep::NewRecord::new(b"x".to_vec()))?;
     let c = t.elapsed();
     drop(store);
-    println!("temporary {a:?}, topic {b:?}, first append {c:?}, drop {:?}", t.elapsed());
+    println!(
+        "temporary {a:?}, topic {b:?}, first append {c:?}, drop {:?}",
+        t.elapsed()
+    );
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Rough timings of store creation and appends (not a benchmark; see benches/).
 use std::time::Instant;
-use trailkeep::{NewRecord, Store, TopicConfig, Durability};
+use trailkeep::{Durability, NewRecord, Store, TopicConfig};
 
 fn main() -> trailkeep::Result<()> {
     let t = Instant::now();
@@ -22,13 +22,25 @@ fn main() -> trailkeep::Result<()> {
         }
         let append = t.elapsed();
         store.close()?;
-        println!("tamper_evidence={te}: 1M appends {:?} ({:.2} M rec/s), incl close {:?}", append, 1.0 / append.as_secs_f64(), t.elapsed());
+        println!(
+            "tamper_evidence={te}: 1M appends {:?} ({:.2} M rec/s), incl close {:?}",
+            append,
+            1.0 / append.as_secs_f64(),
+            t.elapsed()
+        );
         let store = Store::open(dir.path())?;
         let topic = store.topic("t")?;
         let t = Instant::now();
         let mut n = 0u64;
-        topic.scan(trailkeep::Offset(0), |_| { n += 1; std::ops::ControlFlow::Continue(()) })?;
-        println!("scan {n}: {:?} ({:.2} M rec/s)", t.elapsed(), n as f64 / t.elapsed().as_secs_f64() / 1e6);
+        topic.scan(trailkeep::Offset(0), |_| {
+            n += 1;
+            std::ops::ControlFlow::Continue(())
+        })?;
+        println!(
+            "scan {n}: {:?} ({:.2} M rec/s)",
+            t.elapsed(),
+            n as f64 / t.elapsed().as_secs_f64() / 1e6
+        );
     }
     Ok(())
 }

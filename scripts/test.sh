@@ -4,4 +4,7 @@
 # later steps (object storage, Kafka clients) install what they need here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tests/tier_s3.rs runs an S3-compatible server (moto) from this venv.
+bash scripts/moto.sh install
+export TRAILKEEP_MOTO_PYTHON="${TRAILKEEP_MOTO_PYTHON:-$PWD/.venv/bin/python}"
 cargo test --release --features failpoints

@@ -337,7 +337,10 @@ fn decode_record(payload: &[u8], start: usize) -> Result<(RecordFields<'_>, usiz
     };
     let count = body.u8()?;
     if usize::from(count) > crate::record::HEADER_COUNT_MAX {
-        return Err(DecodeError::bad(body.pos - 1, format!("{count} headers, over the limit")));
+        return Err(DecodeError::bad(
+            body.pos - 1,
+            format!("{count} headers, over the limit"),
+        ));
     }
     let headers_start = body.pos;
     for _ in 0..count {

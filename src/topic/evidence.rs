@@ -164,6 +164,8 @@ impl Topic {
         let size = evidence.tree.size();
         self.sync_to(Offset(size))?;
         evidence.tree.sync().map_err(audit_err)?;
+        // Retention may now delete the segments holding these leaves (see retention.rs).
+        self.shared.tree_synced.store(size, Ordering::SeqCst);
         let checkpoint = Checkpoint {
             origin: evidence.origin.clone(),
             size,
@@ -281,7 +283,13 @@ fn append_checkpoint(path: &Path, text: &str) -> Result<()> {
         .open(path)
         .context(|| format!("opening {}", path.display()))?;
     file.write_all(&frame)
-        .and_then(|()| if crate::fsutil::is_volatile(path) { Ok(()) } else { file.sync_data() })
+        .and_then(|()| {
+            if crate::fsutil::is_volatile(path) {
+                Ok(())
+            } else {
+                file.sync_data()
+            }
+        })
         .context(|| format!("appending to {}", path.display()))
 }
 

@@ -73,8 +73,18 @@ impl Topic {
             total += len;
         }
         let tail_base = shared.segments.read().tail.base;
+        // With tamper evidence, a segment is deleted only once the Merkle tree holds its
+        // leaves durably (the tree thread may lag behind the appends); otherwise their
+        // hashes would be lost and the tree could never be completed. A tree already
+        // missing leaves before the segment cannot be helped by waiting.
+        let tree_synced = config
+            .tamper_evidence
+            .then(|| shared.tree_synced.load(std::sync::atomic::Ordering::SeqCst));
         for (i, (segment, bytes)) in sealed.iter().zip(sizes).enumerate() {
             let segment_end = sealed.get(i + 1).map_or(tail_base, |s| s.base);
+            if tree_synced.is_some_and(|t| t < segment_end.0 && t >= segment.base.0) {
+                break;
+            }
             let hard = config.retention_hard_bytes.is_some_and(|max| total > max);
             let unconsumed = config.retention_until_consumed && consumed_floor.is_some_and(|f| f < segment_end);
             let by_size = config.retention_bytes.is_some_and(|max| total > max);

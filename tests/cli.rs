@@ -1,0 +1,536 @@
+//! The `trailkeep` command line end to end, through the real binary: `topics create` (and
+//! its refusal of a bad name with exit code 1), `append` from a file and from stdin with
+//! `--print-offsets`, `--key-field` / `--time-field`, a bad line reported by number with the
+//! lines before it kept, the 4 MiB record limit, `read` in `raw` (exact bytes back) and
+//! `jsonl`, `--from-offset` / `--from-time` / `--limit`, an offset not held, `stats`,
+//! `topics`, `read --follow` in one process seeing lines another process appends through a
+//! slow pipe, `read --group` continuing where the previous run stopped, `groups` list /
+//! reset / delete, and a second concurrent appender refused with "locked".
+//!
+//! How: each test runs the binary (`CARGO_BIN_EXE_trailkeep`) as child processes against
+//! its own temporary store directory and checks exit codes, stderr messages and the
+//! records read back. Children that wait on pipes are read through a thread with a generous
+//! deadline so a hang fails the test instead of blocking it; no assertion is on speed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn tk(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailkeep"));
+    cmd.arg("--dir").arg(dir);
+    cmd.env_remove("TRAILKEEP_DIR")
+        .env_remove("TRAILKEEP_FAILPOINT")
+        .env_remove("TRAILKEEP_LOG");
+    cmd
+}
+
+/// Runs `trailkeep --dir dir args...` with `stdin` as input.
+fn run(dir: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = tk(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let bytes = stdin.to_vec();
+    // Written from a thread: a child that fails early must not leave us blocked on a full pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn ok(dir: &Path, args: &[&str], stdin: &[u8]) -> String {
+    let out = run(dir, args, stdin);
+    assert!(
+        out.status.success(),
+        "trailkeep {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with exit code 1 and an "error: ..." line; returns stderr.
+fn fails(dir: &Path, args: &[&str], stdin: &[u8]) -> String {
+    let out = run(dir, args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "trailkeep {args:?}: {stderr}");
+    assert!(stderr.contains("error: "), "trailkeep {args:?}: {stderr}");
+    stderr
+}
+
+fn jsonl(stdout: &str) -> Vec<Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn offsets_of(stdout: &str) -> Vec<u64> {
+    jsonl(stdout).iter().map(|v| v["offset"].as_u64().unwrap()).collect()
+}
+
+fn values_of(stdout: &str) -> Vec<String> {
+    jsonl(stdout)
+        .iter()
+        .map(|v| v["value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn lines(n: std::ops::Range<u64>) -> String {
+    n.map(|i| format!("{{\"i\":{i}}}\n")).collect()
+}
+
+/// Lines of a child's stdout, delivered through a channel so reads can time out.
+fn line_channel(stdout: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+struct Appender {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    offsets: mpsc::Receiver<String>,
+}
+
+impl Appender {
+    fn spawn(dir: &Path, topic: &str) -> Appender {
+        let mut child = tk(dir)
+            .args(["append", topic, "--print-offsets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let offsets = line_channel(child.stdout.take().unwrap());
+        Appender { child, stdin, offsets }
+    }
+
+    /// Writes one line and waits for its offset (printed once it is durable).
+    fn append(&mut self, line: &str) -> u64 {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+        stdin.flush().unwrap();
+        let offset = self.offsets.recv_timeout(DEADLINE).expect("appender printed no offset");
+        offset.parse().unwrap()
+    }
+
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn topics_create_list_and_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for bad in ["bad name", "../escape", "a/b", ""] {
+        let stderr = fails(d, &["topics", "create", bad], b"");
+        assert!(stderr.contains("invalid topic name"), "{bad:?}: {stderr}");
+    }
+    ok(
+        d,
+        &[
+            "topics",
+            "create",
+            "audit",
+            "--segment-bytes",
+            "4096",
+            "--compression",
+            "zstd",
+        ],
+        b"",
+    );
+    ok(
+        d,
+        &[
+            "topics",
+            "create",
+            "kept",
+            "--retention-bytes",
+            "100000",
+            "--retention-age",
+            "7d",
+            "--retention-until-consumed",
+            "--retention-hard-bytes",
+            "1000000",
+        ],
+        b"",
+    );
+    let stderr = fails(d, &["topics", "create", "audit"], b"");
+    assert!(stderr.contains("exists"), "{stderr}");
+    let stderr = fails(d, &["topics", "create", "x", "--retention-age", "soon"], b"");
+    assert!(stderr.contains("soon"), "{stderr}");
+
+    ok(d, &["append", "audit"], lines(0..50).as_bytes());
+    ok(d, &["append", "fresh"], b"one\n"); // created on first append
+    assert_eq!(ok(d, &["topics"], b""), "audit\nfresh\nkept\n");
+
+    let stats = ok(d, &["stats"], b"");
+    let rows: Vec<Vec<&str>> = stats.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0][..4], ["topic", "start", "end", "records"]);
+    let audit = rows.iter().find(|r| r[0] == "audit").unwrap();
+    assert_eq!(audit[1..4], ["0", "50", "50"]);
+    assert!(audit[4].parse::<u64>().unwrap() >= 1, "{stats}");
+    let kept = rows.iter().find(|r| r[0] == "kept").unwrap();
+    assert_eq!(kept[1..4], ["0", "0", "0"]);
+    // zstd topic reads back the same values.
+    assert_eq!(ok(d, &["read", "audit", "--format", "raw"], b""), lines(0..50));
+}
+
+#[test]
+fn append_from_file_and_stdin_with_printed_offsets_and_exact_raw_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Quotes, backslashes, tabs, non-ASCII, a carriage return, an empty line, bytes that
+    // are not UTF-8: raw output is the input, byte for byte.
+    let mut input = Vec::new();
+    input.extend_from_slice(b"{\"msg\":\"he said \\\"hi\\\"\",\"path\":\"C:\\\\x\"}\n");
+    input.extend_from_slice("tab\there, ünïcödé ✓\n".as_bytes());
+    input.extend_from_slice(b"windows line\r\n");
+    input.extend_from_slice(b"\n");
+    input.extend_from_slice(b"\xff\xfe not utf-8 \x80\n");
+    input.extend_from_slice(b"last\n");
+    let inputs = tempfile::tempdir().unwrap();
+    let file = inputs.path().join("input.jsonl");
+    std::fs::write(&file, &input).unwrap();
+
+    let printed = ok(d, &["append", "t", file.to_str().unwrap(), "--print-offsets"], b"");
+    assert_eq!(printed, "0\n1\n2\n3\n4\n5\n");
+    let printed = ok(d, &["append", "t", "--print-offsets"], &input);
+    assert_eq!(printed, "6\n7\n8\n9\n10\n11\n");
+    // Without --print-offsets a piped append prints nothing.
+    assert_eq!(ok(d, &["append", "t"], b"quiet\n"), "");
+
+    let raw = run(d, &["read", "t", "--format", "raw", "--limit", "12"], b"");
+    assert!(raw.status.success());
+    assert_eq!(raw.stdout, [input.clone(), input.clone()].concat());
+
+    // jsonl: offsets, RFC 3339 timestamps, null keys; non-UTF-8 values as base64.
+    let out = ok(d, &["read", "t"], b"");
+    let records = jsonl(&out);
+    assert_eq!(records.len(), 13);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["offset"], i as u64);
+        assert!(r["timestamp"].as_str().unwrap().ends_with('Z'), "{r}");
+        assert!(r["key"].is_null());
+    }
+    assert_eq!(records[1]["value"], "tab\there, ünïcödé ✓");
+    assert_eq!(records[2]["value"], "windows line\r");
+    assert_eq!(records[3]["value"], "");
+    assert!(records[4]["value"]["base64"].is_string(), "{}", records[4]);
+    assert_eq!(records[12]["value"], "quiet");
+
+    // A last line without a newline is still a record.
+    assert_eq!(ok(d, &["append", "t", "--print-offsets"], b"a\nno newline"), "13\n14\n");
+    assert_eq!(
+        ok(d, &["read", "t", "--from-offset", "14", "--format", "raw"], b""),
+        "no newline\n"
+    );
+}
+
+#[test]
+fn key_and_time_fields_appear_in_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = concat!(
+        "{\"trace\":\"t-1\",\"at\":\"2024-01-02T03:04:05Z\",\"n\":0}\n",
+        "{\"trace\":42,\"at\":1700000000123,\"n\":1}\n",
+        "{\"n\":2}\n",
+    );
+    ok(
+        d,
+        &["append", "t", "--key-field", "trace", "--time-field", "at"],
+        input.as_bytes(),
+    );
+    let records = jsonl(&ok(d, &["read", "t"], b""));
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0]["key"], "t-1");
+    assert_eq!(records[0]["event_time"], "2024-01-02T03:04:05.000000Z");
+    assert_eq!(records[1]["key"], "42");
+    assert_eq!(records[1]["event_time_us"], 1_700_000_000_123_000u64);
+    assert!(records[2]["key"].is_null());
+    assert!(
+        records[2].get("event_time").is_none_or(Value::is_null),
+        "{}",
+        records[2]
+    );
+    // The value is the whole input line, untouched.
+    assert_eq!(records[1]["value"], "{\"trace\":42,\"at\":1700000000123,\"n\":1}");
+    // The append time is not the event time.
+    assert_ne!(records[0]["timestamp"], records[0]["event_time"]);
+}
+
+#[test]
+fn bad_line_three_is_named_and_lines_before_it_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = "{\"k\":\"a\"}\n{\"k\":\"b\"}\nnot json at all\n{\"k\":\"d\"}\n";
+    let stderr = fails(
+        d,
+        &["append", "t", "--key-field", "k", "--print-offsets"],
+        input.as_bytes(),
+    );
+    assert!(stderr.contains("stdin line 3: not JSON"), "{stderr}");
+    assert_eq!(
+        values_of(&ok(d, &["read", "t"], b"")),
+        ["{\"k\":\"a\"}", "{\"k\":\"b\"}"]
+    );
+
+    // From a file the message names the file.
+    let inputs = tempfile::tempdir().unwrap();
+    let file = inputs.path().join("events.jsonl");
+    std::fs::write(&file, "{\"at\":1}\n{\"at\":2}\n{\"at\":\"yesterday\"}\n").unwrap();
+    let stderr = fails(d, &["append", "f", file.to_str().unwrap(), "--time-field", "at"], b"");
+    assert!(stderr.contains(&format!("{} line 3", file.display())), "{stderr}");
+    assert!(stderr.contains("at"), "{stderr}");
+    assert_eq!(offsets_of(&ok(d, &["read", "f"], b"")), [0, 1]);
+
+    // A JSON line that is not an object is bad too.
+    let stderr = fails(d, &["append", "t", "--key-field", "k"], b"{\"k\":\"c\"}\n[1,2]\n");
+    assert!(stderr.contains("stdin line 2: not a JSON object"), "{stderr}");
+    assert_eq!(offsets_of(&ok(d, &["read", "t"], b"")), [0, 1, 2]);
+}
+
+#[test]
+fn lines_over_a_limit_are_named_and_lines_before_them_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A record over 4 MiB.
+    let mut input = b"one\ntwo\n".to_vec();
+    input.extend(std::iter::repeat_n(b'x', 4 << 20));
+    input.extend_from_slice(b"\nfour\n");
+    let stderr = fails(d, &["append", "big"], &input);
+    assert!(stderr.contains("line 3"), "{stderr}");
+    assert!(stderr.contains(&(4u64 << 20).to_string()), "names the limit: {stderr}");
+    assert_eq!(ok(d, &["read", "big", "--format", "raw"], b""), "one\ntwo\n");
+
+    // A key over its limit, in the same pipe read as the good lines before it.
+    let long_key = "k".repeat(2000);
+    let input = format!("{{\"k\":\"a\"}}\n{{\"k\":\"b\"}}\n{{\"k\":\"{long_key}\"}}\n{{\"k\":\"d\"}}\n");
+    let stderr = fails(d, &["append", "keys", "--key-field", "k"], input.as_bytes());
+    assert!(stderr.contains("stdin line 3"), "{stderr}");
+    assert!(stderr.contains("1024"), "names the key limit: {stderr}");
+    let records = jsonl(&ok(d, &["read", "keys"], b""));
+    let keys: Vec<&str> = records.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["a", "b"]);
+}
+
+#[test]
+fn read_from_offset_from_time_limit_and_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["append", "t"], lines(0..10).as_bytes());
+    std::thread::sleep(Duration::from_millis(20));
+    ok(d, &["append", "t"], lines(10..20).as_bytes());
+
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--from-offset", "15"], b"")),
+        [15, 16, 17, 18, 19]
+    );
+    assert_eq!(offsets_of(&ok(d, &["read", "t", "--limit", "3"], b"")), [0, 1, 2]);
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--from-offset", "8", "--limit", "4"], b"")),
+        [8, 9, 10, 11]
+    );
+    assert_eq!(
+        ok(d, &["read", "t", "--from-offset", "20"], b""),
+        "",
+        "the end is empty, not an error"
+    );
+    assert_eq!(ok(d, &["read", "t", "--limit", "0"], b""), "");
+
+    let all = jsonl(&ok(d, &["read", "t"], b""));
+    let ts = |i: usize| all[i]["timestamp_us"].as_u64().unwrap();
+    assert!(ts(9) < ts(10), "two runs 20 ms apart");
+    // RFC 3339 (with microseconds) and epoch milliseconds.
+    let rfc = all[10]["timestamp"].as_str().unwrap();
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--from-time", rfc, "--limit", "2"], b"")),
+        [10, 11]
+    );
+    let ms = (ts(10) / 1000).to_string();
+    assert!(
+        ts(9) < ts(10) / 1000 * 1000,
+        "run 1 ended more than a millisecond before run 2"
+    );
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--from-time", &ms, "--limit", "1"], b"")),
+        [10]
+    );
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--from-time", "0", "--limit", "1"], b"")),
+        [0]
+    );
+    assert_eq!(ok(d, &["read", "t", "--from-time", "2999-01-01T00:00:00Z"], b""), "");
+
+    let stderr = fails(d, &["read", "t", "--from-offset", "21"], b"");
+    assert!(
+        stderr.contains("offset 21") && stderr.contains("out of range"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[0, 20)"), "says what is held: {stderr}");
+    let stderr = fails(d, &["read", "nope"], b"");
+    assert!(stderr.contains("\"nope\" does not exist"), "{stderr}");
+    let stderr = fails(d, &["read", "t", "--from-time", "last tuesday"], b"");
+    assert!(stderr.contains("last tuesday"), "{stderr}");
+}
+
+#[test]
+fn follow_sees_lines_appended_by_another_process_through_a_slow_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["topics", "create", "live", "--segment-bytes", "4096"], b"");
+    let mut follower = tk(d)
+        .args(["read", "live", "--follow", "--format", "raw"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = line_channel(follower.stdout.take().unwrap());
+
+    let mut appender = Appender::spawn(d, "live");
+    // Enough ~100-byte lines to roll a few 4 KiB segments under the follower.
+    let sent: Vec<String> = (0..120)
+        .map(|i| format!("{{\"line\":{i},\"pad\":\"{}\"}}", "z".repeat(80)))
+        .collect();
+    let mut seen = Vec::new();
+    for (i, line) in sent.iter().enumerate() {
+        assert_eq!(appender.append(line), i as u64);
+        if i % 10 == 0 {
+            // Sometimes wait for the follower to catch up, so it is at the head and waiting.
+            while seen.len() <= i {
+                seen.push(followed.recv_timeout(DEADLINE).expect("follower stalled"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    while seen.len() < sent.len() {
+        seen.push(followed.recv_timeout(DEADLINE).expect("follower stalled"));
+    }
+    assert_eq!(seen, sent);
+    // Still following: nothing exits by itself.
+    assert!(follower.try_wait().unwrap().is_none());
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    appender.finish();
+}
+
+#[test]
+fn second_concurrent_appender_is_refused_with_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut first = Appender::spawn(d, "t");
+    assert_eq!(first.append("from the first"), 0);
+    // The first one is alive, with stdin open: it holds the append lock.
+    let stderr = fails(d, &["append", "t"], b"from the second\n");
+    assert!(stderr.to_lowercase().contains("locked"), "{stderr}");
+    // Readers are not locked out.
+    assert_eq!(ok(d, &["read", "t", "--format", "raw"], b""), "from the first\n");
+    assert_eq!(first.append("first again"), 1);
+    first.finish();
+    // Once it exits the lock is free.
+    assert_eq!(ok(d, &["append", "t", "--print-offsets"], b"third\n"), "2\n");
+    assert_eq!(
+        ok(d, &["read", "t", "--format", "raw"], b""),
+        "from the first\nfirst again\nthird\n"
+    );
+}
+
+#[test]
+fn read_group_continues_where_it_stopped_and_groups_list_reset_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["append", "t"], lines(0..10).as_bytes());
+    assert_eq!(ok(d, &["groups", "t"], b"").lines().count(), 1, "header only");
+
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--group", "g", "--limit", "4"], b"")),
+        [0, 1, 2, 3]
+    );
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--group", "g", "--limit", "4"], b"")),
+        [4, 5, 6, 7]
+    );
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--group", "h", "--limit", "1"], b"")),
+        [0]
+    );
+
+    let list = ok(d, &["groups", "t"], b"");
+    let row = |name: &str| -> Vec<String> {
+        list.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("no group {name} in {list}"))
+    };
+    assert_eq!(row("group")[1..4], ["position", "end", "lag"]);
+    assert_eq!(row("g")[1..4], ["8", "10", "2"]);
+    assert_eq!(row("h")[1..4], ["1", "10", "9"]);
+
+    // The rest, then nothing more (exit 0, empty).
+    assert_eq!(offsets_of(&ok(d, &["read", "t", "--group", "g"], b"")), [8, 9]);
+    assert_eq!(ok(d, &["read", "t", "--group", "g"], b""), "");
+    ok(d, &["append", "t"], lines(10..12).as_bytes());
+    assert_eq!(offsets_of(&ok(d, &["read", "t", "--group", "g"], b"")), [10, 11]);
+
+    assert_eq!(ok(d, &["groups", "t", "reset", "g", "--to", "earliest"], b""), "g 0\n");
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--group", "g", "--limit", "2"], b"")),
+        [0, 1]
+    );
+    assert_eq!(
+        ok(d, &["groups", "t", "reset", "g", "--to", "offset", "9"], b""),
+        "g 9\n"
+    );
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--group", "g", "--limit", "1"], b"")),
+        [9]
+    );
+    assert_eq!(ok(d, &["groups", "t", "reset", "g", "--to", "latest"], b""), "g 12\n");
+    assert_eq!(ok(d, &["read", "t", "--group", "g"], b""), "");
+    assert_eq!(ok(d, &["groups", "t", "reset", "g", "--to", "time", "0"], b""), "g 0\n");
+    let stderr = fails(d, &["groups", "t", "reset", "g", "--to", "offset", "13"], b"");
+    assert!(stderr.contains("out of range"), "{stderr}");
+    let stderr = fails(d, &["groups", "t", "reset", "g", "--to", "sideways"], b"");
+    assert!(stderr.contains("sideways"), "{stderr}");
+
+    ok(d, &["groups", "t", "delete", "h"], b"");
+    assert!(!ok(d, &["groups", "t"], b"").lines().any(|l| l.starts_with("h ")));
+    let stderr = fails(d, &["groups", "t", "delete", "h"], b"");
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    // A deleted group starts over from the earliest record.
+    assert_eq!(
+        offsets_of(&ok(d, &["read", "t", "--group", "h", "--limit", "1"], b"")),
+        [0]
+    );
+}

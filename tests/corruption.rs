@@ -1,0 +1,652 @@
+//! Corruption tests: damaged bytes on disk end in a reported truncation (torn tail of the
+//! active segment) or a clear `Err` naming the file and byte (anything else), never a panic,
+//! never wrong data, never silent loss in the middle of the log.
+//!
+//! Each test builds a small store once (a template), then for every damage copies it to a
+//! fresh directory, damages the copy (truncation at every byte of the last batch, zeros or
+//! garbage appended, bit flips in active and sealed segments, damaged or missing index files,
+//! a missing or truncated sealed segment), opens it and compares everything it can read with
+//! the records appended to the template.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use trailkeep::{Compression, Durability, Error, NewRecord, Offset, Record, Store, Topic, TopicConfig};
+
+const TOPIC: &str = "t";
+
+struct Template {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    records: Vec<Record>,
+    /// Batches in append order: (segment base, start byte, end byte, first offset, count).
+    batches: Vec<(u64, u64, u64, u64, u64)>,
+}
+
+fn value(i: u64) -> Vec<u8> {
+    let mut v = format!("{{\"event\":{i},\"pad\":\"").into_bytes();
+    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for _ in 0..(i * 37 % 180) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(b'a' + (x % 26) as u8);
+    }
+    v.extend_from_slice(b"\"}");
+    v
+}
+
+fn new_record(i: u64) -> NewRecord {
+    let r = NewRecord::new(value(i)).with_key(format!("k{}", i % 5));
+    if i % 3 == 0 {
+        r.with_header("trace", format!("{i:x}"))
+            .with_event_time_us(i as i64 * 1000)
+    } else {
+        r
+    }
+}
+
+fn topic_dir(root: &Path) -> PathBuf {
+    root.join("topics").join(TOPIC)
+}
+
+fn log_path(root: &Path, base: u64) -> PathBuf {
+    topic_dir(root).join(format!("{base:020}.log"))
+}
+
+/// Segment logs: (base offset, size), oldest first.
+fn logs(root: &Path) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(topic_dir(root))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().ok()?;
+            Some((name.strip_suffix(".log")?.parse().ok()?, e.metadata().unwrap().len()))
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Appends `n` records (every fourth call a batch of three) and closes the store.
+fn build(segment_bytes: u64, compression: Compression, n: u64) -> Template {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().to_path_buf();
+    let store = Store::builder(&root).durability(Durability::Buffered).open().unwrap();
+    let topic = store
+        .create_topic(
+            TOPIC,
+            TopicConfig::default()
+                .segment_bytes(segment_bytes)
+                .compression(compression),
+        )
+        .unwrap();
+    let mut batches = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let count = if i % 4 == 3 { 3.min(n - i) } else { 1 };
+        let before = logs(&root);
+        let recs: Vec<NewRecord> = (i..i + count).map(new_record).collect();
+        let appended = topic.append_batch(&recs).unwrap();
+        assert_eq!(appended.first, Offset(i));
+        let after = logs(&root);
+        let &(base, end) = after.last().unwrap();
+        let start = match before.last() {
+            Some(&(b, l)) if b == base => l,
+            _ => 0,
+        };
+        batches.push((base, start, end, i, count));
+        i += count;
+    }
+    let records: Vec<Record> = topic.iter(Offset(0)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len() as u64, n);
+    store.close().unwrap();
+    Template {
+        _tmp: tmp,
+        root,
+        records,
+        batches,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+impl Template {
+    /// A fresh copy of the template store.
+    fn copy(&self) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&self.root, tmp.path());
+        tmp
+    }
+
+    fn segments(&self) -> Vec<(u64, u64)> {
+        logs(&self.root)
+    }
+}
+
+fn open(root: &Path) -> (Store, Topic) {
+    let store = Store::builder(root).durability(Durability::Buffered).open().unwrap();
+    let topic = store.topic(TOPIC).unwrap();
+    (store, topic)
+}
+
+fn read_all(topic: &Topic) -> Vec<Record> {
+    topic
+        .iter(topic.start_offset())
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("reading everything: {e}"))
+}
+
+/// Every record readable, individually and by iteration, and seek_time right for every
+/// timestamp held (and its neighbours).
+fn check_all(topic: &Topic, want: &[Record], label: &str) {
+    assert_eq!(topic.end_offset(), Offset(want.len() as u64), "{label}: end offset");
+    let got = read_all(topic);
+    assert!(got == want, "{label}: iteration differs from what was appended");
+    for r in want.iter().step_by(3) {
+        assert_eq!(&topic.read(r.offset).unwrap(), r, "{label}: read({})", r.offset);
+    }
+    let mut probes = vec![0, u64::MAX];
+    for r in want {
+        probes.extend([r.timestamp_us - 1, r.timestamp_us, r.timestamp_us + 1]);
+    }
+    probes.sort_unstable();
+    probes.dedup();
+    for t in probes {
+        let expected = want.iter().find(|r| r.timestamp_us >= t).map(|r| r.offset);
+        assert_eq!(topic.seek_time(t).unwrap(), expected, "{label}: seek_time({t})");
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn append_bytes(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn assert_corrupt_in(err: &Error, file: &Path, range: std::ops::Range<u64>, label: &str) {
+    match err {
+        Error::Corrupt { file: f, byte_pos, .. } => {
+            assert_eq!(f, file, "{label}: error names the wrong file: {err}");
+            assert!(
+                range.contains(byte_pos),
+                "{label}: byte {byte_pos} outside {range:?}: {err}"
+            );
+        }
+        other => panic!("{label}: expected Corrupt in {}, got {other:?}", file.display()),
+    }
+}
+
+#[test]
+fn torn_tail_at_every_byte_of_the_last_batch() {
+    for compression in [Compression::None, Compression::Zstd] {
+        // The last call appends a batch of three records.
+        let t = build(1 << 20, compression, 14);
+        let &(base, start, end, first, count) = t.batches.last().unwrap();
+        assert_eq!((base, count), (0, 3));
+        let path = log_path(&t.root, 0);
+        let original = std::fs::read(&path).unwrap();
+        assert_eq!(original.len() as u64, end);
+        for cut in start..end {
+            let label = format!("{compression:?} cut at {cut} of batch [{start}, {end})");
+            let copy = t.copy();
+            let path = log_path(copy.path(), 0);
+            write(&path, &original[..cut as usize]);
+            let (store, topic) = open(copy.path());
+            // A reader sees the intact records only.
+            check_all(&topic, &t.records[..first as usize], &label);
+            let report = topic.recover().unwrap();
+            assert_eq!(report.segment, path, "{label}");
+            assert_eq!(report.kept_bytes, start, "{label}");
+            assert_eq!(report.truncated_bytes, cut - start, "{label}");
+            let announced = if cut - start >= 28 { count } else { 0 };
+            assert_eq!(report.truncated_records, announced, "{label}: {report:?}");
+            assert_eq!(report.end_offset, Offset(first), "{label}");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                start,
+                "{label}: file not truncated"
+            );
+            check_all(&topic, &t.records[..first as usize], &label);
+            // Appending continues at the first lost offset.
+            assert_eq!(
+                topic.append(&NewRecord::new("after")).unwrap(),
+                Offset(first),
+                "{label}"
+            );
+            assert_eq!(topic.read(Offset(first)).unwrap().value, b"after", "{label}");
+            store.close().unwrap();
+            let (_store, topic) = open(copy.path());
+            assert_eq!(topic.end_offset(), Offset(first + 1), "{label}: after reopen");
+            assert!(
+                read_all(&topic)[..first as usize] == t.records[..first as usize],
+                "{label}"
+            );
+        }
+    }
+}
+
+#[test]
+fn zeros_or_garbage_after_the_last_batch_are_truncated_and_reported() {
+    let t = build(1 << 20, Compression::None, 20);
+    let end = t.segments()[0].1;
+    let mut magic_junk = b"TKB1".to_vec();
+    magic_junk.extend(noise(100, 3));
+    let tails: Vec<(&str, Vec<u8>)> = vec![
+        ("1 zero", vec![0]),
+        ("39 zeros", vec![0; 39]),
+        ("40 zeros", vec![0; 40]),
+        ("4096 zeros", vec![0; 4096]),
+        ("5 bytes of noise", noise(5, 1)),
+        ("3000 bytes of noise", noise(3000, 2)),
+        ("magic then noise", magic_junk),
+        ("text", b"hello, this is not a batch\n".to_vec()),
+    ];
+    for (label, tail) in tails {
+        let copy = t.copy();
+        let path = log_path(copy.path(), 0);
+        append_bytes(&path, &tail);
+        let (_store, topic) = open(copy.path());
+        check_all(&topic, &t.records, label);
+        let report = topic.recover().unwrap();
+        assert_eq!(report.kept_bytes, end, "{label}");
+        assert_eq!(report.truncated_bytes, tail.len() as u64, "{label}: {report:?}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end, "{label}");
+        assert_eq!(topic.append(&NewRecord::new("next")).unwrap(), Offset(20), "{label}");
+        check_all(&topic, &read_all(&topic), label);
+        assert!(read_all(&topic)[..20] == t.records[..], "{label}");
+    }
+}
+
+#[test]
+fn bit_flip_in_the_middle_of_the_active_segment_is_an_error_not_a_truncation() {
+    for compression in [Compression::None, Compression::Zstd] {
+        let t = build(1 << 20, compression, 16);
+        // A batch with valid batches after it: every byte of it, one bit each.
+        let &(_, start, end, first, count) = &t.batches[t.batches.len() - 3];
+        let original = std::fs::read(log_path(&t.root, 0)).unwrap();
+        for pos in start..end {
+            let label = format!("{compression:?} flip at byte {pos} of batch [{start}, {end})");
+            let copy = t.copy();
+            let path = log_path(copy.path(), 0);
+            let mut bytes = original.clone();
+            bytes[pos as usize] ^= 1 << (pos % 8);
+            write(&path, &bytes);
+            // A reader never gets wrong data, nor a silently shorter log: either opening
+            // the topic fails naming the damage, or it sees every record and the damaged
+            // batch's records are errors.
+            let store = Store::open(copy.path()).unwrap();
+            let topic = match store.topic(TOPIC) {
+                Err(e) => {
+                    assert_corrupt_in(&e, &path, start..end, &label);
+                    assert_eq!(
+                        std::fs::read(&path).unwrap(),
+                        bytes,
+                        "{label}: the damaged file was changed"
+                    );
+                    continue;
+                }
+                Ok(topic) => topic,
+            };
+            assert_eq!(
+                topic.end_offset(),
+                Offset(t.records.len() as u64),
+                "{label}: reader end"
+            );
+            for r in &t.records {
+                match topic.read(r.offset) {
+                    Ok(got) => assert_eq!(&got, r, "{label}: read({}) returned wrong data", r.offset),
+                    Err(e) => assert_corrupt_in(&e, &path, start..end, &label),
+                }
+            }
+            for o in first..first + count {
+                let e = topic.read(Offset(o)).expect_err(&label);
+                assert_corrupt_in(&e, &path, start..end, &label);
+            }
+            // The appender refuses to open: the damage is followed by valid batches.
+            let err = topic.recover().expect_err(&label);
+            assert_corrupt_in(&err, &path, start..end, &label);
+            assert!(
+                matches!(topic.append(&NewRecord::new("x")), Err(Error::Corrupt { .. })),
+                "{label}: append after corruption"
+            );
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "{label}: the damaged file was changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn bit_flip_in_the_last_batch_of_the_active_segment_is_a_reported_truncation() {
+    let t = build(1 << 20, Compression::None, 9);
+    let &(_, start, end, first, count) = t.batches.last().unwrap();
+    let original = std::fs::read(log_path(&t.root, 0)).unwrap();
+    for pos in (start..end).step_by(7) {
+        let label = format!("flip at byte {pos} of the last batch [{start}, {end})");
+        let copy = t.copy();
+        let path = log_path(copy.path(), 0);
+        let mut bytes = original.clone();
+        bytes[pos as usize] ^= 0x10;
+        write(&path, &bytes);
+        let (_store, topic) = open(copy.path());
+        let report = topic.recover().unwrap();
+        assert_eq!(report.kept_bytes, start, "{label}");
+        assert_eq!(report.truncated_bytes, end - start, "{label}");
+        assert_eq!(report.end_offset, Offset(first), "{label}: {count} records dropped");
+        check_all(&topic, &t.records[..first as usize], &label);
+    }
+}
+
+/// Flips one bit at each sampled byte of a sealed segment; every read of the topic either
+/// returns the right record or `Corrupt` naming that segment.
+#[test]
+fn bit_flips_in_a_sealed_segment_give_corrupt_errors_never_wrong_data() {
+    for compression in [Compression::None, Compression::Zstd] {
+        let t = build(4096, compression, 120);
+        let segments = t.segments();
+        assert!(segments.len() >= 4, "{segments:?}");
+        let (base, len) = segments[1];
+        let next_base = segments[2].0;
+        let original = std::fs::read(log_path(&t.root, base)).unwrap();
+        let batches: Vec<_> = t.batches.iter().filter(|b| b.0 == base).copied().collect();
+        let mut positions: Vec<u64> = (0..len).step_by(41).collect();
+        // Every header byte of the first and of the last batch.
+        positions.extend(0..40);
+        let last = batches.last().unwrap();
+        positions.extend(last.1..last.1 + 40);
+        for pos in positions {
+            let label = format!("{compression:?} flip at byte {pos} of sealed segment {base}");
+            let copy = t.copy();
+            let path = log_path(copy.path(), base);
+            let mut bytes = original.clone();
+            bytes[pos as usize] ^= 1 << (pos % 8);
+            write(&path, &bytes);
+            let (_store, topic) = open(copy.path());
+            let mut errors = 0;
+            for r in &t.records {
+                match topic.read(r.offset) {
+                    Ok(got) => assert_eq!(&got, r, "{label}: read({}) returned wrong data", r.offset),
+                    Err(e) => {
+                        assert_corrupt_in(&e, &path, 0..len + 1, &label);
+                        assert!(
+                            (base..next_base).contains(&r.offset.0),
+                            "{label}: read({}) outside the segment failed: {e}",
+                            r.offset
+                        );
+                        errors += 1;
+                    }
+                }
+            }
+            assert!(errors > 0, "{label}: no read noticed the flipped bit");
+            // Iteration stops with the error instead of skipping the damage.
+            let mut iter = topic.iter(Offset(0));
+            let mut next = 0;
+            let err = loop {
+                match iter.next() {
+                    Some(Ok(r)) => {
+                        assert_eq!(r, t.records[next as usize], "{label}: iter");
+                        next += 1;
+                    }
+                    Some(Err(e)) => break e,
+                    None => panic!("{label}: iteration read past the damage without an error"),
+                }
+            };
+            assert_corrupt_in(&err, &path, 0..len + 1, &label);
+            assert!(next < next_base, "{label}: iter failed at {next}");
+            // seek_time never answers wrong: right offset or an error.
+            for r in t.records.iter().step_by(5) {
+                match topic.seek_time(r.timestamp_us) {
+                    Ok(found) => {
+                        let want = t
+                            .records
+                            .iter()
+                            .find(|x| x.timestamp_us >= r.timestamp_us)
+                            .map(|x| x.offset);
+                        assert_eq!(found, want, "{label}: seek_time({})", r.timestamp_us);
+                    }
+                    Err(e) => assert_corrupt_in(&e, &path, 0..len + 1, &label),
+                }
+            }
+            // The appender still opens (the damage is not in the active segment) and
+            // the data after the damaged segment is intact.
+            topic.append(&NewRecord::new("more")).unwrap();
+            let tail_start = next_base;
+            let got: Vec<Record> = topic.iter(Offset(tail_start)).collect::<Result<_, _>>().unwrap();
+            assert!(got[..got.len() - 1] == t.records[tail_start as usize..], "{label}");
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum IndexDamage {
+    Deleted,
+    Emptied,
+    Shortened,
+    ZeroFilled,
+    ZerosAppended,
+    Garbage,
+    GarbageAppended,
+    /// One bit flipped at each sampled position (in a separate copy each).
+    BitFlips,
+}
+
+fn damage_variants(original: &[u8], damage: IndexDamage) -> Vec<Option<Vec<u8>>> {
+    let n = original.len();
+    match damage {
+        IndexDamage::Deleted => vec![None],
+        IndexDamage::Emptied => vec![Some(Vec::new())],
+        IndexDamage::Shortened => vec![
+            Some(original[..n / 2].to_vec()),
+            Some(original[..n.saturating_sub(3)].to_vec()),
+        ],
+        IndexDamage::ZeroFilled => vec![Some(vec![0; n])],
+        IndexDamage::ZerosAppended => {
+            let mut v = original.to_vec();
+            v.extend([0; 96]);
+            vec![Some(v)]
+        }
+        IndexDamage::Garbage => vec![Some(noise(n.max(24), 7))],
+        IndexDamage::GarbageAppended => {
+            let mut v = original.to_vec();
+            v.extend(noise(37, 9));
+            vec![Some(v)]
+        }
+        IndexDamage::BitFlips => (0..n * 8)
+            .step_by(11)
+            .map(|bit| {
+                let mut v = original.to_vec();
+                v[bit / 8] ^= 1 << (bit % 8);
+                Some(v)
+            })
+            .collect(),
+    }
+}
+
+/// Damaged index files of a sealed and of the active segment are never trusted: every
+/// read and every seek by time stays right, for readers and for the appender.
+#[test]
+fn damaged_or_missing_index_files_are_rebuilt_and_reads_stay_right() {
+    // Segments of 16 KiB hold several sparse index entries each.
+    let t = build(16384, Compression::None, 400);
+    let segments = t.segments();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let sealed = segments[1].0;
+    let active = segments.last().unwrap().0;
+    for (which, base) in [("sealed", sealed), ("active", active)] {
+        for ext in ["index", "timeindex"] {
+            let index_path = log_path(&t.root, base).with_extension(ext);
+            let original = std::fs::read(&index_path).unwrap();
+            assert!(
+                original.len() > if ext == "index" { 8 } else { 12 },
+                "{which} {ext} has a single entry"
+            );
+            for damage in [
+                IndexDamage::Deleted,
+                IndexDamage::Emptied,
+                IndexDamage::Shortened,
+                IndexDamage::ZeroFilled,
+                IndexDamage::ZerosAppended,
+                IndexDamage::Garbage,
+                IndexDamage::GarbageAppended,
+                IndexDamage::BitFlips,
+            ] {
+                for (k, content) in damage_variants(&original, damage).into_iter().enumerate() {
+                    let label = format!("{which} segment {base}: {ext} {damage:?} #{k}");
+                    let copy = t.copy();
+                    let path = log_path(copy.path(), base).with_extension(ext);
+                    match &content {
+                        None => std::fs::remove_file(&path).unwrap(),
+                        Some(bytes) => write(&path, bytes),
+                    }
+                    let (store, topic) = open(copy.path());
+                    check_all(&topic, &t.records, &format!("{label}, reader"));
+                    topic.recover().unwrap();
+                    check_all(&topic, &t.records, &format!("{label}, appender"));
+                    topic.append(&NewRecord::new("x")).unwrap();
+                    store.close().unwrap();
+                    let (_store, topic) = open(copy.path());
+                    let mut want = t.records.clone();
+                    want.push(topic.read(Offset(400)).unwrap());
+                    assert_eq!(want[400].value, b"x", "{label}");
+                    check_all(&topic, &want, &format!("{label}, reopened"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_middle_segment_is_a_gap_naming_the_offsets() {
+    let t = build(4096, Compression::None, 120);
+    let segments = t.segments();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let missing = segments[1].0;
+    let after = segments[2].0;
+    for keep_indexes in [false, true] {
+        let copy = t.copy();
+        std::fs::remove_file(log_path(copy.path(), missing)).unwrap();
+        if !keep_indexes {
+            for ext in ["index", "timeindex"] {
+                std::fs::remove_file(log_path(copy.path(), missing).with_extension(ext)).unwrap();
+            }
+        }
+        let (_store, topic) = open(copy.path());
+        assert_eq!(topic.start_offset(), Offset(0));
+        for o in missing..after {
+            match topic.read(Offset(o)) {
+                Err(Error::Gap { from, to, .. }) => {
+                    assert_eq!((from, to), (Offset(missing), Offset(after)), "read({o})");
+                }
+                other => panic!("read({o}) in a missing segment gave {other:?}"),
+            }
+        }
+        let err = topic
+            .iter(Offset(0))
+            .find_map(Result::err)
+            .expect("iteration must stop at the gap");
+        assert!(
+            matches!(err, Error::Gap { from, to, .. } if from == Offset(missing) && to == Offset(after)),
+            "{err:?}"
+        );
+        let mut seen = 0;
+        let err = topic
+            .scan(Offset(0), |_| {
+                seen += 1;
+                ControlFlow::Continue(())
+            })
+            .expect_err("scan must stop at the gap");
+        assert!(matches!(err, Error::Gap { .. }), "{err:?}");
+        assert_eq!(seen, missing, "scan visited records up to the gap");
+        // Everything before and after the gap still reads.
+        for r in t.records.iter().filter(|r| r.offset.0 < missing || r.offset.0 >= after) {
+            assert_eq!(&topic.read(r.offset).unwrap(), r);
+        }
+        // The appender opens (orphan index files are removed) and appends.
+        let report = topic.recover().unwrap();
+        assert_eq!(
+            report.removed_files.len(),
+            if keep_indexes { 2 } else { 0 },
+            "{report:?}"
+        );
+        assert_eq!(topic.append(&NewRecord::new("x")).unwrap(), Offset(120));
+    }
+}
+
+#[test]
+fn a_truncated_sealed_segment_is_corrupt_naming_its_file() {
+    for compression in [Compression::None, Compression::Zstd] {
+        let t = build(4096, compression, 120);
+        let segments = t.segments();
+        let (base, len) = segments[1];
+        let next = segments[2].0;
+        let batches: Vec<_> = t.batches.iter().filter(|b| b.0 == base).copied().collect();
+        let boundary = batches[batches.len() - 2].2;
+        for cut in [len - 1, len - 30, len / 2, 41, 1, boundary] {
+            let label = format!("{compression:?} sealed segment {base} cut from {len} to {cut}");
+            let copy = t.copy();
+            let path = log_path(copy.path(), base);
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(cut).unwrap();
+            drop(file);
+            let (_store, topic) = open(copy.path());
+            let mut failed = 0;
+            for r in &t.records {
+                match topic.read(r.offset) {
+                    Ok(got) => assert_eq!(&got, r, "{label}: read({})", r.offset),
+                    Err(e) => {
+                        assert!((base..next).contains(&r.offset.0), "{label}: read({}): {e}", r.offset);
+                        match &e {
+                            Error::Corrupt { file, .. } => assert_eq!(file, &path, "{label}"),
+                            // A cut at a batch boundary leaves whole batches: the rest is a gap.
+                            Error::Gap { from, to, .. } => {
+                                assert_eq!(cut, boundary, "{label}: {e}");
+                                assert_eq!((*from, *to), (Offset(batches.last().unwrap().3), Offset(next)));
+                            }
+                            other => panic!("{label}: read({}): {other:?}", r.offset),
+                        }
+                        failed += 1;
+                    }
+                }
+            }
+            assert!(failed > 0, "{label}: nothing noticed the truncation");
+            assert!(
+                topic.iter(Offset(0)).any(|r| r.is_err()),
+                "{label}: iteration did not fail"
+            );
+        }
+    }
+}

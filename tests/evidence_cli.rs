@@ -1,0 +1,333 @@
+//! Tamper evidence through the `trailkeep` binary: `verify [T] [--checkpoint FILE] [--key
+//! VKEY]`, `checkpoint T [--latest] [--vkey]`, `prove T OFFSET`, `prove T --consistency OLD`.
+//!
+//! What it proves: `verify` prints OK for an intact store and exits 1 naming the offset and
+//! file of a record whose value was changed (batch CRC fixed); `checkpoint --vkey` prints a
+//! key that verifies every stored checkpoint and `--latest` the newest; `verify --checkpoint`
+//! accepts the store's own checkpoint (key given as text or file) and exits 1 after a
+//! rollback or with another key; `prove` output verifies with the library's verifier from the
+//! bundle, the record and the vkey alone, and `prove --consistency` against an older
+//! checkpoint; an offset not held exits 1; a `trailkeep append` killed with SIGKILL leaves a
+//! store that verifies, with the tree caught up to every acknowledged record.
+//!
+//! How: stores are built with the library (or by the CLI appender), closed, then the binary
+//! (`CARGO_BIN_EXE_trailkeep`) runs against them; exit codes, stdout and stderr are checked.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use base64::Engine;
+use trailkeep::audit::{self, Checkpoint, NoteSigner, NoteVerifier};
+use trailkeep::{verify_record_inclusion, Durability, NewRecord, Offset, Store, TopicConfig};
+
+const T: &str = "t";
+
+fn tk(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TRAILKEEP_DIR")
+        .env_remove("TRAILKEEP_FAILPOINT")
+        .env_remove("TRAILKEEP_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = tk(dir, args);
+    assert!(
+        out.status.success(),
+        "trailkeep {args:?} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with exit code 1; returns its stderr.
+#[track_caller]
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = tk(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "trailkeep {args:?} should exit 1; stdout: {}; stderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn record(i: u64) -> NewRecord {
+    let r = NewRecord::new(format!(
+        "{{\"event\":{i},\"detail\":\"{}\"}}",
+        "x".repeat((i % 50) as usize)
+    ));
+    if i % 2 == 0 {
+        r.with_key(format!("k{i}")).with_header("h", vec![i as u8])
+    } else {
+        r
+    }
+}
+
+fn append(dir: &Path, range: std::ops::Range<u64>) {
+    let store = Store::builder(dir).durability(Durability::Buffered).open().unwrap();
+    let topic = match store.topic(T) {
+        Ok(t) => t,
+        Err(_) => store
+            .create_topic(T, TopicConfig::default().segment_bytes(4096))
+            .unwrap(),
+    };
+    for i in range {
+        assert_eq!(topic.append(&record(i)).unwrap(), Offset(i));
+    }
+    store.close().unwrap();
+}
+
+fn topic_dir(root: &Path) -> PathBuf {
+    root.join("topics").join(T)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn u32_at(b: &[u8], p: usize) -> u32 {
+    u32::from_le_bytes(b[p..p + 4].try_into().unwrap())
+}
+
+/// Flips a byte in the value of the single-record batch holding `offset` in the first
+/// segment and fixes the batch CRC-32 (over bytes [12, batch_bytes)). The record has no key, headers or event time (odd i).
+fn tamper_value(root: &Path, offset: u64) -> String {
+    let name = format!("{:020}.log", 0);
+    let path = topic_dir(root).join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mut pos = 0;
+    loop {
+        let len = u32_at(&bytes, pos + 4) as usize;
+        let base = u64::from_le_bytes(bytes[pos + 16..pos + 24].try_into().unwrap());
+        if base == offset {
+            // header 40, body_len 4, flags 1 (0: no key, no time), header_count 1, value.
+            assert_eq!(bytes[pos + 44], 0, "pick an offset without key or event time");
+            bytes[pos + 50] ^= 0x04;
+            // The header is unchanged, so its 16-bit header check still holds.
+            let crc = crc32fast::hash(&bytes[pos + 12..pos + len]);
+            bytes[pos + 8..pos + 12].copy_from_slice(&crc.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            return name;
+        }
+        pos += len;
+    }
+}
+
+#[test]
+fn verify_reports_ok_then_names_the_offset_and_file_of_a_changed_record() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), 0..120);
+    let out = ok(dir.path(), &["verify", T]);
+    assert!(out.starts_with("ok t: 120 records from offset 0"), "{out}");
+    assert!(out.contains("tree size 120"), "{out}");
+    assert!(ok(dir.path(), &["verify"]).starts_with("ok t:"));
+    let file = tamper_value(dir.path(), 7);
+    let err = fails(dir.path(), &["verify", T]);
+    assert!(err.contains("at offset 7"), "{err}");
+    assert!(err.contains(&file), "{err}");
+    let err = fails(dir.path(), &["verify"]);
+    assert!(err.contains("at offset 7"), "{err}");
+    // Reading it is fine: only tamper evidence catches it.
+    ok(dir.path(), &["read", T, "--from-offset", "7", "--limit", "1"]);
+}
+
+#[test]
+fn vkey_verifies_stored_checkpoints_and_external_checkpoints_catch_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    append(dir.path(), 0..40);
+    let old_cp = ok(dir.path(), &["checkpoint", T]);
+    copy_dir(&topic_dir(dir.path()), saved.path());
+    append(dir.path(), 40..90);
+    let vkey = ok(dir.path(), &["checkpoint", T, "--vkey"]).trim().to_owned();
+    let v = NoteVerifier::parse(&vkey).unwrap();
+    let latest = ok(dir.path(), &["checkpoint", T, "--latest"]);
+    assert_eq!(Checkpoint::parse_and_verify(&latest, &v).unwrap().size, 90);
+    // Every stored checkpoint verifies with the printed key.
+    let bytes = std::fs::read(topic_dir(dir.path()).join("checkpoints.log")).unwrap();
+    let (mut pos, mut n) = (0, 0);
+    while pos < bytes.len() {
+        let len = u32_at(&bytes, pos) as usize;
+        let text = std::str::from_utf8(&bytes[pos + 8..pos + 8 + len]).unwrap();
+        Checkpoint::parse_and_verify(text, &v).unwrap_or_else(|e| panic!("stored #{n}: {e}"));
+        pos += 8 + len;
+        n += 1;
+    }
+    assert!(n >= 2, "{n} stored checkpoints");
+    let new_cp = ok(dir.path(), &["checkpoint", T]);
+    let cp_file = outside.path().join("kept.checkpoint");
+    let cp_file = cp_file.to_str().unwrap().to_owned();
+    std::fs::write(&cp_file, &new_cp).unwrap();
+    let key_file = outside.path().join("kept.vkey");
+    std::fs::write(&key_file, format!("{vkey}\n")).unwrap();
+    let out = ok(dir.path(), &["verify", T, "--checkpoint", &cp_file, "--key", &vkey]);
+    assert!(out.contains("external checkpoint of size 90 ok"), "{out}");
+    ok(
+        dir.path(),
+        &[
+            "verify",
+            T,
+            "--checkpoint",
+            &cp_file,
+            "--key",
+            key_file.to_str().unwrap(),
+        ],
+    );
+    ok(dir.path(), &["verify", T, "--checkpoint", &cp_file]);
+    let other = NoteSigner::generate(v.name()).unwrap().verifier().to_vkey();
+    fails(dir.path(), &["verify", T, "--checkpoint", &cp_file, "--key", &other]);
+    // A forged signature.
+    let cut = new_cp.rfind(' ').unwrap();
+    let mut sig = base64::engine::general_purpose::STANDARD
+        .decode(new_cp[cut + 1..].trim_end())
+        .unwrap();
+    sig[40] ^= 1;
+    let forged = format!(
+        "{} {}\n",
+        &new_cp[..cut],
+        base64::engine::general_purpose::STANDARD.encode(sig)
+    );
+    let forged_file = outside.path().join("forged.checkpoint");
+    std::fs::write(&forged_file, forged).unwrap();
+    fails(
+        dir.path(),
+        &["verify", T, "--checkpoint", forged_file.to_str().unwrap()],
+    );
+
+    // Roll the topic back to the copy taken at 40 records.
+    std::fs::remove_dir_all(topic_dir(dir.path())).unwrap();
+    copy_dir(saved.path(), &topic_dir(dir.path()));
+    let out = ok(dir.path(), &["verify", T]);
+    assert!(out.contains("tree size 40"), "{out}");
+    let old_file = outside.path().join("old.checkpoint");
+    std::fs::write(&old_file, &old_cp).unwrap();
+    ok(dir.path(), &["verify", T, "--checkpoint", old_file.to_str().unwrap()]);
+    let err = fails(dir.path(), &["verify", T, "--checkpoint", &cp_file, "--key", &vkey]);
+    assert!(err.contains("records were removed"), "{err}");
+}
+
+#[test]
+fn prove_output_verifies_with_the_bundle_record_and_vkey_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    append(dir.path(), 0..40);
+    let old = ok(dir.path(), &["checkpoint", T]);
+    append(dir.path(), 40..130);
+    let vkey = ok(dir.path(), &["checkpoint", T, "--vkey"]).trim().to_owned();
+    let v = NoteVerifier::parse(&vkey).unwrap();
+    let records: Vec<_> = {
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.topic(T).unwrap();
+        topic.iter(Offset(0)).map(|r| r.unwrap()).collect()
+    };
+    for o in [0u64, 1, 39, 64, 100, 129] {
+        let bundle = ok(dir.path(), &["prove", T, &o.to_string()]);
+        assert!(bundle.starts_with("c2sp.org/tlog-proof@v1\n"), "{bundle}");
+        let cp = verify_record_inclusion(&records[o as usize], &bundle, &vkey).unwrap();
+        assert_eq!(cp.size, 130);
+        let mut changed = records[o as usize].clone();
+        changed.value.push(b'!');
+        assert!(verify_record_inclusion(&changed, &bundle, &vkey).is_err());
+        assert!(verify_record_inclusion(&records[(o as usize + 1) % 130], &bundle, &vkey).is_err());
+    }
+    let old = Checkpoint::parse_and_verify(&old, &v).unwrap();
+    assert_eq!(old.size, 40);
+    let text = ok(dir.path(), &["prove", T, "--consistency", "40"]);
+    let (head, cp) = text.split_once("\n\n").unwrap();
+    let mut lines = head.lines();
+    assert_eq!(lines.next(), Some("trailkeep.consistency-proof@v1"));
+    assert_eq!(lines.next(), Some("old 40"));
+    let proof: Vec<audit::Hash> = lines
+        .map(|l| {
+            base64::engine::general_purpose::STANDARD
+                .decode(l)
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    let new = Checkpoint::parse_and_verify(cp, &v).unwrap();
+    assert_eq!(new.size, 130);
+    audit::verify_consistency(40, 130, &old.root, &new.root, &proof).unwrap();
+    let mut bad = old.root;
+    bad[0] ^= 1;
+    assert!(audit::verify_consistency(40, 130, &bad, &new.root, &proof).is_err());
+    fails(dir.path(), &["prove", T, "130"]);
+    fails(dir.path(), &["prove", T, "--consistency", "131"]);
+}
+
+#[test]
+fn appender_killed_with_sigkill_leaves_a_store_that_verifies_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(dir.path(), &["topics", "create", T, "--segment-bytes", "4096"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["append", T, "--durability", "always", "--print-offsets"])
+        .env_remove("TRAILKEEP_DIR")
+        .env_remove("TRAILKEEP_FAILPOINT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut acks = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = 0u64;
+    // Feed in bursts; wait for each burst's acknowledgements.
+    for burst in 0..30u64 {
+        let mut text = String::new();
+        for i in 0..20 {
+            text.push_str(&format!(
+                "{{\"burst\":{burst},\"i\":{i},\"pad\":\"{}\"}}\n",
+                "p".repeat(i)
+            ));
+        }
+        stdin.write_all(text.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        while acked < (burst + 1) * 20 {
+            let line = acks.next().unwrap().unwrap();
+            assert_eq!(line.trim().parse::<u64>().unwrap(), acked);
+            acked += 1;
+        }
+    }
+    // More lines in flight, then SIGKILL.
+    stdin.write_all("{\"late\":1}\n".repeat(500).as_bytes()).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    let out = ok(dir.path(), &["verify", T]);
+    let store = Store::open(dir.path()).unwrap();
+    let end = store.topic(T).unwrap().end_offset().0;
+    drop(store);
+    assert!(end >= acked, "end {end} < acknowledged {acked}");
+    assert!(out.contains(&format!("tree size {end}")), "{out}");
+    let latest = ok(dir.path(), &["checkpoint", T, "--latest"]);
+    let vkey = ok(dir.path(), &["checkpoint", T, "--vkey"]);
+    let v = NoteVerifier::parse(vkey.trim()).unwrap();
+    assert_eq!(Checkpoint::parse_and_verify(&latest, &v).unwrap().size, end);
+    // The store takes appends again and still verifies.
+    append(dir.path(), end..end + 5);
+    let out = ok(dir.path(), &["verify", T]);
+    assert!(out.contains(&format!("tree size {}", end + 5)), "{out}");
+}

@@ -1,0 +1,227 @@
+//! Readers in another store instance: a second `Store` on the same directory (standing in
+//! for another process: it takes no lock until it appends) sees, after `refresh()`, exactly
+//! what the appending instance appended, including across segment rolls, after retention
+//! deleted the segments it had open, and when it was opened before the topic had any
+//! segment. Every record it returns is compared with the appender's own reads.
+
+use std::ops::ControlFlow;
+
+use trailkeep::{Durability, Error, NewRecord, Offset, Record, Store, Topic, TopicConfig};
+
+const TOPIC: &str = "trail";
+
+fn record(i: u64) -> NewRecord {
+    let pad = "x".repeat((i * 53 % 400) as usize);
+    NewRecord::new(format!("{{\"i\":{i},\"pad\":\"{pad}\"}}"))
+        .with_key(format!("trace-{}", i % 3))
+        .with_header("n", i.to_le_bytes().to_vec())
+}
+
+fn all(topic: &Topic) -> Vec<Record> {
+    topic.iter(topic.start_offset()).collect::<Result<_, _>>().unwrap()
+}
+
+/// The reader holds exactly what the writer holds.
+fn assert_same(reader: &Topic, writer: &Topic, label: &str) {
+    assert_eq!(reader.start_offset(), writer.start_offset(), "{label}: start");
+    assert_eq!(reader.end_offset(), writer.end_offset(), "{label}: end");
+    let want = all(writer);
+    let got = all(reader);
+    assert!(
+        got == want,
+        "{label}: reader saw {} records, writer holds {}",
+        got.len(),
+        want.len()
+    );
+    if let (Some(first), Some(last)) = (want.first(), want.last()) {
+        for r in [first, &want[want.len() / 2], last] {
+            assert_eq!(&reader.read(r.offset).unwrap(), r, "{label}: read({})", r.offset);
+            assert_eq!(
+                reader.seek_time(r.timestamp_us).unwrap().map(|o| o <= r.offset),
+                Some(true)
+            );
+        }
+        assert_eq!(reader.seek_time(last.timestamp_us + 1).unwrap(), None, "{label}");
+    }
+}
+
+#[test]
+fn a_second_instance_sees_appends_across_rolls_and_retention_after_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer_store = Store::builder(dir.path())
+        .durability(Durability::Buffered)
+        .open()
+        .unwrap();
+    let writer = writer_store
+        .create_topic(
+            TOPIC,
+            TopicConfig::default().segment_bytes(4096).retention_bytes(20_000),
+        )
+        .unwrap();
+    // Opened before the topic has any segment file.
+    let early_store = Store::open(dir.path()).unwrap();
+    let early = early_store.topic(TOPIC).unwrap();
+    assert_eq!(early.end_offset(), Offset(0));
+    assert!(!early.refresh().unwrap(), "nothing to see yet");
+    let mut late: Option<(Store, Topic)> = None;
+    let mut next = 0u64;
+    let mut rolls_seen = 0;
+    let mut deletions_seen = 0;
+    for round in 0..60u64 {
+        let segments_before = writer.stats().unwrap().segments;
+        let start_before = writer.start_offset();
+        // 0 to 9 records per round, single and batched appends.
+        let n = round * 7 % 10;
+        if round % 2 == 0 {
+            for _ in 0..n {
+                assert_eq!(writer.append(&record(next)).unwrap(), Offset(next));
+                next += 1;
+            }
+        } else {
+            let batch: Vec<_> = (next..next + n).map(record).collect();
+            assert_eq!(writer.append_batch(&batch).unwrap().first, Offset(next));
+            next += n;
+        }
+        rolls_seen += usize::from(writer.stats().unwrap().segments != segments_before);
+        deletions_seen += usize::from(writer.start_offset() != start_before);
+        let grew = early.refresh().unwrap();
+        assert_eq!(
+            grew,
+            n > 0,
+            "round {round}: refresh reported growth {grew} after {n} appends"
+        );
+        assert!(!early.refresh().unwrap(), "round {round}: a second refresh found more");
+        assert_same(&early, &writer, &format!("round {round}, early reader"));
+        assert!(!early.is_writer(), "a reader took the append lock");
+        if round == 10 {
+            let store = Store::open(dir.path()).unwrap();
+            let topic = store.topic(TOPIC).unwrap();
+            late = Some((store, topic));
+        }
+        if let Some((_, late)) = &late {
+            late.refresh().unwrap();
+            assert_same(late, &writer, &format!("round {round}, late reader"));
+        }
+    }
+    assert!(
+        rolls_seen > 5 && deletions_seen > 3,
+        "rolls {rolls_seen}, deletions {deletions_seen}"
+    );
+    // The readers cannot append while the writer holds the lock.
+    assert!(
+        matches!(early.append(&record(0)), Err(Error::Locked { .. })),
+        "a reader appended while the writer holds the lock"
+    );
+    writer_store.close().unwrap();
+}
+
+#[test]
+fn a_reader_iterator_continues_with_new_records_after_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer_store = Store::builder(dir.path())
+        .durability(Durability::Always)
+        .open()
+        .unwrap();
+    let writer = writer_store
+        .create_topic(TOPIC, TopicConfig::default().segment_bytes(4096))
+        .unwrap();
+    writer.append(&record(0)).unwrap();
+    let reader_store = Store::open(dir.path()).unwrap();
+    let reader = reader_store.topic(TOPIC).unwrap();
+    let mut iter = reader.iter(Offset(0));
+    let mut seen = Vec::new();
+    let mut next = 1;
+    for round in 0..30 {
+        for _ in 0..(round % 4) * 3 {
+            writer.append(&record(next)).unwrap();
+            next += 1;
+        }
+        reader.refresh().unwrap();
+        for r in iter.by_ref() {
+            seen.push(r.unwrap());
+        }
+        assert_eq!(seen.len() as u64, next, "round {round}: the iterator missed records");
+        assert!(seen == all(&writer), "round {round}");
+    }
+    assert!(writer.stats().unwrap().segments > 3);
+}
+
+#[test]
+fn a_reader_inside_a_segment_deleted_by_retention_never_returns_wrong_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer_store = Store::builder(dir.path())
+        .durability(Durability::Buffered)
+        .open()
+        .unwrap();
+    let writer = writer_store
+        .create_topic(
+            TOPIC,
+            TopicConfig::default().segment_bytes(4096).retention_bytes(12_000),
+        )
+        .unwrap();
+    for i in 0..40 {
+        writer.append(&record(i)).unwrap();
+    }
+    let expected: Vec<Record> = all(&writer);
+    let reader_store = Store::open(dir.path()).unwrap();
+    let reader = reader_store.topic(TOPIC).unwrap();
+    let start = reader.start_offset();
+    let mut iter = reader.iter(start);
+    let first = iter.next().unwrap().unwrap();
+    assert_eq!(first, expected[0]);
+    // Retention deletes the segment the iterator is in, and more.
+    for i in 40..200 {
+        writer.append(&record(i)).unwrap();
+    }
+    assert!(writer.start_offset() > Offset(40), "retention did not run");
+    // The iterator either goes on with records that are right, or stops with an error
+    // saying the offset is no longer held (not an I/O error about a missing file).
+    for r in iter.by_ref() {
+        match r {
+            Ok(r) => {
+                if let Some(want) = expected.iter().find(|x| x.offset == r.offset) {
+                    assert_eq!(&r, want);
+                }
+            }
+            Err(e) => {
+                assert!(matches!(e, Error::OffsetOutOfRange { .. }), "unexpected error {e:?}");
+                break;
+            }
+        }
+    }
+    reader.refresh().unwrap();
+    assert_same(&reader, &writer, "after refresh");
+    // Scanning from an offset retention deleted is an error that says what is held.
+    let err = reader.scan(Offset(0), |_| ControlFlow::Continue(())).unwrap_err();
+    assert!(
+        matches!(err, Error::OffsetOutOfRange { start, .. } if start == writer.start_offset()),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_reader_sees_a_recovered_topic_after_the_writer_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::builder(dir.path())
+            .durability(Durability::Always)
+            .open()
+            .unwrap();
+        let topic = store
+            .create_topic(TOPIC, TopicConfig::default().segment_bytes(4096))
+            .unwrap();
+        for i in 0..30 {
+            topic.append(&record(i)).unwrap();
+        }
+    }
+    let reader_store = Store::open(dir.path()).unwrap();
+    let reader = reader_store.topic(TOPIC).unwrap();
+    assert_eq!(reader.end_offset(), Offset(30));
+    let writer_store = Store::open(dir.path()).unwrap();
+    let writer = writer_store.topic(TOPIC).unwrap();
+    for i in 30..90 {
+        writer.append(&record(i)).unwrap();
+    }
+    assert!(reader.refresh().unwrap());
+    assert_same(&reader, &writer, "after the second writer");
+}
