@@ -85,7 +85,12 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let external = external.as_ref().map(|(t, v)| (t.as_str(), v));
+        // Without a topic, a kept checkpoint applies to the topic its origin names.
+        let applies = args.topic.is_some()
+            || external
+                .as_ref()
+                .is_some_and(|(t, v)| origin_topic(t, v) == Some(name.clone()));
+        let external = external.as_ref().filter(|_| applies).map(|(t, v)| (t.as_str(), v));
         let report = topic.verify(external, &mut |n| bar.set_position(n))?;
         bar.finish_and_clear();
         let hex: String = report.root.iter().map(|b| format!("{b:02x}")).collect();
@@ -140,4 +145,10 @@ pub fn prove(dir: &Path, args: ProveArgs) -> Result<(), CliError> {
     print!("{text}");
     store.close()?;
     Ok(())
+}
+
+/// The topic named by a checkpoint's origin line (`trailkeep/<store-id>/<topic>`).
+fn origin_topic(text: &str, verifier: &NoteVerifier) -> Option<String> {
+    let checkpoint = crate::audit::Checkpoint::parse_and_verify(text, verifier).ok()?;
+    checkpoint.origin.rsplit('/').next().map(str::to_owned)
 }

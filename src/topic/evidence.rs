@@ -116,6 +116,13 @@ impl Topic {
         let last_checkpoint = last
             .and_then(|text| Checkpoint::parse_and_verify(&text, &signer.verifier()).ok())
             .map(|cp| (cp.size, Instant::now()));
+        // A signed checkpoint past the log's end means acknowledged, signed records are
+        // gone (a power loss under a non-durable mode, or a truncation): say so now.
+        let broken = broken.or_else(|| {
+            last_checkpoint.filter(|(size, _)| *size > end).map(|(size, _)| {
+                format!("a signed checkpoint covers {size} records but the log ends at {end}: signed records were lost")
+            })
+        });
         let checkpoint_tail_base = self.shared.visible.lock().tail_base;
         Ok(Evidence {
             tree,

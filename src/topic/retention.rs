@@ -117,6 +117,9 @@ impl Topic {
             // Tiering hook: past total retention the bucket's copy goes too (marked here,
             // deleted by the uploader).
             crate::tier::on_retention_delete(&shared.dir, segment.base)?;
+            // Record the new start first: a segment missing below it is retention's doing,
+            // one missing above it is damage that `verify` reports.
+            crate::segment::write_start_offset(&shared.dir, segment_end)?;
             segment.delete_files()?;
             crate::failpoint::hit("retention.after_delete");
             crate::fsutil::sync_dir(&shared.dir)?;

@@ -160,17 +160,28 @@ fn write_index(active: &mut ActiveFile, index: &SegmentIndex) -> Result<()> {
 
 /// Deletes temporary files and index files whose log is gone (a crash during retention).
 fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+    let start = segment::read_start_offset(dir)?;
+    let mut names = Vec::new();
     let entries = fs::read_dir(dir).context(|| format!("listing {}", dir.display()))?;
     for entry in entries {
         let path = entry.context(|| format!("listing {}", dir.display()))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        let orphan_index = [INDEX_EXT, TIME_INDEX_EXT]
-            .iter()
-            .any(|ext| segment::parse_file_name(name, ext).is_some() && !path.with_extension(LOG_EXT).exists());
-        if name.ends_with(crate::fsutil::TMP_SUFFIX) || orphan_index {
+        if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            names.push((name.to_owned(), path.clone()));
+        }
+    }
+    let newest = names
+        .iter()
+        .filter_map(|(n, _)| segment::parse_file_name(n, LOG_EXT))
+        .max();
+    let exts = [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, crate::index::keys::KEY_INDEX_EXT];
+    let mut removed = Vec::new();
+    for (name, path) in names {
+        let base = exts.iter().find_map(|ext| segment::parse_file_name(&name, ext));
+        // Below the recorded start: a retention pass was interrupted before deleting it.
+        let below_start = base.is_some_and(|b| b < start && Some(b) != newest);
+        // Index files whose log is gone: a retention delete was interrupted.
+        let orphan = base.is_some() && !name.ends_with(LOG_EXT) && !path.with_extension(LOG_EXT).exists();
+        if name.ends_with(crate::fsutil::TMP_SUFFIX) || below_start || orphan {
             segment::remove_if_exists(&path)?;
             removed.push(path);
         }
