@@ -78,6 +78,11 @@ impl Topic {
             let tree = &evidence.tree;
             let start = self.start_offset();
             let end = self.end_offset();
+            let recorded = crate::segment::read_start_offset(self.dir())?;
+            if start > recorded {
+                let file = self.dir().join(crate::segment::file_name(start, crate::segment::LOG_EXT));
+                return Err(Error::Gap { topic: self.name().to_owned(), from: recorded, to: start, file });
+            }
             if tree.size() != end.0 {
                 return Err(tamper(self, None, format!("the tree holds {} leaves, the log ends at {end}", tree.size())));
             }
