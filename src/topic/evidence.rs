@@ -206,9 +206,7 @@ impl Topic {
 
     /// Makes every record below `end` durable, whatever the durability mode.
     fn sync_to(&self, end: Offset) -> Result<()> {
-        let shared = &self.shared;
-        let target = || shared.writer.lock().as_ref().map(crate::topic::write::sync_target);
-        shared.commit.wait_durable(&shared.name, end, target, |_| {})
+        self.sync_through(end)
     }
 
     /// Starts the tree thread for this topic.

@@ -71,6 +71,9 @@ pub(crate) struct TopicShared {
     pub evidence_thread: Mutex<Option<evidence::EvidenceThread>>,
     /// Leaves durably in the tree file: retention never deletes records above it.
     pub tree_synced: std::sync::atomic::AtomicU64,
+    /// Appenders between entering `append` and handing their batch to the writer: a
+    /// group-commit leader waits (briefly) for them so one sync covers them too.
+    pub appending: std::sync::atomic::AtomicUsize,
 }
 
 /// A handle on one topic. Cheap to clone; every clone shares the same state.
@@ -131,6 +134,7 @@ impl Topic {
             evidence: Mutex::new(None),
             evidence_thread: Mutex::new(None),
             tree_synced: std::sync::atomic::AtomicU64::new(0),
+            appending: std::sync::atomic::AtomicUsize::new(0),
         });
         Ok(Topic { shared })
     }

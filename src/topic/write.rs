@@ -72,6 +72,7 @@ impl Topic {
             check_limits(record)?;
         }
         let shared = &self.shared;
+        let in_flight = InFlight::enter(shared);
         let mut guard = shared.writer.lock();
         if guard.is_none() {
             *guard = Some(self.acquire_writer()?);
@@ -103,19 +104,9 @@ impl Topic {
         };
         let snapshot = sync_target(writer);
         drop(guard);
+        drop(in_flight);
         if shared.durability == Durability::Always {
-            shared.commit.wait_durable(
-                &shared.name,
-                written.end,
-                || self.current_sync_target(),
-                |t| {
-                    shared.publish(Visible {
-                        tail_base: t.base,
-                        end: t.end,
-                        tail_bytes: t.bytes,
-                    })
-                },
-            )?;
+            self.sync_through(written.end)?;
         } else {
             shared.publish(Visible {
                 tail_base: snapshot.base,
@@ -126,8 +117,31 @@ impl Topic {
         Ok(appended)
     }
 
-    fn current_sync_target(&self) -> Option<SyncTarget> {
-        self.shared.writer.lock().as_ref().map(sync_target)
+    /// Flushes the writer's buffered batches and says what a sync must cover.
+    fn current_sync_target(&self) -> Result<Option<SyncTarget>> {
+        let mut guard = self.shared.writer.lock();
+        let Some(writer) = guard.as_mut() else { return Ok(None) };
+        writer.flush()?;
+        Ok(Some(sync_target(writer)))
+    }
+
+    /// Makes every record below `end` durable (group commit) and publishes what that
+    /// made visible.
+    pub(crate) fn sync_through(&self, end: Offset) -> Result<()> {
+        let shared = &self.shared;
+        shared.commit.wait_durable(
+            &shared.name,
+            end,
+            &shared.appending,
+            || self.current_sync_target(),
+            |t| {
+                shared.publish(Visible {
+                    tail_base: t.base,
+                    end: t.end,
+                    tail_bytes: t.bytes,
+                })
+            },
+        )
     }
 
     /// Takes the append lock and recovers the active segment, returning what recovery
@@ -200,13 +214,14 @@ impl Topic {
             index_buf: Vec::new(),
             time_buf: Vec::new(),
             last_batch: None,
+            deferred: shared.durability == Durability::Always,
             _lock: lock,
         })
     }
 
     fn roll_if_due(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
         let config = &self.shared.config;
-        let bytes = writer.active.bytes;
+        let bytes = writer.logical_bytes();
         if bytes == 0 {
             if incoming > crate::index::SEGMENT_BYTES_MAX {
                 return Err(Error::LimitExceeded {
@@ -233,6 +248,14 @@ impl Topic {
     fn roll(&self, writer: &mut Writer) -> Result<()> {
         let shared = &self.shared;
         let path = writer.active.path.clone();
+        if let Err(e) = writer.flush() {
+            let cause = format!("a write failed: {e}");
+            shared.commit.poison(cause.clone());
+            return Err(Error::Poisoned {
+                topic: shared.name.clone(),
+                cause,
+            });
+        }
         if let Err(e) = writer.active.log.sync_data() {
             let cause = format!("fdatasync of {} failed: {e}", path.display());
             shared.commit.poison(cause.clone());
@@ -277,13 +300,17 @@ impl Topic {
     pub fn close(&self) -> Result<()> {
         let evidence = self.stop_evidence();
         let mut guard = self.shared.writer.lock();
-        let Some(writer) = guard.take() else { return evidence };
+        let Some(mut writer) = guard.take() else {
+            return evidence;
+        };
         let path = writer.active.path.clone();
-        let result = writer
-            .active
-            .log
-            .sync_data()
-            .context(|| format!("syncing {}", path.display()));
+        let result = writer.flush().and_then(|()| {
+            writer
+                .active
+                .log
+                .sync_data()
+                .context(|| format!("syncing {}", path.display()))
+        });
         match &result {
             Ok(()) => self.shared.commit.mark_synced(writer.next_offset),
             Err(e) => self.shared.commit.poison(e.to_string()),
@@ -378,11 +405,7 @@ fn spawn_interval_syncer(shared: std::sync::Weak<TopicShared>, ms: u64) {
                 return;
             }
             let target = topic.end_offset();
-            let result =
-                topic
-                    .shared
-                    .commit
-                    .wait_durable(&topic.shared.name, target, || topic.current_sync_target(), |_| {});
+            let result = topic.sync_through(target);
             if let Err(e) = result {
                 tracing::error!(topic = %topic.shared.name, error = %e, "interval sync failed");
                 return;
@@ -390,5 +413,24 @@ fn spawn_interval_syncer(shared: std::sync::Weak<TopicShared>, ms: u64) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the interval sync thread");
+    }
+}
+
+/// Counts an appender from entering `append` until its batch is in the writer's hands.
+struct InFlight<'a> {
+    counter: &'a std::sync::atomic::AtomicUsize,
+    commit: &'a crate::wal::GroupCommit,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a TopicShared) -> Self {
+        shared.appending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight { counter: &shared.appending, commit: &shared.commit }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.commit.leave_flight(self.counter);
     }
 }

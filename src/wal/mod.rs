@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use parking_lot::{Condvar, Mutex};
 
 pub use recovery::RecoveryReport;
@@ -97,6 +99,10 @@ pub(crate) struct Writer {
     pub last_timestamp_us: u64,
     /// Reusable buffers: encoded batches, one batch's payload, index entries.
     pub buf: Vec<u8>,
+    /// Under `Durability::Always`, encoded batches stay in `buf` until the group-commit
+    /// leader flushes them with one write before its fdatasync (one write and one sync
+    /// for every waiting appender); otherwise each append writes at once.
+    pub deferred: bool,
     pub payload: Vec<u8>,
     pub index_buf: Vec<u8>,
     pub time_buf: Vec<u8>,
@@ -123,9 +129,72 @@ impl Writer {
         index: &parking_lot::RwLock<SegmentIndex>,
     ) -> Result<Written> {
         let first = self.next_offset;
-        self.buf.clear();
+        if !self.deferred {
+            self.buf.clear();
+        }
         self.index_buf.clear();
         self.time_buf.clear();
+        let buf_start = self.buf.len();
+        let encoded = self.encode_records(records, timestamp_us, compression, index);
+        if let Err(e) = encoded {
+            // Nothing of a failed call may reach the file.
+            self.buf.truncate(buf_start);
+            self.next_offset = first;
+            return Err(e);
+        }
+        let path = &self.active.path;
+        // Index files are derived data, rebuilt from the log on recovery: a failed index
+        // write costs a rebuild later, never a record, so it does not fail the append.
+        if !self.index_buf.is_empty() {
+            if let Err(e) = self.active.index_file.write_all(&self.index_buf) {
+                tracing::warn!(segment = %path.display(), error = %e, "offset index write failed");
+            }
+        }
+        if !self.time_buf.is_empty() {
+            if let Err(e) = self.active.time_file.write_all(&self.time_buf) {
+                tracing::warn!(segment = %path.display(), error = %e, "time index write failed");
+            }
+        }
+        if !self.deferred {
+            self.flush()?;
+        }
+        self.active.first_timestamp_us.get_or_insert(timestamp_us);
+        self.last_timestamp_us = timestamp_us;
+        Ok(Written {
+            first,
+            end: self.next_offset,
+        })
+    }
+
+    /// Writes the batches waiting in `buf` to the active segment.
+    ///
+    /// # Errors
+    /// The write's I/O error (the caller poisons the topic: the file may hold part of it).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = &self.active.path;
+        (&*self.active.log)
+            .write_all(&self.buf)
+            .context(|| format!("appending to {}", path.display()))?;
+        self.active.bytes += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Bytes of the active segment including batches not yet flushed.
+    pub fn logical_bytes(&self) -> u64 {
+        self.active.bytes + self.buf.len() as u64
+    }
+
+    fn encode_records(
+        &mut self,
+        records: &[RecordFields<'_>],
+        timestamp_us: u64,
+        compression: Compression,
+        index: &parking_lot::RwLock<SegmentIndex>,
+    ) -> Result<()> {
         let mut start = 0;
         let mut index = index.write();
         while start < records.len() {
@@ -169,30 +238,7 @@ impl Writer {
             self.next_offset = Offset(self.next_offset.0 + u64::from(count));
             start = end;
         }
-        drop(index);
-        let path = &self.active.path;
-        (&*self.active.log)
-            .write_all(&self.buf)
-            .context(|| format!("appending to {}", path.display()))?;
-        // Index files are derived data, rebuilt from the log on recovery: a failed index
-        // write costs a rebuild later, never a record, so it does not fail the append.
-        if !self.index_buf.is_empty() {
-            if let Err(e) = self.active.index_file.write_all(&self.index_buf) {
-                tracing::warn!(segment = %path.display(), error = %e, "offset index write failed");
-            }
-        }
-        if !self.time_buf.is_empty() {
-            if let Err(e) = self.active.time_file.write_all(&self.time_buf) {
-                tracing::warn!(segment = %path.display(), error = %e, "time index write failed");
-            }
-        }
-        self.active.bytes += self.buf.len() as u64;
-        self.active.first_timestamp_us.get_or_insert(timestamp_us);
-        self.last_timestamp_us = timestamp_us;
-        Ok(Written {
-            first,
-            end: self.next_offset,
-        })
+        Ok(())
     }
 
     /// Relative offset, position and append time of the last batch written.
@@ -211,6 +257,9 @@ impl Writer {
     }
 }
 
+/// Longest a group-commit leader waits for appenders already inside `append` (µs).
+pub const GROUP_COMMIT_SETTLE_US_MAX: u64 = 200;
+
 /// Group commit: who is syncing, how far the log is durable, and whether a sync failed.
 #[derive(Default)]
 pub(crate) struct SyncState {
@@ -224,6 +273,8 @@ pub(crate) struct SyncState {
 pub(crate) struct GroupCommit {
     pub state: Mutex<SyncState>,
     pub done: Condvar,
+    settle_lock: Mutex<()>,
+    settled: Condvar,
 }
 
 /// What a sync leader needs, taken under the writer lock and used outside it.
@@ -243,7 +294,8 @@ impl GroupCommit {
         &self,
         topic: &str,
         target: Offset,
-        snapshot: impl Fn() -> Option<SyncTarget>,
+        in_flight: &AtomicUsize,
+        snapshot: impl Fn() -> Result<Option<SyncTarget>>,
         publish: impl Fn(&SyncTarget),
     ) -> Result<()> {
         let mut state = self.state.lock();
@@ -263,7 +315,20 @@ impl GroupCommit {
             }
             state.syncing = true;
             drop(state);
-            let Some(work) = snapshot() else {
+            // Let appenders already inside `append` finish their write into the buffer, so
+            // this sync covers them too (bounded: a lone appender never waits).
+            self.settle(in_flight);
+            let work = match snapshot() {
+                Ok(work) => work,
+                Err(e) => {
+                    state = self.state.lock();
+                    state.syncing = false;
+                    state.poisoned.get_or_insert_with(|| format!("a write failed: {e}"));
+                    self.done.notify_all();
+                    return Err(e);
+                }
+            };
+            let Some(work) = work else {
                 // The writer was closed meanwhile; closing synced (or poisoned) everything.
                 state = self.state.lock();
                 state.syncing = false;
@@ -291,6 +356,31 @@ impl GroupCommit {
                 }
             }
             self.done.notify_all();
+        }
+    }
+
+    /// Waits, at most [`GROUP_COMMIT_SETTLE_US_MAX`], until no appender is between
+    /// entering `append` and handing its batch over (sleeping on a condvar, not spinning:
+    /// on a loaded machine a spin would give the core away for a whole time slice).
+    fn settle(&self, in_flight: &AtomicUsize) {
+        if in_flight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_micros(GROUP_COMMIT_SETTLE_US_MAX);
+        let mut guard = self.settle_lock.lock();
+        while in_flight.load(Ordering::Acquire) > 0 {
+            if self.settled.wait_until(&mut guard, deadline).timed_out() {
+                break;
+            }
+        }
+    }
+
+    /// Called by an appender that just handed its batch over; wakes a settling leader
+    /// when it was the last one in flight.
+    pub fn leave_flight(&self, in_flight: &AtomicUsize) {
+        if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.settle_lock.lock();
+            self.settled.notify_all();
         }
     }
 
