@@ -367,6 +367,7 @@ mod crash {
             "tier.after_put:5",
             "tier.after_verify",
             "tier.after_uploaded",
+            "tier.after_evidence_index",
             "tier.after_push",
             "tier.after_mark_evicted",
             "write_atomic.after_rename:2",
@@ -417,3 +418,8 @@ mod crash {
         }
     }
 }
+
+#[path = "tier/evidence.rs"]
+mod evidence;
+#[path = "tier/ranged.rs"]
+mod ranged;

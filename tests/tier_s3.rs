@@ -228,6 +228,9 @@ fn s3_server_down_then_back_and_stopped_mid_upload() {
     assert_eq!(local_logs(&dir), logs);
     let status = store.tier_status().unwrap();
     assert!(status.pending_segments > 0 && status.last_error.is_some());
+    let t = &status.topics[0];
+    assert!(t.pending_segments > 0 && t.pending_bytes > 0, "{t:?}");
+    assert!(t.last_error.as_deref().is_some_and(|e| e.contains(BUCKET)), "{t:?}");
     check_all(&topic, 150);
     // Back up: uploads catch up.
     let moto = moto.restart();
@@ -250,6 +253,7 @@ fn s3_server_down_then_back_and_stopped_mid_upload() {
     moto.signal("-CONT");
     store.tier().unwrap().upload_now().unwrap();
     let status = store.tier_status().unwrap();
+    assert_eq!(status.topics[0].last_error, None);
     assert_eq!((status.pending_segments, status.last_error), (0, None));
     check_all(&topic, 400);
     let end = trailkeep::tier::manifest::load(&dir.join("topics").join(TOPIC))
@@ -341,4 +345,43 @@ fn s3_process_killed_mid_upload_then_restarted() {
     drop(topic);
     drop(store);
     restore_and_check(&moto, "edge-3", &tmp.path().join("restored"), end);
+}
+
+#[test]
+fn s3_evidence_restore_verifies_and_reads_by_range() {
+    let Some(python) = moto_python() else { return };
+    let moto = Moto::start(&python, None, false);
+    moto.create_bucket(BUCKET);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let (store, topic) = open(&dir, tier(&moto, "edge-5"));
+    append(&topic, 0, 300);
+    let kept = topic.checkpoint().unwrap();
+    let vkey = topic.verifier_key().unwrap();
+    append(&topic, 300, 400);
+    topic.checkpoint().unwrap();
+    let report = store.tier().unwrap().upload_now().unwrap();
+    assert!(report.evidence_bytes > 0 && !report.evicted.is_empty(), "{report:?}");
+    let key = tmp.path().join("kept.key");
+    std::fs::copy(dir.join("keys").join("checkpoint.key"), &key).unwrap();
+    drop(topic);
+    store.close().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let fresh = tmp.path().join("restored");
+    let report = trailkeep::tier::restore(&fresh, &tier(&moto, "edge-5"), false).unwrap();
+    assert!(report.gaps.is_empty() && report.checkpoints[0].1 > 0, "{report:?}");
+    let end = report.topics[0].2 .0;
+    assert!(end > 300 && end < 400, "{end}");
+    trailkeep::tier::install_signing_key(&fresh, &key).unwrap();
+    let store = Store::open(&fresh).unwrap();
+    let topic = store.topic(TOPIC).unwrap();
+    // Every segment is evicted: verify reads them all by range from the bucket.
+    let report = topic.verify(None, &mut |_| {}).unwrap();
+    assert!(report.checkpoints > 0 && report.tree_size == end, "{report:?}");
+    let verifier = trailkeep::audit::NoteVerifier::parse(&vkey).unwrap();
+    let report = topic.verify(Some((&kept, &verifier)), &mut |_| {}).unwrap();
+    assert_eq!(report.external_size, Some(300));
+    assert_eq!(topic.read(Offset(end / 2)).unwrap().value, value(end / 2));
+    check_all(&topic, end);
 }

@@ -254,6 +254,7 @@ fn stats(dir: &std::path::Path) -> Result<(), CliError> {
             s.bytes
         );
     }
+    tier::print_stats(&store)?;
     Ok(())
 }
 

@@ -62,6 +62,10 @@ enum TierAction {
         /// Download every segment now (verified) instead of on first read.
         #[arg(long)]
         download: bool,
+        /// The store's checkpoint signing key, kept apart (it is never uploaded): installed
+        /// as <dir>/keys/checkpoint.key so stored checkpoints verify and new ones continue.
+        #[arg(long)]
+        signing_key: Option<std::path::PathBuf>,
     },
 }
 
@@ -142,9 +146,33 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
             print_status(&store.tier_status()?, false);
             result.map(|_| ()).map_err(CliError::from)
         }
-        TierAction::Restore { from, remote, download } => {
+        TierAction::Restore {
+            from,
+            remote,
+            download,
+            signing_key,
+        } => {
             let config = remote_config(from, &remote);
             let report = crate::tier::restore(dir, &config, download)?;
+            if let Some(key) = &signing_key {
+                crate::tier::install_signing_key(dir, key)?;
+            }
+            for (topic, kept, dropped) in &report.checkpoints {
+                eprintln!("restored topic {topic}: {kept} stored checkpoint(s)");
+                if *dropped > 0 {
+                    eprintln!(
+                        "warning: topic {topic}: {dropped} checkpoint(s) cover records that never reached the bucket; \
+                         set aside in checkpoints.unrestored.log"
+                    );
+                }
+            }
+            if signing_key.is_none() && report.checkpoints.iter().any(|c| c.1 > 0) {
+                eprintln!(
+                    "note: copy the old store's keys/checkpoint.key into {}/keys/ (or pass --signing-key) \
+                     before opening the store; without it the stored checkpoints do not verify",
+                    dir.display()
+                );
+            }
             for (topic, segments, end) in &report.topics {
                 eprintln!("restored topic {topic}: {segments} segment(s), offsets up to {end}");
             }
@@ -165,24 +193,49 @@ fn print_status(s: &crate::tier::TierStatus, json: bool) {
         return;
     }
     println!("remote: {}", s.remote.as_deref().unwrap_or("(not configured)"));
+    print_topics(s);
+    match &s.last_error {
+        Some(e) => println!("last error ({} failed pass(es) in a row): {e}", s.consecutive_failures),
+        None => println!("last error: none"),
+    }
+}
+
+fn print_topics(s: &crate::tier::TierStatus) {
     println!(
-        "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}",
+        "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}  last error",
         "topic", "pending", "pending bytes", "uploaded", "evicted", "remote bytes", "deleting"
     );
     for t in &s.topics {
         println!(
-            "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}",
+            "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}  {}",
             t.topic,
             t.pending_segments,
             t.pending_bytes,
             t.uploaded_segments,
             t.evicted_segments,
             t.remote_bytes,
-            t.deleting_segments
+            t.deleting_segments,
+            t.last_error.as_deref().unwrap_or("-")
         );
     }
+}
+
+/// The tiering part of `trailkeep stats`: per topic pending uploads, pending bytes and
+/// the last error, when the store has tier settings; nothing otherwise.
+///
+/// # Errors
+/// I/O errors reading the manifests.
+pub fn print_stats(store: &Store) -> Result<(), CliError> {
+    if PersistedConfig::load(store.dir())?.is_none() {
+        return Ok(());
+    }
+    let s = store.tier_status()?;
+    println!();
+    println!("tiering to {}", s.remote.as_deref().unwrap_or("?"));
+    print_topics(&s);
     match &s.last_error {
         Some(e) => println!("last error ({} failed pass(es) in a row): {e}", s.consecutive_failures),
         None => println!("last error: none"),
     }
+    Ok(())
 }

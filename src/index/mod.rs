@@ -108,6 +108,8 @@ pub struct SegmentIndex {
     pub offsets: Vec<OffsetEntry>,
     /// Time entries, strictly increasing in both fields.
     pub times: Vec<TimeEntry>,
+    /// Byte position of each time entry's batch (one binary search per seek by time).
+    time_positions: Vec<u32>,
     /// Log bytes covered when the last offset entry was added.
     last_entry_position: Option<u64>,
 }
@@ -116,9 +118,19 @@ impl SegmentIndex {
     /// Builds from decoded entries.
     pub fn from_entries(offsets: Vec<OffsetEntry>, times: Vec<TimeEntry>) -> Self {
         let last_entry_position = offsets.last().map(|e| u64::from(e.position));
+        // Time entries are written with offset entries; one without its offset entry
+        // (a damaged file) starts its scan at the offset entry before it.
+        let time_positions = times
+            .iter()
+            .map(|t| {
+                let idx = offsets.partition_point(|e| e.relative_offset <= t.relative_offset);
+                idx.checked_sub(1).map_or(0, |i| offsets[i].position)
+            })
+            .collect();
         SegmentIndex {
             offsets,
             times,
+            time_positions,
             last_entry_position,
         }
     }
@@ -151,6 +163,7 @@ impl SegmentIndex {
                 relative_offset,
             };
             self.times.push(entry);
+            self.time_positions.push(position);
             entry
         });
         (Some(offset_entry), time_entry)
@@ -175,6 +188,7 @@ impl SegmentIndex {
                 timestamp_us,
                 relative_offset,
             });
+            self.time_positions.push(position);
         }
     }
 
@@ -191,9 +205,15 @@ impl SegmentIndex {
         idx.checked_sub(1).map(|i| self.times[i].relative_offset)
     }
 
+    /// Like [`SegmentIndex::floor_time`], with the byte position of that batch.
+    pub fn floor_time_position(&self, timestamp_us: u64) -> Option<(u32, u32)> {
+        let idx = self.times.partition_point(|e| e.timestamp_us < timestamp_us);
+        idx.checked_sub(1).map(|i| (self.times[i].relative_offset, self.time_positions[i]))
+    }
+
     /// Memory held, for accounting.
     pub fn heap_bytes(&self) -> usize {
-        self.offsets.capacity() * OFFSET_ENTRY_BYTES + self.times.capacity() * TIME_ENTRY_BYTES
+        self.offsets.capacity() * OFFSET_ENTRY_BYTES + self.times.capacity() * (TIME_ENTRY_BYTES + 4)
     }
 }
 

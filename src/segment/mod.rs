@@ -140,6 +140,19 @@ pub struct SealedData {
     pub last_timestamp_us: u64,
     /// File size.
     pub bytes: u64,
+    /// Tiering hook: for a segment read from object storage in ranges, its bytes (then
+    /// `map` is None and `as_slice` is empty).
+    pub lazy: Option<Arc<dyn LazyBytes>>,
+}
+
+/// Tiering hook: the bytes of an evicted segment, fetched by range on demand.
+pub trait LazyBytes: Send + Sync {
+    /// Bytes `range` of the segment's log (fetched first if needed).
+    ///
+    /// # Errors
+    /// Object store errors naming the key; [`Error::Corrupt`] for a range that does not
+    /// match its recorded checksum.
+    fn read(&self, range: Range<u64>) -> Result<Vec<u8>>;
 }
 
 impl SealedData {
@@ -242,7 +255,8 @@ fn load_sealed_or_tiered(path: &Path, base: Offset, writable: bool) -> Result<Se
     match load_sealed(path, base, writable) {
         Err(Error::Io { source, context }) if source.kind() == std::io::ErrorKind::NotFound => {
             match crate::tier::fetch_evicted(path, base)? {
-                Some(cached) => load_sealed(&cached, base, false),
+                Some(crate::tier::Fetched::Whole(cached)) => load_sealed(&cached, base, false),
+                Some(crate::tier::Fetched::Ranged(data)) => Ok(data),
                 None => Err(Error::Io { source, context }),
             }
         }
@@ -264,6 +278,7 @@ fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> 
             first_timestamp_us: 0,
             last_timestamp_us: 0,
             bytes,
+            lazy: None,
         });
     }
     if bytes > index::SEGMENT_BYTES_MAX {
@@ -296,6 +311,7 @@ fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> 
         first_timestamp_us: scan.first_timestamp_us,
         last_timestamp_us: scan.last_timestamp_us,
         bytes,
+        lazy: None,
     })
 }
 
@@ -353,6 +369,7 @@ fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<Sea
         first_timestamp_us: first.timestamp_us,
         last_timestamp_us: last.timestamp_us,
         bytes: log.len() as u64,
+        lazy: None,
     })
 }
 

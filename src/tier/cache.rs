@@ -2,36 +2,81 @@
 //! segment's whole unit, fetched with ranged gets and checked (size and CRC-32) against
 //! the manifest before it is renamed into place. Bounded by bytes, least recently used
 //! out first; the entry just fetched always stays (one segment larger than the bound is
-//! still readable).
+//! still readable). Segments whose manifest entry has chunk checksums are read by range
+//! instead (see `ranged.rs`); their entries share this bound.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::error::IoContext;
 use crate::tier::manifest::SegmentEntry;
 use crate::tier::object::ObjectStore;
+use crate::tier::ranged::RangedLog;
 use crate::tier::{manifest, tier_error};
 use crate::{Error, Result};
 
 /// Size of one ranged get.
 const RANGE_BYTES: u64 = 8 << 20;
 
-struct Lru {
-    entries: HashMap<(String, u64), (u64, u64)>, // (topic, base) -> (bytes, last use tick)
-    tick: u64,
-    total: u64,
+/// One cache entry: a whole unit (`<base20>/`) or a segment read by range
+/// (`<base20>.ranged-<pid>/`, see `ranged.rs`).
+pub(crate) struct CacheEntry {
+    pub bytes: u64,
+    pub tick: u64,
+    pub dir: PathBuf,
+    pub ranged: Option<Arc<RangedLog>>,
+}
+
+/// (topic, base, ranged) -> entry.
+pub(crate) type CacheKey = (String, u64, bool);
+
+pub(crate) struct Lru {
+    pub entries: HashMap<CacheKey, CacheEntry>,
+    pub tick: u64,
+    pub total: u64,
+    pub max_bytes: u64,
+}
+
+impl Lru {
+    /// Marks `key` used now.
+    pub fn touch(&mut self, key: &CacheKey) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(e) = self.entries.get_mut(key) {
+            e.tick = tick;
+        }
+    }
+
+    /// Drops least recently used entries (never `keep`) while over the bound.
+    pub fn make_room(&mut self, keep: &CacheKey) {
+        while self.total > self.max_bytes {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(k, _)| *k != keep)
+                .min_by_key(|(_, v)| v.tick)
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            let Some(entry) = self.entries.remove(&victim) else {
+                break;
+            };
+            self.total = self.total.saturating_sub(entry.bytes);
+            // A reader that has it mapped or open keeps its mapping (unlink semantics).
+            let _ = fs::remove_dir_all(&entry.dir);
+        }
+    }
 }
 
 /// The cache of one store.
 pub struct SegmentCache {
     dir: PathBuf,
-    max_bytes: u64,
-    lru: Mutex<Lru>,
-    fetching: Mutex<()>,
+    pub(crate) lru: Arc<Mutex<Lru>>,
+    pub(crate) fetching: Mutex<()>,
 }
 
 impl SegmentCache {
@@ -41,6 +86,7 @@ impl SegmentCache {
             entries: HashMap::new(),
             tick: 0,
             total: 0,
+            max_bytes,
         };
         for topic in fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = topic.file_name().to_string_lossy().into_owned();
@@ -50,9 +96,16 @@ impl SegmentCache {
                     Ok(base) if seg_name.len() == 20 => {
                         let bytes = dir_bytes(&seg.path());
                         lru.total += bytes;
-                        lru.entries.insert((name.clone(), base), (bytes, 0));
+                        let entry = CacheEntry {
+                            bytes,
+                            tick: 0,
+                            dir: seg.path(),
+                            ranged: None,
+                        };
+                        lru.entries.insert((name.clone(), base, false), entry);
                     }
-                    // A fetch interrupted by a crash.
+                    // A fetch interrupted by a crash, or the ranged copy of an earlier run
+                    // (its chunk map lived in memory).
                     _ => {
                         let _ = fs::remove_dir_all(seg.path());
                     }
@@ -61,8 +114,7 @@ impl SegmentCache {
         }
         SegmentCache {
             dir,
-            max_bytes,
-            lru: Mutex::new(lru),
+            lru: Arc::new(Mutex::new(lru)),
             fetching: Mutex::new(()),
         }
     }
@@ -72,7 +124,7 @@ impl SegmentCache {
         self.lru.lock().total
     }
 
-    fn entry_dir(&self, topic: &str, base: u64) -> PathBuf {
+    pub(crate) fn entry_dir(&self, topic: &str, base: u64) -> PathBuf {
         self.dir.join(topic).join(format!("{base:020}"))
     }
 
@@ -89,29 +141,20 @@ impl SegmentCache {
             self.fetch(store, topic, entry, &dir)?;
         }
         let mut lru = self.lru.lock();
-        lru.tick += 1;
-        let tick = lru.tick;
-        let key = (topic.to_owned(), entry.base);
-        if let Some(e) = lru.entries.get_mut(&key) {
-            e.1 = tick;
-        } else {
+        let key = (topic.to_owned(), entry.base, false);
+        if !lru.entries.contains_key(&key) {
             let bytes = entry.total_bytes();
             lru.total += bytes;
-            lru.entries.insert(key.clone(), (bytes, tick));
+            let cached = CacheEntry {
+                bytes,
+                tick: 0,
+                dir,
+                ranged: None,
+            };
+            lru.entries.insert(key.clone(), cached);
         }
-        while lru.total > self.max_bytes {
-            let victim = lru
-                .entries
-                .iter()
-                .filter(|(k, _)| **k != key)
-                .min_by_key(|(_, v)| v.1)
-                .map(|(k, v)| (k.clone(), v.0));
-            let Some((victim, bytes)) = victim else { break };
-            lru.entries.remove(&victim);
-            lru.total -= bytes;
-            // A reader that has it mapped keeps its mapping (unlink semantics).
-            let _ = fs::remove_dir_all(self.entry_dir(&victim.0, victim.1));
-        }
+        lru.touch(&key);
+        lru.make_room(&key);
         Ok(log)
     }
 

@@ -25,9 +25,18 @@ pub(crate) fn evicted_bases(topic_dir: &Path) -> Result<Vec<Offset>> {
         .collect())
 }
 
-/// Called by `SealedSegment::load` when the `.log` is missing: fetches the segment into
-/// the read cache and returns the cached `.log`; None when the manifest does not list it.
-pub(crate) fn fetch_evicted(log_path: &Path, base: Offset) -> Result<Option<std::path::PathBuf>> {
+/// What [`fetch_evicted`] found for a segment whose `.log` is not local.
+pub(crate) enum Fetched {
+    /// The whole unit is in the read cache: map this `.log`.
+    Whole(std::path::PathBuf),
+    /// The segment is read by range (indexes fetched, log bytes on demand).
+    Ranged(crate::segment::SealedData),
+}
+
+/// Called by `SealedSegment::load` when the `.log` is missing: prepares a ranged read of
+/// the segment (or fetches it whole into the read cache); None when the manifest does not
+/// list it.
+pub(crate) fn fetch_evicted(log_path: &Path, base: Offset) -> Result<Option<Fetched>> {
     let Some(topic_dir) = log_path.parent() else {
         return Ok(None);
     };
@@ -45,7 +54,11 @@ pub(crate) fn fetch_evicted(log_path: &Path, base: Offset) -> Result<Option<std:
             store_dir.display()
         )));
     };
-    tier.cache.get(tier.remote.as_ref(), &m.topic, entry).map(Some)
+    if let Some(data) = tier.cache.ranged(&tier.remote, &m.topic, entry)? {
+        return Ok(Some(Fetched::Ranged(data)));
+    }
+    let cached = tier.cache.get(tier.remote.as_ref(), &m.topic, entry)?;
+    Ok(Some(Fetched::Whole(cached)))
 }
 
 /// The summary of an evicted segment from the manifest (no download).

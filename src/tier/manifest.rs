@@ -23,6 +23,8 @@ pub const MANIFEST_FORMAT: &str = "trailkeep-tier-manifest-1";
 pub const TIER_DIR: &str = "tier";
 const MANIFEST_FILE: &str = "manifest.json";
 const LOCK_FILE: &str = "manifest.lock";
+/// Size of the chunks an evicted `.log` is read in (see `log_chunk_crc32`): 1 MiB.
+pub const CHUNK_BYTES: u64 = 1 << 20;
 
 /// Where a sealed segment is in the tiering state machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,11 @@ pub struct SegmentEntry {
     /// When the upload was verified (µs), once it was.
     #[serde(default)]
     pub uploaded_at_us: Option<u64>,
+    /// CRC-32 of each [`CHUNK_BYTES`] chunk of the `.log` (the last may be shorter), so
+    /// that reads can fetch and check single chunks. Empty in manifests written before
+    /// ranged reads: such segments are fetched whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_chunk_crc32: Vec<u32>,
 }
 
 impl SegmentEntry {

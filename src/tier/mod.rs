@@ -7,13 +7,15 @@
 //! conditional put); until then the local files are the copy.
 
 pub mod cache;
+mod evidence;
 mod hooks;
 pub mod manifest;
 pub mod object;
+mod ranged;
 mod restore;
 pub mod s3;
 mod status;
-mod upload;
+pub(crate) mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
@@ -22,9 +24,9 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
-pub(crate) use hooks::{evicted_bases, evicted_summary, fetch_evicted, on_retention_delete, segment_bytes};
+pub(crate) use hooks::{evicted_bases, evicted_summary, fetch_evicted, on_retention_delete, segment_bytes, Fetched};
 pub use object::{LocalDirStore, ObjError, ObjectInfo, ObjectStore, PutMode};
-pub use restore::{restore, RestoreReport};
+pub use restore::{install_signing_key, restore, RestoreReport};
 pub use s3::{S3Config, S3Store};
 pub use status::{TierStatus, TopicTierStatus};
 pub use upload::PassReport;

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::error::IoContext;
 use crate::segment::{self, LOG_EXT};
 use crate::tier::manifest::{self, Manifest, SegmentState};
-use crate::tier::{cache, tier_error, PersistedConfig, TierConfig};
+use crate::tier::{cache, evidence, tier_error, PersistedConfig, TierConfig};
 use crate::{Error, Offset, Result};
 
 /// What a restore rebuilt.
@@ -20,6 +20,37 @@ pub struct RestoreReport {
     pub downloaded_bytes: u64,
     /// Offset ranges no restored segment holds (segments that never reached the bucket).
     pub gaps: Vec<(String, Offset, Offset)>,
+    /// Per topic with tamper evidence in the bucket: name, stored checkpoints restored,
+    /// checkpoints set aside in `checkpoints.unrestored.log` because they cover records
+    /// past the restored log's end (records that never reached the bucket).
+    pub checkpoints: Vec<(String, usize, usize)>,
+}
+
+/// Parses an uploaded `start.offset` (u64 offset, u32 CRC-32 of it, little-endian).
+fn parse_start(bytes: &[u8]) -> Option<u64> {
+    let offset: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    let crc: [u8; 4] = bytes.get(8..12)?.try_into().ok()?;
+    (bytes.len() == 12 && crc32fast::hash(&offset) == u32::from_le_bytes(crc)).then(|| u64::from_le_bytes(offset))
+}
+
+/// Installs a kept signing key as `<store>/keys/checkpoint.key` (mode 0600), so that the
+/// restored store verifies its stored checkpoints and signs new ones with the old key.
+/// The key is never uploaded: keep a copy of it (or at least of the verifier key) apart.
+///
+/// # Errors
+/// I/O errors; [`Error::InvalidConfig`] when a key is installed already.
+pub fn install_signing_key(store_dir: &Path, key_file: &Path) -> Result<()> {
+    let dir = store_dir.join(crate::store::KEYS_DIR);
+    let target = dir.join(crate::store::SIGNING_KEY_FILE);
+    if target.exists() {
+        return Err(Error::InvalidConfig(format!("{} exists already", target.display())));
+    }
+    let key = std::fs::read(key_file).context(|| format!("reading {}", key_file.display()))?;
+    std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
+    crate::fsutil::write_atomic(&target, &key)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+        .context(|| format!("setting the mode of {}", target.display()))
 }
 
 /// Restores the bucket prefix of `config` into `store_dir`, which must be empty or absent.
@@ -72,6 +103,7 @@ pub fn restore(store_dir: &Path, config: &TierConfig, download: bool) -> Result<
     let store_id = manifests.first().map(|m| m.store_id.clone()).unwrap_or_default();
     crate::Store::open(store_dir)?;
     let mut report = RestoreReport::default();
+    let mut store_ids: Vec<String> = Vec::new();
     for remote_m in manifests {
         let dir = store_dir.join(crate::store::TOPICS_DIR).join(&remote_m.topic);
         std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
@@ -84,7 +116,22 @@ pub fn restore(store_dir: &Path, config: &TierConfig, download: bool) -> Result<
         crate::fsutil::write_atomic(&dir.join(crate::topic::config::CONFIG_FILE), &text)?;
         let mut local = remote_m.clone();
         local.segments.retain(|s| s.in_bucket());
-        for s in &mut local.segments {
+        let evidence = evidence::fetch(store, &local.topic)?;
+        let file = |name: &str| {
+            evidence
+                .iter()
+                .flatten()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| b.as_slice())
+        };
+        // Segments below the uploaded start offset were being deleted by retention.
+        let uploaded_start = file(segment::START_FILE).and_then(parse_start);
+        if let Some(start) = uploaded_start.filter(|&u| local.segments.iter().any(|s| s.base >= u)) {
+            for s in local.segments.iter_mut().filter(|s| s.base < start) {
+                s.state = SegmentState::Deleting;
+            }
+        }
+        for s in local.segments.iter_mut().filter(|s| s.in_bucket()) {
             if download {
                 for f in &s.files {
                     let key = manifest::remote_file_key(&local.topic, s.base, &f.name);
@@ -99,8 +146,9 @@ pub fn restore(store_dir: &Path, config: &TierConfig, download: bool) -> Result<
         if local != remote_m {
             local.generation += 1;
         }
-        let mut expected = local.segments.first().map_or(0, |s| s.base);
-        for s in &local.segments {
+        let kept: Vec<&manifest::SegmentEntry> = local.segments.iter().filter(|s| s.in_bucket()).collect();
+        let mut expected = kept.first().map_or(0, |s| s.base);
+        for s in &kept {
             if s.base != expected {
                 report
                     .gaps
@@ -110,15 +158,46 @@ pub fn restore(store_dir: &Path, config: &TierConfig, download: bool) -> Result<
         }
         std::fs::create_dir_all(dir.join(manifest::TIER_DIR)).context(|| format!("creating {}", dir.display()))?;
         crate::fsutil::write_atomic(&manifest::manifest_path(&dir), &local.encode())?;
-        if let Some(last) = local.segments.last() {
+        if let (Some(first), Some(last)) = (kept.first(), kept.last()) {
+            // The first offset held is the first restored segment's base.
+            segment::write_start_offset(&dir, Offset(first.base))?;
             // The active segment: empty, where the restored log ends.
             let path = dir.join(segment::file_name(Offset(last.end_offset), LOG_EXT));
             std::fs::File::create(&path).context(|| format!("creating {}", path.display()))?;
             crate::fsutil::sync_dir(&dir)?;
         }
-        report
-            .topics
-            .push((local.topic.clone(), local.segments.len(), Offset(expected)));
+        if let Some(files) = &evidence {
+            let installed = evidence::install(&dir, files, expected)?;
+            report
+                .checkpoints
+                .push((local.topic.clone(), installed.checkpoints, installed.dropped));
+            if let Some(id) = file(crate::store::STORE_ID_FILE) {
+                store_ids.push(String::from_utf8_lossy(id).trim().to_owned());
+            }
+        }
+        report.topics.push((local.topic.clone(), kept.len(), Offset(expected)));
+    }
+    // Checkpoint origins name the store id: the restored store keeps the old one.
+    if let Some(id) = store_ids.first() {
+        if store_ids.iter().any(|other| other != id) {
+            return Err(Error::InvalidConfig(format!(
+                "the topics in {} come from different stores ({}); restore one store per prefix",
+                store.describe(),
+                store_ids.join(", ")
+            )));
+        }
+        let valid = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(cache::remote_corrupt(
+                store,
+                "topics/",
+                format!("uploaded store id {id:?} is not 16 hex digits"),
+            ));
+        }
+        crate::fsutil::write_atomic(
+            &store_dir.join(crate::store::STORE_ID_FILE),
+            format!("{id}\n").as_bytes(),
+        )?;
     }
     PersistedConfig {
         store_id,

@@ -19,6 +19,9 @@ pub(crate) struct RunStatus {
     pub last_error_at_us: Option<u64>,
     pub last_success_at_us: Option<u64>,
     pub consecutive_failures: u32,
+    /// The error of each topic whose last pass failed.
+    #[serde(default)]
+    pub topic_errors: std::collections::BTreeMap<String, String>,
 }
 
 impl RunStatus {
@@ -70,6 +73,8 @@ pub struct TopicTierStatus {
     pub deleting_segments: usize,
     /// Oldest pending segment.
     pub oldest_pending: Option<Offset>,
+    /// The error of this topic's last pass, if it failed.
+    pub last_error: Option<String>,
 }
 
 /// Tiering status of a store.
@@ -112,7 +117,7 @@ pub(crate) fn collect(store_dir: &Path, tier: Option<&StoreTier>) -> Result<Tier
         remote,
         cache_bytes: tier.map_or(0, |t| t.cache.bytes()),
         last_error: if run.consecutive_failures > 0 {
-            run.last_error
+            run.last_error.clone()
         } else {
             None
         },
@@ -134,6 +139,7 @@ pub(crate) fn collect(store_dir: &Path, tier: Option<&StoreTier>) -> Result<Tier
         let dir = topics_dir.join(&name);
         let m = manifest::load(&dir)?;
         let mut t = TopicTierStatus {
+            last_error: run.topic_errors.get(&name).cloned(),
             topic: name,
             ..TopicTierStatus::default()
         };

@@ -25,6 +25,8 @@ pub struct PassReport {
     pub deleted_remote: Vec<(String, Offset)>,
     /// Bytes uploaded.
     pub uploaded_bytes: u64,
+    /// Bytes of tamper evidence (tree, checkpoints) uploaded.
+    pub evidence_bytes: u64,
     /// True when another process was running a pass (background passes skip).
     pub busy: bool,
 }
@@ -54,13 +56,16 @@ pub(crate) fn run_pass(tier: &StoreTier, wait: bool) -> Result<PassReport> {
         .filter(|n| topics_dir.join(n).join(crate::topic::config::CONFIG_FILE).exists())
         .collect();
     names.sort();
+    let mut topic_errors = std::collections::BTreeMap::new();
     for name in names {
         if let Err(e) = sync_topic(tier, &topics_dir.join(&name), &name, &mut report) {
             tracing::warn!(topic = %name, error = %e, "tiering pass failed for a topic");
+            topic_errors.insert(name, e.to_string());
             first_error.get_or_insert(e);
         }
     }
     tier.status.lock().record(first_error.as_ref(), &report);
+    tier.status.lock().topic_errors = topic_errors;
     let _ = tier.status.lock().save(&tier.store_dir);
     first_error.map_or(Ok(report), Err)
 }
@@ -128,6 +133,9 @@ fn sync_topic(tier: &StoreTier, dir: &Path, topic: &str, report: &mut PassReport
     let Some(pushed) = manifest::load(dir)? else {
         return first_error.map_or(Ok(()), Err);
     };
+    // Tamper evidence after the segments, before the manifest that lists them: a tree
+    // copied after this manifest was read covers every segment retention removed from it.
+    report.evidence_bytes += crate::tier::evidence::upload(store, &tier.store_id, dir, topic)?;
     manifest::push(store, &pushed)?;
     hit("tier.after_push");
     delete_remote(store, dir, topic, &pushed, report)?;
@@ -155,27 +163,44 @@ fn unit_files(dir: &Path, base: u64) -> Result<Vec<PathBuf>> {
     Ok(std::iter::once(log).chain(rest).map(|n| dir.join(n)).collect())
 }
 
-fn file_entry(path: &Path) -> Result<FileEntry> {
+/// Size and CRC-32 of a file, and the CRC-32 of each [`manifest::CHUNK_BYTES`] chunk.
+fn file_entry(path: &Path) -> Result<(FileEntry, Vec<u32>)> {
     let mut file = fs::File::open(path).context(|| format!("opening {}", path.display()))?;
     let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0; 1 << 20];
+    let mut chunks = Vec::new();
+    let mut buf = vec![0; manifest::CHUNK_BYTES as usize];
     let mut bytes = 0u64;
     loop {
-        let n = file.read(&mut buf).context(|| format!("reading {}", path.display()))?;
+        // Fill a whole chunk (a short read is not the end of the file).
+        let mut n = 0;
+        while n < buf.len() {
+            let got = file
+                .read(&mut buf[n..])
+                .context(|| format!("reading {}", path.display()))?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        chunks.push(crc32fast::hash(&buf[..n]));
         bytes += n as u64;
+        if n < buf.len() {
+            break;
+        }
     }
-    Ok(FileEntry {
+    let entry = FileEntry {
         name: path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
         bytes,
         crc32: hasher.finalize(),
-    })
+    };
+    Ok((entry, chunks))
 }
 
 /// Uploads one segment's unit: intent, puts, verification, `uploaded`. Returns the bytes
@@ -193,10 +218,15 @@ fn upload_segment(
     }
     // Loading confirms the log (and its indexes) before a copy of it is trusted.
     let data = seg.load(false)?;
-    let files = unit_files(dir, base)?
-        .iter()
-        .map(|p| file_entry(p))
-        .collect::<Result<Vec<_>>>()?;
+    let mut files = Vec::new();
+    let mut log_chunk_crc32 = Vec::new();
+    for (i, path) in unit_files(dir, base)?.iter().enumerate() {
+        let (file, chunks) = file_entry(path)?;
+        if i == 0 {
+            log_chunk_crc32 = chunks;
+        }
+        files.push(file);
+    }
     let entry = SegmentEntry {
         base,
         end_offset: data.end_offset.0,
@@ -205,6 +235,7 @@ fn upload_segment(
         state: SegmentState::Uploading,
         files,
         uploaded_at_us: None,
+        log_chunk_crc32,
     };
     drop(data);
     seg.unload();
@@ -251,7 +282,7 @@ fn upload_segment(
 }
 
 /// HEAD for the size, then a streamed read of the object for its CRC-32.
-fn verify(store: &dyn ObjectStore, key: &str, f: &FileEntry) -> Result<()> {
+pub(crate) fn verify(store: &dyn ObjectStore, key: &str, f: &FileEntry) -> Result<()> {
     let head = store.head(key).map_err(|e| tier_error(store, key, "verifying", e))?;
     let size = head.map(|h| h.size);
     if size != Some(f.bytes) {

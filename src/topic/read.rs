@@ -64,9 +64,7 @@ impl BatchCursor {
         }
         let relative = index::relative(seg.base, offset).unwrap_or(u32::MAX);
         let start = data.index.floor_offset(relative).map_or(0, |e| u64::from(e.position));
-        let found = walk_headers(&data.as_slice()[start as usize..], start, &seg.path, |h| {
-            h.end_offset() > offset
-        })?;
+        let found = walk_sealed(&data, start, &seg.path, |h| h.end_offset() > offset)?;
         let Some((pos, header)) = found else {
             return Err(segment::corrupt(
                 &seg.path,
@@ -99,6 +97,11 @@ impl BatchCursor {
                 Place::Sealed(seg, data) => {
                     if self.pos >= data.bytes {
                         None
+                    } else if let Some(lazy) = &data.lazy {
+                        // Tiering hook: an evicted segment read by range.
+                        let bytes = read_lazy_batch(lazy.as_ref(), &seg.path, self.pos, data.bytes)?;
+                        let header = self.check(&bytes, &seg.path)?;
+                        Some((header, BatchBytes::Owned(bytes)))
                     } else {
                         let map = data
                             .map
@@ -234,8 +237,13 @@ fn gap(topic: &Topic, from: Offset, to: Offset) -> Error {
     }
 }
 
-/// Walks the tail's batch headers with `pread`, from the index entry at or before
-/// `relative_hint`, until `stop` holds; None when it holds for no visible batch.
+/// Bytes read at once while walking the tail's headers (one `pread` covers the usual
+/// walk from an index entry: entries are at most `INDEX_INTERVAL_BYTES` apart).
+const TAIL_WALK_WINDOW_BYTES: u64 = 8 * 1024;
+
+/// Walks the tail's batch headers from the index entry at or before `offset` until
+/// `stop` holds; None when it holds for no visible batch. Headers are trusted through
+/// their header check; the index entry only if the header there confirms it.
 fn seek_in_tail(
     tail: &TailSegment,
     offset: Offset,
@@ -243,11 +251,30 @@ fn seek_in_tail(
     mut stop: impl FnMut(&BatchHeader) -> bool,
 ) -> Result<Option<(u64, BatchHeader)>> {
     let relative = index::relative(tail.base, offset).unwrap_or(u32::MAX);
-    let mut pos = tail.start_position(relative, limit);
+    let entry = tail.index.read().floor_offset(relative);
+    let (mut pos, mut unconfirmed) = match entry {
+        Some(e) if u64::from(e.position) + BATCH_HEADER_BYTES as u64 <= limit => {
+            (u64::from(e.position), Some(tail.base.0 + u64::from(e.relative_offset)))
+        }
+        _ => (0, None),
+    };
+    let (mut window, mut window_start) = (Vec::new(), 0u64);
     while pos + BATCH_HEADER_BYTES as u64 <= limit {
-        // Whole batches, checksummed: a header is not trusted on its own.
-        let (header, bytes) = segment::read_batch_at(&tail.file, &tail.path, pos, limit)?;
-        batch::check_crc(&header, &bytes).map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
+        if pos < window_start || pos + BATCH_HEADER_BYTES as u64 > window_start + window.len() as u64 {
+            window = tail.read_range(pos, (pos + TAIL_WALK_WINDOW_BYTES).min(limit))?;
+            window_start = pos;
+        }
+        let decoded = BatchHeader::decode_header_only(&window[(pos - window_start) as usize..]);
+        if let Some(base) = unconfirmed.take() {
+            if decoded.as_ref().map_or(true, |h| h.base_offset.0 != base) {
+                pos = 0; // The index entry does not match the log: walk from the start.
+                continue;
+            }
+        }
+        let header = decoded.map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
+        if pos + u64::from(header.batch_bytes) > limit {
+            return Err(segment::corrupt(&tail.path, pos, "batch runs past the written data"));
+        }
         if stop(&header) {
             return Ok(Some((pos, header)));
         }
@@ -353,18 +380,15 @@ impl Topic {
         }
         if let Some(seg) = sealed.get(lo) {
             let data = load_or_deleted(self, seg, seg.base)?;
-            let relative = data.index.floor_time(timestamp_us).unwrap_or(0);
-            let start = data.index.floor_offset(relative).map_or(0, |e| u64::from(e.position));
-            let found = walk_headers(&data.as_slice()[start as usize..], start, &seg.path, |h| {
-                h.timestamp_us >= timestamp_us
-            })?;
+            let start = data.index.floor_time_position(timestamp_us).map_or(0, |(_, p)| u64::from(p));
+            let found = walk_sealed(&data, start, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
             return Ok(found.map(|(_, h)| h.base_offset));
         }
         let visible = *shared.visible.lock();
         if visible.tail_base != tail.base {
             return self.seek_time(timestamp_us);
         }
-        let relative = tail.index.read().floor_time(timestamp_us).unwrap_or(0);
+        let relative = tail.index.read().floor_time_position(timestamp_us).map_or(0, |(r, _)| r);
         let found = seek_in_tail(
             &tail,
             Offset(tail.base.0 + u64::from(relative)),
@@ -373,6 +397,43 @@ impl Topic {
         )?;
         Ok(found.map(|(_, h)| h.base_offset))
     }
+}
+
+/// `walk_headers` over a sealed segment; for one read by range (tiering), header by
+/// header so that only the ranges walked are fetched.
+fn walk_sealed(
+    data: &SealedData,
+    start: u64,
+    path: &Path,
+    mut stop: impl FnMut(&BatchHeader) -> bool,
+) -> Result<Option<(u64, BatchHeader)>> {
+    let Some(lazy) = &data.lazy else {
+        return walk_headers(&data.as_slice()[start as usize..], start, path, stop);
+    };
+    let mut pos = start;
+    while pos < data.bytes {
+        let head = lazy.read(pos..(pos + BATCH_HEADER_BYTES as u64).min(data.bytes))?;
+        let header = BatchHeader::decode_header_only(&head).map_err(|e| segment::corrupt_at(path, pos, e))?;
+        if stop(&header) {
+            return Ok(Some((pos, header)));
+        }
+        if (header.batch_bytes as usize) < BATCH_HEADER_BYTES {
+            return Err(segment::corrupt(path, pos, "batch shorter than its header"));
+        }
+        pos += u64::from(header.batch_bytes);
+    }
+    Ok(None)
+}
+
+/// One whole batch of a segment read by range.
+fn read_lazy_batch(lazy: &dyn segment::LazyBytes, path: &Path, pos: u64, limit: u64) -> Result<Vec<u8>> {
+    let head = lazy.read(pos..(pos + BATCH_HEADER_BYTES as u64).min(limit))?;
+    let header = BatchHeader::decode_header_only(&head).map_err(|e| segment::corrupt_at(path, pos, e))?;
+    let end = pos + u64::from(header.batch_bytes);
+    if end > limit {
+        return Err(segment::corrupt(path, pos, "batch runs past the end of the segment"));
+    }
+    lazy.read(pos..end)
 }
 
 /// Owned records from an offset on; see [`Topic::iter`].

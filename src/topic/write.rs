@@ -425,7 +425,10 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn enter(shared: &'a TopicShared) -> Self {
         shared.appending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        InFlight { counter: &shared.appending, commit: &shared.commit }
+        InFlight {
+            counter: &shared.appending,
+            commit: &shared.commit,
+        }
     }
 }
 
