@@ -239,7 +239,7 @@ fn gap(topic: &Topic, from: Offset, to: Offset) -> Error {
 
 /// Bytes read at once while walking the tail's headers (one `pread` covers the usual
 /// walk from an index entry: entries are at most `INDEX_INTERVAL_BYTES` apart).
-const TAIL_WALK_WINDOW_BYTES: u64 = 8 * 1024;
+const TAIL_WALK_WINDOW_BYTES: u64 = crate::index::INDEX_INTERVAL_BYTES + 2 * BATCH_HEADER_BYTES as u64;
 
 /// Walks the tail's batch headers from the index entry at or before `offset` until
 /// `stop` holds; None when it holds for no visible batch. Headers are trusted through
