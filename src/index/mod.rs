@@ -205,10 +205,10 @@ impl SegmentIndex {
         idx.checked_sub(1).map(|i| self.times[i].relative_offset)
     }
 
-    /// Like [`SegmentIndex::floor_time`], with the byte position of that batch.
-    pub fn floor_time_position(&self, timestamp_us: u64) -> Option<(u32, u32)> {
+    /// Like [`SegmentIndex::floor_time`]: that entry, with the byte position of its batch.
+    pub fn floor_time_position(&self, timestamp_us: u64) -> Option<(TimeEntry, u32)> {
         let idx = partition_by_time(&self.times, timestamp_us);
-        idx.checked_sub(1).map(|i| (self.times[i].relative_offset, self.time_positions[i]))
+        idx.checked_sub(1).map(|i| (self.times[i], self.time_positions[i]))
     }
 
     /// Memory held, for accounting.

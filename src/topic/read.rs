@@ -63,8 +63,10 @@ impl BatchCursor {
             return Err(gap(topic, data.end_offset, next_base));
         }
         let relative = index::relative(seg.base, offset).unwrap_or(u32::MAX);
-        let start = data.index.floor_offset(relative).map_or(0, |e| u64::from(e.position));
-        let found = walk_sealed(&data, start, &seg.path, |h| h.end_offset() > offset)?;
+        let entry = data.index.floor_offset(relative);
+        let start = entry.map_or(0, |e| u64::from(e.position));
+        let expect = entry.map(|e| (Offset(seg.base.0 + u64::from(e.relative_offset)), None));
+        let found = walk_sealed(&data, start, expect, &seg.path, |h| h.end_offset() > offset)?;
         let Some((pos, header)) = found else {
             return Err(segment::corrupt(
                 &seg.path,
@@ -380,15 +382,18 @@ impl Topic {
         }
         if let Some(seg) = sealed.get(lo) {
             let data = load_or_deleted(self, seg, seg.base)?;
-            let start = data.index.floor_time_position(timestamp_us).map_or(0, |(_, p)| u64::from(p));
-            let found = walk_sealed(&data, start, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
+            let entry = data.index.floor_time_position(timestamp_us);
+            let start = entry.map_or(0, |(_, p)| u64::from(p));
+            let expect =
+                entry.map(|(t, _)| (Offset(seg.base.0 + u64::from(t.relative_offset)), Some(t.timestamp_us)));
+            let found = walk_sealed(&data, start, expect, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
             return Ok(found.map(|(_, h)| h.base_offset));
         }
         let visible = *shared.visible.lock();
         if visible.tail_base != tail.base {
             return self.seek_time(timestamp_us);
         }
-        let relative = tail.index.read().floor_time_position(timestamp_us).map_or(0, |(r, _)| r);
+        let relative = tail.index.read().floor_time_position(timestamp_us).map_or(0, |(t, _)| t.relative_offset);
         let found = seek_in_tail(
             &tail,
             Offset(tail.base.0 + u64::from(relative)),
@@ -401,12 +406,35 @@ impl Topic {
 
 /// `walk_headers` over a sealed segment; for one read by range (tiering), header by
 /// header so that only the ranges walked are fetched.
+///
+/// `expect` is what the index entry that gave `start` claims is there (base offset, and
+/// append time for a time entry). Index entries are confirmed here, on use, not all at
+/// load: an entry the log does not confirm is ignored and the walk starts at byte 0.
 fn walk_sealed(
     data: &SealedData,
     start: u64,
+    expect: Option<(Offset, Option<u64>)>,
     path: &Path,
     mut stop: impl FnMut(&BatchHeader) -> bool,
 ) -> Result<Option<(u64, BatchHeader)>> {
+    let start = match expect {
+        Some((base, time)) if start > 0 => {
+            let head = match &data.lazy {
+                Some(lazy) => lazy.read(start..(start + BATCH_HEADER_BYTES as u64).min(data.bytes)).ok(),
+                None => data.as_slice().get(start as usize..start as usize + BATCH_HEADER_BYTES).map(<[u8]>::to_vec),
+            };
+            let confirmed = head
+                .and_then(|h| BatchHeader::decode_header_only(&h).ok())
+                .is_some_and(|h| h.base_offset == base && time.is_none_or(|t| t == h.timestamp_us));
+            if confirmed {
+                start
+            } else {
+                tracing::warn!(segment = %path.display(), byte = start, "index entry not confirmed by the log; walking from the start");
+                0
+            }
+        }
+        _ => start,
+    };
     let Some(lazy) = &data.lazy else {
         return walk_headers(&data.as_slice()[start as usize..], start, path, stop);
     };
