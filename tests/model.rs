@@ -484,7 +484,10 @@ impl Harness {
             first,
             count,
         });
-        if start_pos == 0 && active > 0 && !self.case.evidence {
+        // A segment a crash cut to 0 bytes is appended to without a roll (and without
+        // retention): only a segment file new in this step is a roll.
+        let rolled = start_pos == 0 && active > 0 && before.iter().all(|&(b, _)| b != active);
+        if rolled && !self.case.evidence {
             // A roll happened and retention ran with an empty tail: sealed bytes fit the limit.
             if let Some(max) = self.case.retention_bytes {
                 let sealed: u64 = after[..after.len() - 1].iter().map(|&(_, l)| l).sum();
@@ -1275,6 +1278,55 @@ fn pinned_second_reader_of_a_topic_without_segments() {
         until_consumed: false,
         hard_bytes: None,
         ops: vec![Op::SecondReader, Op::Append(rec(10)), Op::SecondReader],
+    };
+    run_case(&case).unwrap();
+}
+
+#[test]
+fn pinned_append_into_a_segment_a_crash_emptied_is_no_roll() {
+    // Found by the model (PROPTEST_RNG_SEED=77, 3000 cases): a crash cut the active segment
+    // to 0 bytes, the next append went into it (`start_pos == 0` without a roll, so without
+    // retention), and the roll check demanded the sealed bytes fit a limit that the slowest
+    // group's commit had held back at the last real roll and no longer held back.
+    let mut ops = vec![Op::Commit(0, 0)];
+    ops.extend((0..12).map(|i| Op::AppendBatch((0..5).map(|j| rec(600 + i * 7 + j)).collect())));
+    ops.extend([Op::Reset(0, 1, 0), Op::Crash(2), Op::Append(rec(50))]);
+    let case = Case {
+        segment_bytes: 4096,
+        zstd: false,
+        retention_bytes: Some(9000),
+        always: false,
+        evidence: false,
+        until_consumed: true,
+        hard_bytes: None,
+        ops,
+    };
+    run_case(&case).unwrap();
+}
+
+#[test]
+fn pinned_consumer_at_the_end_of_a_tail_that_retention_deleted() {
+    // Found by the model: a consumer read to the end of the active segment; the next append
+    // rolled it and retention deleted it at once. The consumer's position (the new start)
+    // is held, but its poll failed with `OffsetOutOfRange` for that very offset, and every
+    // later poll returned nothing (the iterator stays failed).
+    let batch = |n: usize| Op::AppendBatch((0..5).map(|j| rec(600 + n * 5 + j)).collect());
+    let case = Case {
+        segment_bytes: 4096,
+        zstd: false,
+        retention_bytes: Some(1000),
+        always: false,
+        evidence: false,
+        until_consumed: false,
+        hard_bytes: None,
+        ops: vec![
+            Op::OpenConsumer(0, false, false, false),
+            batch(0),
+            Op::Poll(39),
+            batch(1),
+            Op::Poll(39),
+            Op::Poll(39),
+        ],
     };
     run_case(&case).unwrap();
 }

@@ -184,7 +184,12 @@ impl Consumer {
         while out.len() < max_records {
             match self.records.next() {
                 Some(record) => {
-                    let record = record?;
+                    let record = record.inspect_err(|_| {
+                        // The iterator stops for good after an error; the next poll
+                        // starts a fresh one at the position, so a passing problem
+                        // (e.g. a segment deleted under it) does not stall the consumer.
+                        self.records = self.topic.iter(self.position);
+                    })?;
                     self.position = Offset(record.offset.0 + 1);
                     out.push(record);
                 }

@@ -175,7 +175,11 @@ impl BatchCursor {
                     .find(|s| s.base == tail.base)
                     .cloned();
                 let Some(seg) = sealed else {
-                    return Err(self.topic.out_of_range(self.expected));
+                    // Sealed and already deleted by retention: what follows (if still
+                    // held) is in a later segment; a fresh seek finds it or says out of range.
+                    let topic = self.topic.clone();
+                    *self = BatchCursor::seek(&topic, self.expected)?;
+                    return Ok(true);
                 };
                 let data = load_or_deleted(&self.topic, &seg, self.expected)?;
                 self.place = Place::Sealed(seg, data);
