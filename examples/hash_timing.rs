@@ -13,11 +13,17 @@ fn main() -> trailkeep::Result<()> {
     }
     let t = Instant::now();
     let mut n = 0u64;
-    topic.scan(Offset(0), |_| { n += 1; ControlFlow::Continue(()) })?;
+    topic.scan(Offset(0), |_| {
+        n += 1;
+        ControlFlow::Continue(())
+    })?;
     println!("scan only: {:?}", t.elapsed());
     let t = Instant::now();
     let mut leaves = Vec::with_capacity(1_000_000);
-    topic.scan(Offset(0), |r| { leaves.push(trailkeep::topic::record_leaf(&r).unwrap()); ControlFlow::Continue(()) })?;
+    topic.scan(Offset(0), |r| {
+        leaves.push(trailkeep::topic::record_leaf(&r).unwrap());
+        ControlFlow::Continue(())
+    })?;
     println!("scan + leaf hash: {:?}", t.elapsed());
     let tdir = tempfile::tempdir().unwrap();
     let mut tree = audit::TreeFile::open(tdir.path()).unwrap();
@@ -32,7 +38,11 @@ fn main() -> trailkeep::Result<()> {
     let t = Instant::now();
     let v = vec![7u8; 330];
     let mut h = [0u8; 32];
-    for i in 0..1_000_000u32 { let mut b = v.clone(); b[0] = i as u8; h = audit::leaf_hash(&b); }
+    for i in 0..1_000_000u32 {
+        let mut b = v.clone();
+        b[0] = i as u8;
+        h = audit::leaf_hash(&b);
+    }
     println!("1M sha256 of 330 B: {:?} {}", t.elapsed(), h[0]);
     Ok(())
 }

@@ -15,7 +15,13 @@ fn main() -> trailkeep::Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::builder(dir.path()).durability(Durability::Buffered).open()?;
         let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;
-        let batch: Vec<NewRecord> = (0..1000).map(|i| NewRecord::new(value.clone()).with_key(format!("{:032x}", i * 7919)).with_event_time_us(1_700_000_000_000_000 + i as i64)).collect();
+        let batch: Vec<NewRecord> = (0..1000)
+            .map(|i| {
+                NewRecord::new(value.clone())
+                    .with_key(format!("{:032x}", i * 7919))
+                    .with_event_time_us(1_700_000_000_000_000 + i as i64)
+            })
+            .collect();
         let t = Instant::now();
         for _ in 0..1000 {
             topic.append_batch(&batch)?;

@@ -21,7 +21,11 @@ fn main() -> trailkeep::Result<()> {
             found += topic.seek_time(ts)?.map_or(0, |o| o.0 & 1);
         }
         let el = t.elapsed();
-        println!("round {round}: {:.2} us/seek ({:.0} seeks/s) [{found}]", el.as_secs_f64() * 1e6 / 1e4, 1e4 / el.as_secs_f64());
+        println!(
+            "round {round}: {:.2} us/seek ({:.0} seeks/s) [{found}]",
+            el.as_secs_f64() * 1e6 / 1e4,
+            1e4 / el.as_secs_f64()
+        );
     }
     Ok(())
 }

@@ -321,10 +321,15 @@ mod tests {
                     state ^= state >> 7;
                     state ^= state << 17;
                     ts += 1 + state % if i % 97 == 0 { 100_000 } else { 50 };
-                    TimeEntry { timestamp_us: ts, relative_offset: i as u32 }
+                    TimeEntry {
+                        timestamp_us: ts,
+                        relative_offset: i as u32,
+                    }
                 })
                 .collect();
-            let probes = times.iter().flat_map(|t| [t.timestamp_us - 1, t.timestamp_us, t.timestamp_us + 1]);
+            let probes = times
+                .iter()
+                .flat_map(|t| [t.timestamp_us - 1, t.timestamp_us, t.timestamp_us + 1]);
             for probe in probes.chain([0, u64::MAX]) {
                 let want = times.partition_point(|e| e.timestamp_us < probe);
                 assert_eq!(partition_by_time(&times, probe), want, "len {len}, probe {probe}");

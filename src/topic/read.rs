@@ -388,8 +388,7 @@ impl Topic {
             let data = load_or_deleted(self, seg, seg.base)?;
             let entry = data.index.floor_time_position(timestamp_us);
             let start = entry.map_or(0, |(_, p)| u64::from(p));
-            let expect =
-                entry.map(|(t, _)| (Offset(seg.base.0 + u64::from(t.relative_offset)), Some(t.timestamp_us)));
+            let expect = entry.map(|(t, _)| (Offset(seg.base.0 + u64::from(t.relative_offset)), Some(t.timestamp_us)));
             let found = walk_sealed(&data, start, expect, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
             return Ok(found.map(|(_, h)| h.base_offset));
         }
@@ -397,7 +396,11 @@ impl Topic {
         if visible.tail_base != tail.base {
             return self.seek_time(timestamp_us);
         }
-        let relative = tail.index.read().floor_time_position(timestamp_us).map_or(0, |(t, _)| t.relative_offset);
+        let relative = tail
+            .index
+            .read()
+            .floor_time_position(timestamp_us)
+            .map_or(0, |(t, _)| t.relative_offset);
         let found = seek_in_tail(
             &tail,
             Offset(tail.base.0 + u64::from(relative)),
@@ -424,8 +427,13 @@ fn walk_sealed(
     let start = match expect {
         Some((base, time)) if start > 0 => {
             let head = match &data.lazy {
-                Some(lazy) => lazy.read(start..(start + BATCH_HEADER_BYTES as u64).min(data.bytes)).ok(),
-                None => data.as_slice().get(start as usize..start as usize + BATCH_HEADER_BYTES).map(<[u8]>::to_vec),
+                Some(lazy) => lazy
+                    .read(start..(start + BATCH_HEADER_BYTES as u64).min(data.bytes))
+                    .ok(),
+                None => data
+                    .as_slice()
+                    .get(start as usize..start as usize + BATCH_HEADER_BYTES)
+                    .map(<[u8]>::to_vec),
             };
             let confirmed = head
                 .and_then(|h| BatchHeader::decode_header_only(&h).ok())
