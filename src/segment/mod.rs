@@ -143,6 +143,9 @@ pub struct SealedData {
     /// Tiering hook: for a segment read from object storage in ranges, its bytes (then
     /// `map` is None and `as_slice` is empty).
     pub lazy: Option<Arc<dyn LazyBytes>>,
+    /// The segment's key index (hash, relative offset), once a query needed it; dropped
+    /// with the mapping, so memory stays bounded by the loaded segments.
+    pub key_index: std::sync::OnceLock<Arc<Vec<(u64, u32)>>>,
 }
 
 /// Tiering hook: the bytes of an evicted segment, fetched by range on demand.
@@ -279,6 +282,7 @@ fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> 
             last_timestamp_us: 0,
             bytes,
             lazy: None,
+            key_index: std::sync::OnceLock::new(),
         });
     }
     if bytes > index::SEGMENT_BYTES_MAX {
@@ -312,6 +316,7 @@ fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> 
         last_timestamp_us: scan.last_timestamp_us,
         bytes,
         lazy: None,
+        key_index: std::sync::OnceLock::new(),
     })
 }
 
@@ -357,6 +362,7 @@ fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<Sea
         last_timestamp_us: last.timestamp_us,
         bytes: log.len() as u64,
         lazy: None,
+        key_index: std::sync::OnceLock::new(),
     })
 }
 

@@ -228,6 +228,7 @@ impl SegmentCache {
             last_timestamp_us: entry.last_timestamp_us,
             bytes: log_bytes,
             lazy: Some(log),
+            key_index: std::sync::OnceLock::new(),
         }))
     }
 }

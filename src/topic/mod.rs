@@ -74,6 +74,8 @@ pub(crate) struct TopicShared {
     /// Appenders between entering `append` and handing their batch to the writer: a
     /// group-commit leader waits (briefly) for them so one sync covers them too.
     pub appending: std::sync::atomic::AtomicUsize,
+    /// In-memory key index of the tail segment, for queries (see `query.rs`).
+    pub tail_keys: Mutex<query::TailKeys>,
 }
 
 /// A handle on one topic. Cheap to clone; every clone shares the same state.
@@ -135,6 +137,7 @@ impl Topic {
             evidence_thread: Mutex::new(None),
             tree_synced: std::sync::atomic::AtomicU64::new(0),
             appending: std::sync::atomic::AtomicUsize::new(0),
+            tail_keys: Mutex::new(query::TailKeys::default()),
         });
         Ok(Topic { shared })
     }
