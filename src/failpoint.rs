@@ -3,6 +3,9 @@
 //! With the feature on, setting `TRAILKEEP_FAILPOINT=<name>[:<n>]` makes the process kill
 //! itself with SIGKILL the n-th time (default 1st) it reaches the point `<name>`. Without the
 //! feature every call compiles to nothing.
+//!
+//! `TRAILKEEP_FAILPOINT_ERROR=<name>[:<n>]` instead makes [`fails`] return true from the
+//! n-th time on at the point `<name>`: an injected I/O failure (e.g. of fsync).
 
 /// Reaches the crash point `name`.
 #[cfg(feature = "failpoints")]
@@ -35,3 +38,31 @@ pub fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub fn hit(_name: &str) {}
+
+/// True when an I/O failure is injected at `name` (from the n-th call on).
+#[cfg(feature = "failpoints")]
+pub fn fails(name: &str) -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let target = TARGET.get_or_init(|| {
+        let spec = std::env::var("TRAILKEEP_FAILPOINT_ERROR").ok()?;
+        let (point, n) = match spec.split_once(':') {
+            Some((p, n)) => (p.to_owned(), n.parse().unwrap_or(1)),
+            None => (spec, 1),
+        };
+        Some((point, n))
+    });
+    match target {
+        Some((point, n)) if point == name => COUNT.fetch_add(1, Ordering::SeqCst) + 1 >= *n,
+        _ => false,
+    }
+}
+
+/// True when an I/O failure is injected at `name` (never without the feature).
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn fails(_name: &str) -> bool {
+    false
+}

@@ -338,7 +338,11 @@ impl GroupCommit {
                 }
                 continue;
             };
-            let result = work.log.sync_data();
+            let result = if crate::failpoint::fails("wal.sync") {
+                Err(std::io::Error::other("injected fdatasync failure (failpoint wal.sync)"))
+            } else {
+                work.log.sync_data()
+            };
             crate::failpoint::hit("wal.after_sync");
             state = self.state.lock();
             state.syncing = false;

@@ -1,0 +1,59 @@
+//! A failed fdatasync poisons the topic: the appender gets a clear error, nothing after
+//! the failure is acknowledged, later appends are refused, and after a reopen every
+//! acknowledged record is there. The failure is injected (feature `failpoints`,
+//! `TRAILKEEP_FAILPOINT_ERROR=wal.sync:N`) into a real `trailkeep append` process.
+#![cfg(feature = "failpoints")]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use trailkeep::{Offset, Store};
+
+#[test]
+fn failed_sync_poisons_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_trailkeep");
+    let mut child = Command::new(bin)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["append", "t", "--print-offsets"])
+        .env("TRAILKEEP_FAILPOINT_ERROR", "wal.sync:4")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for i in 0..50 {
+            if writeln!(stdin, "{{\"n\":{i}}}").is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "the append must fail after the injected sync failure"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refuses writes after a failed sync") || stderr.contains("injected fdatasync failure"),
+        "{stderr}"
+    );
+    let acked: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(!acked.is_empty() && acked.len() < 50, "acknowledged {acked:?}");
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("t").unwrap();
+    for &o in &acked {
+        let record = topic.read(Offset(o)).unwrap();
+        assert_eq!(record.value, format!("{{\"n\":{o}}}").into_bytes());
+    }
+    // The reopened store accepts appends again.
+    topic.append(&trailkeep::NewRecord::new(b"after".to_vec())).unwrap();
+}
