@@ -233,15 +233,15 @@ impl Topic {
     }
 
     /// Starts the tree thread for this topic.
-    pub(crate) fn start_evidence_thread(&self) -> EvidenceThread {
+    pub(crate) fn start_evidence_thread(&self) -> Result<EvidenceThread> {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = Arc::downgrade(&self.shared);
         let flag = Arc::clone(&stop);
         let handle = std::thread::Builder::new()
             .name(format!("trailkeep-tree-{}", self.name()))
             .spawn(move || evidence_loop(weak, flag))
-            .expect("spawning a thread");
-        EvidenceThread { stop, handle }
+            .context(|| format!("starting the tree thread of topic {:?}", self.name()))?;
+        Ok(EvidenceThread { stop, handle })
     }
 
     /// Stops the tree thread and signs a final checkpoint if the tree grew.

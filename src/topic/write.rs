@@ -203,7 +203,7 @@ impl Topic {
                 .tree_synced
                 .store(evidence.tree.size(), std::sync::atomic::Ordering::SeqCst);
             *shared.evidence.lock() = Some(evidence);
-            *shared.evidence_thread.lock() = Some(self.start_evidence_thread());
+            *shared.evidence_thread.lock() = Some(self.start_evidence_thread()?);
         }
         Ok(Writer {
             next_offset: visible.end,
