@@ -260,19 +260,21 @@ impl Writer {
 /// Longest a group-commit leader waits for appenders already inside `append` (µs).
 pub const GROUP_COMMIT_SETTLE_US_MAX: u64 = 200;
 
-/// Group commit: who is syncing, how far the log is durable, and whether a sync failed.
-#[derive(Default)]
-pub(crate) struct SyncState {
-    pub synced: Offset,
-    pub syncing: bool,
-    pub poisoned: Option<String>,
-}
+/// Waiters are spread over this many condvars, so that waking everyone after a sync is a
+/// few short chains of handoffs in parallel rather than one chain through a single mutex.
+const WAIT_SHARDS: usize = 8;
 
-/// Shared group-commit coordinator of one topic.
+/// Shared group-commit coordinator of one topic: how far the log is durable, whether a
+/// sync is running, whether one failed. The state is atomic; a mutex per shard only
+/// guards sleeping, and the leader takes each shard's mutex after changing the state, so
+/// no wake-up is lost.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    pub state: Mutex<SyncState>,
-    pub done: Condvar,
+    synced: std::sync::atomic::AtomicU64,
+    syncing: std::sync::atomic::AtomicBool,
+    poisoned_flag: std::sync::atomic::AtomicBool,
+    poisoned: Mutex<Option<String>>,
+    shards: [(Mutex<()>, Condvar); WAIT_SHARDS],
     settle_lock: Mutex<()>,
     settled: Condvar,
 }
@@ -286,10 +288,18 @@ pub(crate) struct SyncTarget {
     pub bytes: u64,
 }
 
+fn wait_shard() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % WAIT_SHARDS);
+    SHARD.with(|s| *s)
+}
+
 impl GroupCommit {
     /// Returns once offsets below `target` are durable. One caller at a time becomes the
     /// leader and fdatasyncs for everyone who wrote before it started; the others wait.
-    /// `snapshot` is called by the leader to learn what to sync; `publish` after success.
+    /// `snapshot` is called by the leader to flush and learn what to sync; `publish`
+    /// after success.
     pub fn wait_durable(
         &self,
         topic: &str,
@@ -298,68 +308,83 @@ impl GroupCommit {
         snapshot: impl Fn() -> Result<Option<SyncTarget>>,
         publish: impl Fn(&SyncTarget),
     ) -> Result<()> {
-        let mut state = self.state.lock();
+        let (lock, cvar) = &self.shards[wait_shard()];
         loop {
-            if let Some(cause) = &state.poisoned {
-                return Err(Error::Poisoned {
-                    topic: topic.to_owned(),
-                    cause: cause.clone(),
-                });
+            if self.poisoned_flag.load(Ordering::Acquire) {
+                let cause = self.poisoned.lock().clone().unwrap_or_default();
+                return Err(Error::Poisoned { topic: topic.to_owned(), cause });
             }
-            if state.synced >= target {
+            if self.synced.load(Ordering::Acquire) >= target.0 {
                 return Ok(());
             }
-            if state.syncing {
-                self.done.wait(&mut state);
+            if self.syncing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                let led = self.lead(topic, target, in_flight, &snapshot, &publish);
+                self.syncing.store(false, Ordering::Release);
+                self.wake_all();
+                led?;
                 continue;
             }
-            state.syncing = true;
-            drop(state);
-            // Let appenders already inside `append` finish their write into the buffer, so
-            // this sync covers them too (bounded: a lone appender never waits).
-            self.settle(in_flight);
-            let work = match snapshot() {
-                Ok(work) => work,
-                Err(e) => {
-                    state = self.state.lock();
-                    state.syncing = false;
-                    state.poisoned.get_or_insert_with(|| format!("a write failed: {e}"));
-                    self.done.notify_all();
-                    return Err(e);
-                }
-            };
-            let Some(work) = work else {
+            let mut guard = lock.lock();
+            let still_waiting = self.syncing.load(Ordering::Acquire)
+                && self.synced.load(Ordering::Acquire) < target.0
+                && !self.poisoned_flag.load(Ordering::Acquire);
+            if still_waiting {
+                cvar.wait(&mut guard);
+            }
+        }
+    }
+
+    /// One sync as leader: let in-flight appenders finish, flush, fdatasync, publish.
+    fn lead(
+        &self,
+        topic: &str,
+        target: Offset,
+        in_flight: &AtomicUsize,
+        snapshot: &impl Fn() -> Result<Option<SyncTarget>>,
+        publish: &impl Fn(&SyncTarget),
+    ) -> Result<()> {
+        // Let appenders already inside `append` finish their write into the buffer, so
+        // this sync covers them too (bounded: a lone appender never waits).
+        self.settle(in_flight);
+        let work = match snapshot() {
+            Ok(Some(work)) => work,
+            Ok(None) => {
                 // The writer was closed meanwhile; closing synced (or poisoned) everything.
-                state = self.state.lock();
-                state.syncing = false;
-                self.done.notify_all();
-                if state.synced < target && state.poisoned.is_none() {
+                if self.synced.load(Ordering::Acquire) < target.0 && !self.poisoned_flag.load(Ordering::Acquire) {
                     return Err(Error::Closed);
                 }
-                continue;
-            };
-            let result = if crate::failpoint::fails("wal.sync") {
-                Err(std::io::Error::other("injected fdatasync failure (failpoint wal.sync)"))
-            } else {
-                work.log.sync_data()
-            };
-            crate::failpoint::hit("wal.after_sync");
-            state = self.state.lock();
-            state.syncing = false;
-            match result {
-                Ok(()) => {
-                    if work.end > state.synced {
-                        state.synced = work.end;
-                    }
-                    publish(&work);
-                }
-                Err(e) => {
-                    let cause = format!("fdatasync of {} failed: {e}", work.path.display());
-                    tracing::error!(topic, %cause, "poisoning topic");
-                    state.poisoned = Some(cause);
-                }
+                return Ok(());
             }
-            self.done.notify_all();
+            Err(e) => {
+                self.poison(format!("a write failed: {e}"));
+                return Err(e);
+            }
+        };
+        let result = if crate::failpoint::fails("wal.sync") {
+            Err(std::io::Error::other("injected fdatasync failure (failpoint wal.sync)"))
+        } else {
+            work.log.sync_data()
+        };
+        crate::failpoint::hit("wal.after_sync");
+        match result {
+            Ok(()) => {
+                self.synced.fetch_max(work.end.0, Ordering::AcqRel);
+                publish(&work);
+                Ok(())
+            }
+            Err(e) => {
+                let cause = format!("fdatasync of {} failed: {e}", work.path.display());
+                tracing::error!(topic, %cause, "poisoning topic");
+                self.poison(cause.clone());
+                Err(Error::Poisoned { topic: topic.to_owned(), cause })
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        for (lock, cvar) in &self.shards {
+            let _guard = lock.lock();
+            cvar.notify_all();
         }
     }
 
@@ -390,21 +415,22 @@ impl GroupCommit {
 
     /// Marks everything below `end` durable (after a roll or close synced it).
     pub fn mark_synced(&self, end: Offset) {
-        let mut state = self.state.lock();
-        if end > state.synced {
-            state.synced = end;
-        }
-        self.done.notify_all();
+        self.synced.fetch_max(end.0, Ordering::AcqRel);
+        self.wake_all();
     }
 
     /// Refuses further writes.
     pub fn poison(&self, cause: String) {
-        self.state.lock().poisoned = Some(cause);
-        self.done.notify_all();
+        self.poisoned.lock().get_or_insert(cause);
+        self.poisoned_flag.store(true, Ordering::Release);
+        self.wake_all();
     }
 
     /// The poison cause, if any.
     pub fn poisoned(&self) -> Option<String> {
-        self.state.lock().poisoned.clone()
+        if !self.poisoned_flag.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poisoned.lock().clone()
     }
 }
