@@ -413,16 +413,23 @@ pub fn record_encoded_len(fields: &RecordFields<'_>) -> usize {
     if let Some(key) = fields.key {
         len += 2 + key.len();
     }
-    for (name, value) in fields.headers.iter() {
-        len += 1 + name.len() + 2 + value.len();
+    len + headers_encoded_len(&fields.headers) + fields.value.len()
+}
+
+/// Bytes the headers take when encoded (without the count byte).
+fn headers_encoded_len(headers: &HeaderList<'_>) -> usize {
+    match headers {
+        HeaderList::Owned(list) => list.iter().map(|(n, v)| 1 + n.len() + 2 + v.len()).sum(),
+        // Already in their encoded form.
+        HeaderList::Encoded { bytes, .. } => bytes.len(),
     }
-    len + fields.value.len()
 }
 
 /// Appends one record's encoding to `out`. The caller checked the limits.
 pub fn encode_record(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
     let body_len = record_encoded_len(fields) - 4;
     debug_assert!(body_len <= RECORD_BYTES_MAX);
+    out.reserve(body_len + 4);
     out.extend_from_slice(&(body_len as u32).to_le_bytes());
     let mut flags = 0;
     if fields.key.is_some() {
@@ -440,11 +447,16 @@ pub fn encode_record(out: &mut Vec<u8>, fields: &RecordFields<'_>) {
         out.extend_from_slice(key);
     }
     out.push(fields.headers.len() as u8);
-    for (name, value) in fields.headers.iter() {
-        out.push(name.len() as u8);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-        out.extend_from_slice(value);
+    match fields.headers {
+        HeaderList::Owned(list) => {
+            for (name, value) in list {
+                out.push(name.len() as u8);
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+                out.extend_from_slice(value);
+            }
+        }
+        HeaderList::Encoded { bytes, .. } => out.extend_from_slice(bytes),
     }
     out.extend_from_slice(fields.value);
 }
