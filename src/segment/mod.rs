@@ -6,6 +6,7 @@
 
 pub mod batch;
 mod mmap;
+mod record_codec;
 
 use std::fs::{self, File};
 use std::ops::{Deref, Range};

@@ -312,12 +312,19 @@ impl GroupCommit {
         loop {
             if self.poisoned_flag.load(Ordering::Acquire) {
                 let cause = self.poisoned.lock().clone().unwrap_or_default();
-                return Err(Error::Poisoned { topic: topic.to_owned(), cause });
+                return Err(Error::Poisoned {
+                    topic: topic.to_owned(),
+                    cause,
+                });
             }
             if self.synced.load(Ordering::Acquire) >= target.0 {
                 return Ok(());
             }
-            if self.syncing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if self
+                .syncing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 let led = self.lead(topic, target, in_flight, &snapshot, &publish);
                 self.syncing.store(false, Ordering::Release);
                 self.wake_all();
@@ -376,7 +383,10 @@ impl GroupCommit {
                 let cause = format!("fdatasync of {} failed: {e}", work.path.display());
                 tracing::error!(topic, %cause, "poisoning topic");
                 self.poison(cause.clone());
-                Err(Error::Poisoned { topic: topic.to_owned(), cause })
+                Err(Error::Poisoned {
+                    topic: topic.to_owned(),
+                    cause,
+                })
             }
         }
     }
