@@ -138,6 +138,14 @@ impl Topic {
 
     /// Hashes every visible record the tree lacks (up to one pass); returns how many.
     pub(crate) fn hash_pending(&self, evidence: &mut Evidence) -> Result<u64> {
+        self.hash_pass(evidence, true)
+    }
+
+    /// One pass of hashing; `parallel` allows a second thread for large passes. The
+    /// background thread does not use it while appends run: on two cores a second
+    /// hashing thread would take the appender's core. Catch-ups (close, verify, prove)
+    /// do, since the caller is waiting for them.
+    fn hash_pass(&self, evidence: &mut Evidence, parallel: bool) -> Result<u64> {
         if let Some(reason) = &evidence.broken {
             return Err(tamper(self.name(), None, reason.clone()));
         }
@@ -149,7 +157,7 @@ impl Topic {
         let end = end.min(from + LEAVES_PER_PASS as u64);
         // Large passes hash two halves on two threads: leaf hashing is most of the tree's
         // cost, and the appender spends much of its time in the kernel copying bytes.
-        let leaves = if end - from >= PARALLEL_LEAVES_MIN {
+        let leaves = if parallel && end - from >= PARALLEL_LEAVES_MIN {
             let mid = from + (end - from) / 2;
             let (first, second) = std::thread::scope(|s| {
                 let first = s.spawn(|| self.leaves(from, mid));
@@ -284,7 +292,7 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
         }
         let mut slot = topic.shared.evidence.lock();
         let Some(evidence) = slot.as_mut() else { return };
-        let result = topic.hash_pending(evidence).and_then(|_| {
+        let result = topic.hash_pass(evidence, false).and_then(|_| {
             if topic.checkpoint_due(evidence) {
                 topic.checkpoint_now(evidence).map(|_| ())
             } else {
