@@ -38,7 +38,7 @@ fn value(i: u64) -> Vec<u8> {
 
 fn new_record(i: u64) -> NewRecord {
     let r = NewRecord::new(value(i)).with_key(format!("k{}", i % 5));
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         r.with_header("trace", format!("{i:x}"))
             .with_event_time_us(i as i64 * 1000)
     } else {

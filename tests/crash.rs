@@ -282,7 +282,7 @@ fn cli_appender_killed_at_random_moments_loses_no_acknowledged_record() {
                 if stdin.write_all(&bytes).and_then(|()| stdin.flush()).is_err() {
                     return; // the child is gone
                 }
-                if i as u64 % pause_every == 0 {
+                if (i as u64).is_multiple_of(pause_every) {
                     std::thread::sleep(Duration::from_micros(300));
                 }
             }

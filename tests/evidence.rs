@@ -87,11 +87,15 @@ fn new_record(i: u64) -> NewRecord {
         1 => r = r.with_key(Vec::new()),
         _ => {}
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         r = r.with_header("tool", format!("t{i}")).with_header("empty", Vec::new());
     }
-    if i % 5 == 0 {
-        r = r.with_event_time_us(if i % 10 == 0 { -(i as i64) - 1 } else { i as i64 * 1000 });
+    if i.is_multiple_of(5) {
+        r = r.with_event_time_us(if i.is_multiple_of(10) {
+            -(i as i64) - 1
+        } else {
+            i as i64 * 1000
+        });
     }
     r
 }

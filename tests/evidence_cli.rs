@@ -67,7 +67,7 @@ fn record(i: u64) -> NewRecord {
         "{{\"event\":{i},\"detail\":\"{}\"}}",
         "x".repeat((i % 50) as usize)
     ));
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         r.with_key(format!("k{i}")).with_header("h", vec![i as u8])
     } else {
         r

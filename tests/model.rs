@@ -280,8 +280,8 @@ impl Model {
     /// A probe time chosen like `Op::SeekTime`'s.
     fn time_probe(&self, n: u64, delta: i8) -> u64 {
         let held = self.held().len() as u64;
-        if held == 0 || n % 10 == 0 {
-            if n % 2 == 0 {
+        if held == 0 || n.is_multiple_of(10) {
+            if n.is_multiple_of(2) {
                 0
             } else {
                 u64::MAX
@@ -1209,7 +1209,7 @@ fn model_random_sequences() {
 
 fn rec(len: usize) -> Rec {
     Rec {
-        value: make_value(len, len as u64 + 7, len % 2 == 0),
+        value: make_value(len, len as u64 + 7, len.is_multiple_of(2)),
         key: Some(b"k".to_vec()),
         headers: vec![("h".into(), b"v".to_vec())],
         event_time_us: Some(-5),

@@ -94,7 +94,7 @@ impl Topic {
                     Ok(leaf == stored)
                 });
                 records += 1;
-                if records % 65_536 == 0 {
+                if records.is_multiple_of(65_536) {
                     progress(records);
                 }
                 match ok {
