@@ -9,7 +9,7 @@ use crate::cli::{io_err, open_store, parse_time_us, CliError};
 use crate::{Durability, Offset, Record};
 
 /// How long a follower sleeps between looks at another process's appends.
-const FOLLOW_POLL_MS: u64 = 20;
+const FOLLOW_POLL_MS: u64 = 5;
 
 /// Output formats of `read`.
 #[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]

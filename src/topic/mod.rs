@@ -76,6 +76,8 @@ pub(crate) struct TopicShared {
     pub appending: std::sync::atomic::AtomicUsize,
     /// In-memory key index of the tail segment, for queries (see `query.rs`).
     pub tail_keys: Mutex<query::TailKeys>,
+    /// When a reader last listed the topic's directory (see `Topic::refresh`).
+    pub last_relist: Mutex<std::time::Instant>,
 }
 
 /// A handle on one topic. Cheap to clone; every clone shares the same state.
@@ -138,6 +140,7 @@ impl Topic {
             tree_synced: std::sync::atomic::AtomicU64::new(0),
             appending: std::sync::atomic::AtomicUsize::new(0),
             tail_keys: Mutex::new(query::TailKeys::default()),
+            last_relist: Mutex::new(std::time::Instant::now()),
         });
         Ok(Topic { shared })
     }

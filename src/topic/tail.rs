@@ -210,6 +210,24 @@ impl Topic {
         } else {
             false
         };
+        // Listing the directory costs more than a follower polling every few ms should
+        // pay: relist only when the segment a roll would create exists (its base is the
+        // visible end), the oldest segment is gone (retention), the view has no real tail
+        // yet, or a second has passed.
+        let placeholder_view = tail.file.metadata().is_ok_and(|m| !m.is_file());
+        let rolled = visible.end != tail.base
+            && shared.dir.join(segment::file_name(visible.end, segment::LOG_EXT)).exists();
+        let first_gone = shared.segments.read().sealed.first().is_some_and(|s| !s.path.exists());
+        let stale = shared.last_relist.lock().elapsed() >= std::time::Duration::from_secs(1);
+        if !(rolled || first_gone || stale || placeholder_view) {
+            let mut current = shared.visible.lock();
+            if visible.end > current.end {
+                *current = visible;
+                shared.appended.notify_all();
+            }
+            return Ok(grew);
+        }
+        *shared.last_relist.lock() = std::time::Instant::now();
         let bases = segment::list_segments(&shared.dir)?;
         let newest = bases.last().copied().unwrap_or(tail.base);
         // A view opened before the topic had any segment holds a placeholder tail (the
