@@ -216,7 +216,10 @@ impl Topic {
         // yet, or a second has passed.
         let placeholder_view = tail.file.metadata().is_ok_and(|m| !m.is_file());
         let rolled = visible.end != tail.base
-            && shared.dir.join(segment::file_name(visible.end, segment::LOG_EXT)).exists();
+            && shared
+                .dir
+                .join(segment::file_name(visible.end, segment::LOG_EXT))
+                .exists();
         let first_gone = shared.segments.read().sealed.first().is_some_and(|s| !s.path.exists());
         let stale = shared.last_relist.lock().elapsed() >= std::time::Duration::from_secs(1);
         if !(rolled || first_gone || stale || placeholder_view) {
