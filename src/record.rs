@@ -185,7 +185,8 @@ impl<'a> HeaderList<'a> {
 }
 
 /// Checks a record against the named limits before it is encoded.
-pub(crate) fn check_limits(fields: &RecordFields<'_>) -> crate::Result<()> {
+/// Returns the record's encoded size (its length prefix included).
+pub(crate) fn check_limits(fields: &RecordFields<'_>) -> crate::Result<usize> {
     let too_big = |what, actual: usize, limit: usize| crate::Error::LimitExceeded {
         what,
         actual: actual as u64,
@@ -216,5 +217,5 @@ pub(crate) fn check_limits(fields: &RecordFields<'_>) -> crate::Result<()> {
     if encoded > RECORD_BYTES_MAX {
         return Err(too_big("record", encoded, RECORD_BYTES_MAX));
     }
-    Ok(())
+    Ok(encoded)
 }

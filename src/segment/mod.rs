@@ -160,6 +160,16 @@ pub trait LazyBytes: Send + Sync {
 }
 
 impl SealedData {
+    /// The numbers kept after the mapping is dropped.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            end_offset: self.end_offset,
+            first_timestamp_us: self.first_timestamp_us,
+            last_timestamp_us: self.last_timestamp_us,
+            bytes: self.bytes,
+        }
+    }
+
     /// The mapped bytes.
     pub fn as_slice(&self) -> &[u8] {
         self.map.as_deref().map_or(&[], |m| &m[..])
@@ -216,12 +226,7 @@ impl SealedSegment {
             return Ok(Arc::clone(data));
         }
         let data = Arc::new(load_sealed_or_tiered(&self.path, self.base, writable)?);
-        let _ = self.summary.set(Summary {
-            end_offset: data.end_offset,
-            first_timestamp_us: data.first_timestamp_us,
-            last_timestamp_us: data.last_timestamp_us,
-            bytes: data.bytes,
-        });
+        let _ = self.summary.set(data.summary());
         *slot = Some(Arc::clone(&data));
         Ok(data)
     }

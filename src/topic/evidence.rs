@@ -200,7 +200,7 @@ impl Topic {
     pub(crate) fn checkpoint_now(&self, evidence: &mut Evidence) -> Result<String> {
         while self.hash_pending(evidence)? > 0 {}
         let size = evidence.tree.size();
-        self.sync_to(Offset(size))?;
+        self.sync_through(Offset(size))?;
         evidence.tree.sync().map_err(audit_err)?;
         // Retention may now delete the segments holding these leaves (see retention.rs).
         self.shared.tree_synced.store(size, Ordering::SeqCst);
@@ -233,11 +233,6 @@ impl Topic {
         size.saturating_sub(last_size) >= config.checkpoint_every_records
             || last_time.is_none_or(|t| t.elapsed() >= Duration::from_millis(config.checkpoint_every_ms))
             || self.shared.visible.lock().tail_base != evidence.checkpoint_tail_base
-    }
-
-    /// Makes every record below `end` durable, whatever the durability mode.
-    fn sync_to(&self, end: Offset) -> Result<()> {
-        self.sync_through(end)
     }
 
     /// Starts the tree thread for this topic.

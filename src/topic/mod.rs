@@ -244,13 +244,7 @@ impl TopicShared {
         if let Some(summary) = crate::tier::evicted_summary(&segment.path, segment.base) {
             return Ok(summary);
         }
-        let data = self.load_sealed(segment)?;
-        Ok(crate::segment::Summary {
-            end_offset: data.end_offset,
-            first_timestamp_us: data.first_timestamp_us,
-            last_timestamp_us: data.last_timestamp_us,
-            bytes: data.bytes,
-        })
+        Ok(self.load_sealed(segment)?.summary())
     }
 }
 

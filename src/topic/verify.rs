@@ -182,16 +182,15 @@ impl Topic {
 
     fn segment_file_of(&self, offset: Offset) -> std::path::PathBuf {
         let segments = self.shared.segments.read();
-        let base = segments
-            .sealed
-            .iter()
-            .rev()
-            .find(|s| s.base <= offset)
-            .map_or(segments.tail.base, |s| s.base);
         let base = if offset >= segments.tail.base {
             segments.tail.base
         } else {
-            base
+            segments
+                .sealed
+                .iter()
+                .rev()
+                .find(|s| s.base <= offset)
+                .map_or(segments.tail.base, |s| s.base)
         };
         self.dir()
             .join(crate::segment::file_name(base, crate::segment::LOG_EXT))

@@ -68,8 +68,9 @@ impl Topic {
     /// # Errors
     /// As for [`Topic::append`].
     pub fn append_fields(&self, records: &[RecordFields<'_>]) -> Result<Appended> {
+        let mut records_bytes = 0;
         for record in records {
-            check_limits(record)?;
+            records_bytes += check_limits(record)?;
         }
         let shared = &self.shared;
         let in_flight = InFlight::enter(shared);
@@ -92,7 +93,7 @@ impl Topic {
                 count: 0,
             });
         }
-        self.roll_if_due(writer, Writer::encoded_upper_bound(records))?;
+        self.roll_if_due(writer, Writer::encoded_upper_bound(records.len(), records_bytes))?;
         let timestamp_us = now_us().max(writer.last_timestamp_us);
         let tail = Arc::clone(&shared.segments.read().tail);
         let written = writer
@@ -267,7 +268,7 @@ impl Topic {
         crate::failpoint::hit("roll.after_sync");
         let tail = Arc::clone(&shared.segments.read().tail);
         let mut index = tail.index.read().clone();
-        if let Some((relative, position, ts)) = writer.last_batch() {
+        if let Some((relative, position, ts)) = writer.last_batch {
             index.force_final_entry(relative, position, ts);
         }
         segment::write_index_files(&path, &index)?;

@@ -241,16 +241,10 @@ impl Writer {
         Ok(())
     }
 
-    /// Relative offset, position and append time of the last batch written.
-    pub fn last_batch(&self) -> Option<(u32, u32, u64)> {
-        self.last_batch
-    }
-
     /// Size a batch of `records` would add, before compression (an upper bound).
-    pub fn encoded_upper_bound(records: &[RecordFields<'_>]) -> u64 {
-        let records_bytes: usize = records.iter().map(batch::record_encoded_len).sum();
-        let batches = records
-            .len()
+    /// `records_bytes` is the sum of their encoded sizes (from the limit check).
+    pub fn encoded_upper_bound(record_count: usize, records_bytes: usize) -> u64 {
+        let batches = record_count
             .div_ceil(BATCH_RECORDS_MAX)
             .max(records_bytes / BATCH_PAYLOAD_TARGET_BYTES + 1);
         (records_bytes + batches * (batch::BATCH_HEADER_BYTES + 64)) as u64
