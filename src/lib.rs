@@ -35,6 +35,7 @@ mod fsutil;
 pub mod index;
 mod record;
 pub mod segment;
+pub mod server;
 mod store;
 pub mod tier;
 pub mod topic;

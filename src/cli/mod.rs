@@ -9,6 +9,7 @@ mod evidence;
 mod format;
 mod groups;
 mod read;
+mod serve;
 mod tier;
 
 use std::path::PathBuf;
@@ -109,6 +110,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Measure trailkeep side by side with SQLite and JSON lines on this machine.
     Bench(crate::bench::BenchArgs),
+    /// Serve the Kafka wire protocol: existing Kafka clients produce and consume (docs/server.md).
+    Serve(serve::ServeArgs),
 }
 
 /// `topics` sub-commands.
@@ -228,6 +231,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Checkpoint(args) => evidence::checkpoint(&cli.dir, args),
         Command::Prove(args) => evidence::prove(&cli.dir, args),
         Command::Tier(args) => tier::run(&cli.dir, args),
+        Command::Serve(args) => serve::run(&cli.dir, args),
     }
 }
 

@@ -1,0 +1,180 @@
+//! One client connection: frames, request headers, dispatch, responses in order.
+//!
+//! Requests on one connection are handled one at a time, like Kafka does, so responses
+//! go out in request order. A bad frame (too big, too short, undecodable) closes this
+//! connection with a log line; other connections are not affected.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{handlers, State, FRAME_BYTES_MAX};
+
+/// A decoded request with what the response needs.
+pub(crate) struct Request {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+    pub body: RequestKind,
+}
+
+pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<State>) {
+    let _ = socket.set_nodelay(true);
+    tracing::debug!(%peer, "connection opened");
+    loop {
+        let frame = match read_frame(&mut socket).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(reason) => {
+                tracing::warn!(%peer, "closing connection: {reason}");
+                break;
+            }
+        };
+        let request = match decode_request(frame) {
+            Ok(request) => request,
+            Err(Undecodable::Close(reason)) => {
+                tracing::warn!(%peer, "closing connection: {reason}");
+                break;
+            }
+            Err(Undecodable::UnsupportedApiVersions(correlation_id)) => {
+                let response = handlers::api_versions_unsupported();
+                if let Err(e) = write_response(&mut socket, correlation_id, ApiKey::ApiVersions, 0, &response).await {
+                    tracing::warn!(%peer, "closing connection: writing a response failed: {e}");
+                    break;
+                }
+                continue;
+            }
+        };
+        let (api_key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
+        tracing::trace!(%peer, ?api_key, version, correlation_id, "request");
+        let Some(response) = handlers::handle(&state, request).await else {
+            continue; // Produce with acks=0: Kafka sends no response
+        };
+        if let Err(e) = write_response(&mut socket, correlation_id, api_key, version, &response).await {
+            // A client that goes away while its request waits (a long poll) is normal.
+            tracing::debug!(%peer, "closing connection: writing a {api_key:?} response failed: {e}");
+            break;
+        }
+    }
+    tracing::debug!(%peer, "connection closed");
+}
+
+/// Reads one size-prefixed frame; `None` at a clean end of stream.
+async fn read_frame(socket: &mut TcpStream) -> Result<Option<Bytes>, String> {
+    let mut size = [0u8; 4];
+    match socket.read_exact(&mut size).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) => return Err(format!("reading a frame size failed: {e}")),
+    }
+    let size = i32::from_be_bytes(size);
+    let Ok(size) = usize::try_from(size) else {
+        return Err(format!("bad frame: negative size {size}"));
+    };
+    if size > FRAME_BYTES_MAX {
+        return Err(format!("bad frame: {size} bytes, over the limit of {FRAME_BYTES_MAX}"));
+    }
+    if size < 8 {
+        return Err(format!("bad frame: {size} bytes, too short for a request header"));
+    }
+    let mut frame = BytesMut::zeroed(size);
+    socket
+        .read_exact(&mut frame)
+        .await
+        .map_err(|e| format!("reading a {size}-byte frame failed: {e}"))?;
+    Ok(Some(frame.freeze()))
+}
+
+pub(crate) enum Undecodable {
+    /// Close the connection, logging this.
+    Close(String),
+    /// Answer ApiVersions (v0) with UNSUPPORTED_VERSION and this correlation id, then go on.
+    UnsupportedApiVersions(i32),
+}
+
+/// Decodes a request frame (at least 8 bytes). Never panics on bad bytes.
+pub(crate) fn decode_request(frame: Bytes) -> Result<Request, Undecodable> {
+    let mut peek = frame.clone();
+    let (key, version, correlation_id) = (peek.get_i16(), peek.get_i16(), peek.get_i32());
+    let Ok(api_key) = ApiKey::try_from(key) else {
+        return Err(Undecodable::Close(format!(
+            "unknown api key {key} (version {version}, correlation id {correlation_id})"
+        )));
+    };
+    let Some(range) = handlers::supported_versions(api_key) else {
+        return Err(Undecodable::Close(format!(
+            "unsupported api {api_key:?} (key {key}, version {version}): not advertised by ApiVersions"
+        )));
+    };
+    if version < range.0 || version > range.1 {
+        if api_key == ApiKey::ApiVersions {
+            // Kafka's rule: answer in v0 with UNSUPPORTED_VERSION and the supported range.
+            return Err(Undecodable::UnsupportedApiVersions(correlation_id));
+        }
+        return Err(Undecodable::Close(format!(
+            "unsupported version {version} of {api_key:?} (supported {}..={})",
+            range.0, range.1
+        )));
+    }
+    let decoded = std::panic::catch_unwind(move || {
+        let mut buf = frame;
+        let header =
+            RequestHeader::decode(&mut buf, api_key.request_header_version(version)).map_err(|e| e.to_string())?;
+        let body = RequestKind::decode(api_key, &mut buf, version).map_err(|e| e.to_string())?;
+        Ok::<_, String>((header, body))
+    });
+    match decoded {
+        Ok(Ok((header, body))) => Ok(Request {
+            api_key,
+            version,
+            correlation_id,
+            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+            body,
+        }),
+        Ok(Err(e)) => Err(Undecodable::Close(format!(
+            "malformed {api_key:?} v{version} request (correlation id {correlation_id}): {e}"
+        ))),
+        Err(_) => Err(Undecodable::Close(format!(
+            "malformed {api_key:?} v{version} request (correlation id {correlation_id}): the decoder gave up"
+        ))),
+    }
+}
+
+async fn write_response(
+    socket: &mut TcpStream,
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Result<(), String> {
+    let bytes = encode_response(correlation_id, api_key, version, response)?;
+    socket.write_all(&bytes).await.map_err(|e| e.to_string())
+}
+
+/// Size prefix, response header, body.
+pub(crate) fn encode_response(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response: &ResponseKind,
+) -> Result<BytesMut, String> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.extend_from_slice(&[0; 4]);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    header
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(|e| format!("encoding a response header: {e}"))?;
+    response
+        .encode(&mut buf, version)
+        .map_err(|e| format!("encoding a {api_key:?} v{version} response: {e}"))?;
+    let size = u32::try_from(buf.len() - 4).map_err(|_| "response over 4 GiB".to_string())?;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf)
+}

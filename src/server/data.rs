@@ -1,0 +1,342 @@
+//! Produce and Fetch: records in and out.
+//!
+//! Produce appends all records of one partition's data with one `append_fields` call (one
+//! append time; under a limit error nothing is written) and answers only after the append
+//! returned. Idempotent producers are de-duplicated on (producer id, epoch, base sequence)
+//! of their last [`PRODUCER_BATCHES_KEPT`] batches per topic, as Kafka does; the window lives
+//! in memory, so a server restart forgets it (a retried batch may then be appended twice).
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, ProduceResponse};
+
+use super::handlers::{code, error_code, name, to_offset};
+use super::records::{decode_produced, encode_batch, ProducedBatch};
+use super::{State, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
+use crate::{Record, RecordFields, Topic};
+
+/// Batches remembered per idempotent producer and topic (Kafka keeps 5).
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+/// Idempotent producers remembered; the oldest is forgotten past this.
+pub const PRODUCERS_MAX: usize = 10_000;
+/// Estimated framing bytes of one record in a fetched batch, on top of key, headers, value.
+const RECORD_OVERHEAD_BYTES: usize = 24;
+
+/// (topic, producer id).
+type ProducerKey = (String, i64);
+/// (producer epoch, base sequence, first offset) of an appended batch.
+type SeenBatch = (i16, i32, u64);
+
+/// Recent batches of idempotent producers: (topic, producer id) -> (epoch, base sequence,
+/// first offset) of the last few batches.
+#[derive(Default)]
+pub(crate) struct Producers {
+    batches: HashMap<ProducerKey, VecDeque<SeenBatch>>,
+    order: VecDeque<ProducerKey>,
+}
+
+impl Producers {
+    fn duplicate_of(&self, topic: &str, batch: &ProducedBatch) -> Option<u64> {
+        if batch.producer_id < 0 || batch.base_sequence < 0 {
+            return None;
+        }
+        let seen = self.batches.get(&(topic.to_owned(), batch.producer_id))?;
+        seen.iter()
+            .find(|(epoch, sequence, _)| *epoch == batch.producer_epoch && *sequence == batch.base_sequence)
+            .map(|&(_, _, offset)| offset)
+    }
+
+    fn remember(&mut self, topic: &str, batch: &ProducedBatch, first_offset: u64) {
+        if batch.producer_id < 0 || batch.base_sequence < 0 {
+            return;
+        }
+        let key = (topic.to_owned(), batch.producer_id);
+        if !self.batches.contains_key(&key) {
+            self.order.push_back(key.clone());
+            while self.order.len() > PRODUCERS_MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.batches.remove(&old);
+                }
+            }
+        }
+        let seen = self.batches.entry(key).or_default();
+        seen.push_back((batch.producer_epoch, batch.base_sequence, first_offset));
+        while seen.len() > PRODUCER_BATCHES_KEPT {
+            seen.pop_front();
+        }
+    }
+}
+
+pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let transactional = request.transactional_id.is_some();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut appended_any = false;
+    for topic_data in request.topic_data {
+        let topic_name = topic_data.name.0.to_string();
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for partition in topic_data.partition_data {
+            let mut r = PartitionProduceResponse::default();
+            r.index = partition.index;
+            r.base_offset = -1;
+            r.log_append_time_ms = -1;
+            r.log_start_offset = -1;
+            let outcome = if transactional {
+                tracing::warn!(
+                    topic = topic_name,
+                    "refusing a transactional produce: transactions are not supported"
+                );
+                Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            } else if partition.index != 0 {
+                Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+            } else {
+                let st = Arc::clone(state);
+                let topic_name = topic_name.clone();
+                let records = partition.records.unwrap_or_default();
+                tokio::task::spawn_blocking(move || append_partition(&st, &topic_name, &records))
+                    .await
+                    .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
+            };
+            match outcome {
+                Ok((first, start, appended)) => {
+                    r.base_offset = first as i64;
+                    r.log_start_offset = start as i64;
+                    appended_any |= appended;
+                }
+                Err(code) => r.error_code = code,
+            }
+            partitions.push(r);
+        }
+        let mut t = TopicProduceResponse::default();
+        t.name = name(&topic_name);
+        t.partition_responses = partitions;
+        responses.push(t);
+    }
+    if appended_any {
+        state.appended.notify_waiters();
+    }
+    if acks == 0 {
+        return None;
+    }
+    let mut response = ProduceResponse::default();
+    response.responses = responses;
+    Some(response)
+}
+
+/// Decodes and appends one partition's batches; (first offset, start offset, appended).
+fn append_partition(state: &State, topic_name: &str, bytes: &bytes::Bytes) -> Result<(u64, u64, bool), i16> {
+    let batches = decode_produced(bytes).map_err(|reason| {
+        tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
+        code::CORRUPT_MESSAGE
+    })?;
+    if batches.iter().any(|b| b.transactional) {
+        tracing::warn!(
+            topic = topic_name,
+            "refusing transactional batches: transactions are not supported"
+        );
+        return Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    let topic = state
+        .topic(topic_name, true)
+        .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
+    let (fresh, duplicate_first): (Vec<&ProducedBatch>, Option<u64>) = {
+        let producers = state.producers.lock();
+        let mut duplicate_first = None;
+        let fresh = batches
+            .iter()
+            .filter(|b| match producers.duplicate_of(topic_name, b) {
+                Some(offset) => {
+                    tracing::debug!(
+                        topic = topic_name,
+                        producer_id = b.producer_id,
+                        "duplicate batch ignored"
+                    );
+                    duplicate_first.get_or_insert(offset);
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        (fresh, duplicate_first)
+    };
+    let fields: Vec<RecordFields<'_>> = fresh
+        .iter()
+        .flat_map(|b| b.records.iter().map(|r| r.as_fields()))
+        .collect();
+    if fields.is_empty() {
+        let first = duplicate_first.unwrap_or_else(|| topic.end_offset().0);
+        return Ok((first, topic.start_offset().0, false));
+    }
+    let appended = topic
+        .append_fields(&fields)
+        .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
+    let mut producers = state.producers.lock();
+    let mut next = appended.first.0;
+    for batch in fresh {
+        producers.remember(topic_name, batch, next);
+        next += batch.records.len() as u64;
+    }
+    Ok((appended.first.0, topic.start_offset().0, true))
+}
+
+/// One partition a Fetch asks for, and what was read for it.
+struct Want {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+    error: i16,
+    high_watermark: i64,
+    start: i64,
+    records: Vec<Record>,
+    bytes: usize,
+}
+
+pub(crate) async fn fetch(state: &Arc<State>, request: FetchRequest) -> FetchResponse {
+    let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MAX_MS);
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX).max(1);
+    let mut wants: Vec<Want> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| Want {
+                topic: t.topic.0.to_string(),
+                partition: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0).max(1),
+                error: code::NONE,
+                high_watermark: -1,
+                start: -1,
+                records: Vec::new(),
+                bytes: 0,
+            })
+        })
+        .collect();
+    loop {
+        let notified = state.appended.notified();
+        let st = Arc::clone(state);
+        let (read, total) = tokio::task::spawn_blocking(move || {
+            let mut budget = max_bytes;
+            for want in &mut wants {
+                read_partition(&st, want, budget);
+                budget = budget.saturating_sub(want.bytes);
+            }
+            let total: usize = wants.iter().map(|w| w.bytes).sum();
+            (wants, total)
+        })
+        .await
+        .unwrap_or_else(|_| (Vec::new(), 0));
+        wants = read;
+        let failed = wants.iter().any(|w| w.error != code::NONE);
+        let now = Instant::now();
+        if total >= min_bytes.max(1) || failed || now >= deadline || wants.is_empty() {
+            break;
+        }
+        let nap = (deadline - now).min(Duration::from_millis(FETCH_POLL_MS));
+        tokio::select! {
+            () = notified => {}
+            () = tokio::time::sleep(nap) => {}
+        }
+    }
+    fetch_response(wants)
+}
+
+fn read_partition(state: &State, want: &mut Want, budget: usize) {
+    want.records.clear();
+    want.bytes = 0;
+    want.error = code::NONE;
+    if want.partition != 0 {
+        want.error = code::UNKNOWN_TOPIC_OR_PARTITION;
+        return;
+    }
+    let topic = match state.store.topic(&want.topic) {
+        Ok(topic) => topic,
+        Err(e) => {
+            want.error = error_code(&e, "fetch");
+            return;
+        }
+    };
+    if let Err(e) = read_records(&topic, want, budget) {
+        want.records.clear();
+        want.bytes = 0;
+        want.error = error_code(&e, &format!("fetch from {:?}", want.topic));
+    }
+}
+
+fn read_records(topic: &Topic, want: &mut Want, budget: usize) -> crate::Result<()> {
+    topic.refresh()?;
+    let (start, end) = (topic.start_offset(), topic.end_offset());
+    want.start = start.0 as i64;
+    want.high_watermark = end.0 as i64;
+    let Some(from) = to_offset(want.offset).filter(|o| *o >= start && *o <= end) else {
+        want.error = code::OFFSET_OUT_OF_RANGE;
+        return Ok(());
+    };
+    if from == end || budget == 0 {
+        return Ok(());
+    }
+    let limit = want.max_bytes.min(budget);
+    let records = &mut want.records;
+    let bytes = &mut want.bytes;
+    topic.scan(from, |r| {
+        let size = r.fields.key.map_or(0, <[u8]>::len)
+            + r.fields.value.len()
+            + r.fields
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 2)
+                .sum::<usize>()
+            + RECORD_OVERHEAD_BYTES;
+        // Kafka returns at least one record even when it is over the limit.
+        if !records.is_empty() && *bytes + size > limit {
+            return ControlFlow::Break(());
+        }
+        *bytes += size;
+        records.push(r.to_record());
+        if *bytes >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(())
+}
+
+fn fetch_response(wants: Vec<Want>) -> FetchResponse {
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for want in wants {
+        let mut p = PartitionData::default();
+        p.partition_index = want.partition;
+        p.error_code = want.error;
+        p.high_watermark = want.high_watermark;
+        p.last_stable_offset = want.high_watermark;
+        p.log_start_offset = want.start;
+        p.records = Some(match encode_batch(&want.records, true) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                tracing::error!(topic = want.topic, "fetch: {reason}");
+                p.error_code = code::UNKNOWN_SERVER_ERROR;
+                bytes::Bytes::new()
+            }
+        });
+        match topics.last_mut() {
+            Some(t) if t.topic.0.as_str() == want.topic => t.partitions.push(p),
+            _ => {
+                let mut t = FetchableTopicResponse::default();
+                t.topic = name(&want.topic);
+                t.partitions = vec![p];
+                topics.push(t);
+            }
+        }
+    }
+    let mut response = FetchResponse::default();
+    response.responses = topics;
+    response
+}

@@ -1,0 +1,228 @@
+//! Server mode: the Kafka wire protocol on top of a store, so existing Kafka clients can
+//! produce to and consume from trailkeep topics (`trailkeep serve`).
+//!
+//! Every trailkeep topic is a Kafka topic with exactly one partition (0); Kafka offsets are
+//! trailkeep offsets; keys, headers and values map one to one; a record's Kafka timestamp
+//! is its append time and the producer's timestamp is kept as the record's event time.
+//! Consumer-group offsets are trailkeep's durable group cursors. See `docs/server.md` for
+//! the API/version table and the exact semantics.
+//!
+//! **Invariant:** this module only calls the engine's public operations (append, scan,
+//! seek, cursors); it never touches files itself. A Produce with acks != 0 is answered
+//! only after the append returned, i.e. once the store acknowledged it (fsync'd under the
+//! default durability).
+
+mod conn;
+mod data;
+mod groups;
+mod handlers;
+pub mod records;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+use crate::{Store, Topic};
+
+/// Largest request frame accepted (Kafka's `socket.request.max.bytes` default, 100 MiB).
+/// A bigger one closes its connection.
+pub const FRAME_BYTES_MAX: usize = 100 << 20;
+/// Longest a Fetch may wait for new records, whatever the client asks.
+pub const FETCH_WAIT_MAX_MS: u64 = 30_000;
+/// How often a waiting Fetch looks for records appended by another process.
+const FETCH_POLL_MS: u64 = 10;
+/// Most concurrent connections; more are refused with a log line.
+pub const CONNECTIONS_MAX: usize = 1024;
+
+/// Errors of server mode.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// An engine error.
+    #[error(transparent)]
+    Store(#[from] crate::Error),
+    /// Binding, accepting or the runtime failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Settings of `trailkeep serve`; each documents its default.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:9092`.
+    pub listen: SocketAddr,
+    /// `host:port` announced to clients in Metadata and FindCoordinator. Default: the
+    /// address actually bound.
+    pub advertised: Option<(String, u16)>,
+    /// Create a topic when a client produces to it or asks Metadata for it with
+    /// auto-creation allowed. Default true (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised: None,
+            auto_create_topics: true,
+        }
+    }
+}
+
+/// What every connection shares.
+pub(crate) struct State {
+    pub store: Store,
+    pub auto_create_topics: bool,
+    pub advertised: (String, u16),
+    pub cluster_id: String,
+    /// Woken after every append made through this server (Fetch long-polls wait on it).
+    pub appended: tokio::sync::Notify,
+    pub groups: groups::Coordinator,
+    pub producers: Mutex<handlers::Producers>,
+    pub next_producer_id: AtomicI64,
+}
+
+impl State {
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Opens a topic, creating it when `create` and auto-creation is on.
+    pub fn topic(&self, name: &str, create: bool) -> crate::Result<Topic> {
+        if create && self.auto_create_topics {
+            self.store.topic_or_create(name)
+        } else {
+            self.store.topic(name)
+        }
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    /// Binds the listening socket. Call [`Server::run`] to serve.
+    ///
+    /// # Errors
+    /// [`ServerError::Io`] when the runtime cannot start or the address cannot be bound.
+    pub fn bind(store: Store, config: ServerConfig) -> Result<Server, ServerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("trailkeep-serve")
+            .build()
+            .map_err(|source| ServerError::Io {
+                context: "starting the server runtime".into(),
+                source,
+            })?;
+        let listener = runtime
+            .block_on(TcpListener::bind(config.listen))
+            .map_err(|source| ServerError::Io {
+                context: format!("binding {}", config.listen),
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| ServerError::Io {
+            context: "reading the bound address".into(),
+            source,
+        })?;
+        let advertised = config
+            .advertised
+            .clone()
+            .unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
+        let cluster_id = format!("trailkeep-{}", store.store_id()?);
+        let first_producer_id = (crate::topic::now_us() / 1000) as i64;
+        let state = Arc::new(State {
+            store,
+            auto_create_topics: config.auto_create_topics,
+            advertised,
+            cluster_id,
+            appended: tokio::sync::Notify::new(),
+            groups: groups::Coordinator::default(),
+            producers: Mutex::new(handlers::Producers::default()),
+            next_producer_id: AtomicI64::new(first_producer_id),
+        });
+        Ok(Server {
+            listener,
+            state,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket cannot tell.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drops the connections and
+    /// closes the store (syncing and releasing every topic this process appended to).
+    ///
+    /// # Errors
+    /// The store's close error.
+    pub fn run<F>(mut self, shutdown: F) -> Result<(), ServerError>
+    where
+        F: std::future::Future<Output = ()> + Send,
+    {
+        let runtime = self.runtime.take().ok_or_else(|| ServerError::Io {
+            context: "the server runtime is gone".into(),
+            source: std::io::Error::other("run called twice"),
+        })?;
+        let state = Arc::clone(&self.state);
+        let listener = self.listener;
+        runtime.block_on(async {
+            let reaper = tokio::spawn(groups::reap_expired(Arc::clone(&state)));
+            tokio::select! {
+                () = accept_loop(listener, Arc::clone(&state)) => {}
+                () = shutdown => tracing::info!("shutting down"),
+            }
+            reaper.abort();
+        });
+        // Connections and blocking appends finish or are dropped here; nothing is
+        // acknowledged that was not appended.
+        runtime.shutdown_timeout(Duration::from_secs(5));
+        let store = state.store.clone();
+        drop(state);
+        store.close()?;
+        Ok(())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    loop {
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accepting a connection failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if live.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
+            tracing::warn!(%peer, "refusing a connection: {CONNECTIONS_MAX} connections are open");
+            continue;
+        }
+        live.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::clone(&state);
+        let live = Arc::clone(&live);
+        tokio::spawn(async move {
+            conn::serve(socket, peer, state).await;
+            live.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}

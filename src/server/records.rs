@@ -1,0 +1,232 @@
+//! Kafka record batches (magic 2) to and from trailkeep records. Pure: no I/O.
+//!
+//! Produce: every record of every batch becomes a [`NewRecord`]; the producer's timestamp
+//! (milliseconds) becomes the event time, keys and headers are kept, a null value becomes
+//! an empty one. Fetch and mirroring: trailkeep records become one batch whose records
+//! carry their offsets and their append time (milliseconds) as a CreateTime timestamp.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::{NewRecord, Record};
+
+/// Most records one produced batch may declare. Checked on the batch header before the
+/// decoder sizes anything by the count.
+pub const BATCH_RECORDS_MAX: usize = 1 << 20;
+/// Bytes of a v2 batch header up to and including the record count.
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// One produced batch: who produced it and its records.
+#[derive(Debug)]
+pub struct ProducedBatch {
+    /// Idempotent producer id, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, or -1.
+    pub base_sequence: i32,
+    /// Part of a transaction (not supported by the server).
+    pub transactional: bool,
+    /// The batch's records; control records are left out.
+    pub records: Vec<NewRecord>,
+}
+
+/// Checks every batch header in `bytes` (complete batches, magic 2, a sane record count)
+/// without decoding records.
+fn check_batch_headers(bytes: &[u8]) -> Result<(), String> {
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        if rest.len() < BATCH_HEADER_BYTES {
+            return Err(format!("truncated record batch at byte {pos}"));
+        }
+        let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let magic = rest[16] as i8;
+        if magic != 2 {
+            return Err(format!(
+                "record batch at byte {pos} has magic {magic}; only magic 2 is supported"
+            ));
+        }
+        let length = usize::try_from(length).map_err(|_| format!("negative record batch length at byte {pos}"))?;
+        if length < BATCH_HEADER_BYTES - 12 || rest.len() - 12 < length {
+            return Err(format!(
+                "record batch at byte {pos} claims {length} bytes, {} are there",
+                rest.len() - 12
+            ));
+        }
+        let count = i32::from_be_bytes([rest[57], rest[58], rest[59], rest[60]]);
+        if count < 0 || count as usize > BATCH_RECORDS_MAX {
+            return Err(format!(
+                "record batch at byte {pos} claims {count} records (limit {BATCH_RECORDS_MAX})"
+            ));
+        }
+        pos += 12 + length;
+    }
+    Ok(())
+}
+
+/// Decodes the record batches of one partition of a Produce request.
+///
+/// # Errors
+/// A description of what is wrong (truncated, bad checksum, unknown codec, bad record).
+pub fn decode_produced(bytes: &Bytes) -> Result<Vec<ProducedBatch>, String> {
+    check_batch_headers(bytes)?;
+    let mut buf = bytes.clone();
+    // The decoder is a third-party parser of untrusted bytes: a panic in it must not take
+    // the server down, only fail this request.
+    let sets = std::panic::catch_unwind(move || RecordBatchDecoder::decode_all(&mut buf).map_err(|e| e.to_string()))
+        .map_err(|_| "the record batch decoder gave up".to_string())??;
+    let mut batches = Vec::with_capacity(sets.len());
+    for set in sets {
+        let Some(first) = set.records.first() else { continue };
+        let mut batch = ProducedBatch {
+            producer_id: first.producer_id,
+            producer_epoch: first.producer_epoch,
+            base_sequence: first.sequence,
+            transactional: first.transactional,
+            records: Vec::with_capacity(set.records.len()),
+        };
+        for record in set.records {
+            if record.control {
+                continue;
+            }
+            batch.records.push(to_new_record(record)?);
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
+}
+
+fn to_new_record(record: KafkaRecord) -> Result<NewRecord, String> {
+    let mut headers = Vec::with_capacity(record.headers.len());
+    for (name, value) in record.headers {
+        headers.push((name.to_string(), value.map(|v| v.to_vec()).unwrap_or_default()));
+    }
+    Ok(NewRecord {
+        event_time_us: (record.timestamp >= 0).then(|| record.timestamp.saturating_mul(1000)),
+        key: record.key.map(|k| k.to_vec()),
+        headers,
+        value: record.value.map(|v| v.to_vec()).unwrap_or_default(),
+    })
+}
+
+/// Milliseconds of a trailkeep timestamp.
+pub fn timestamp_ms(timestamp_us: u64) -> i64 {
+    i64::try_from(timestamp_us / 1000).unwrap_or(i64::MAX)
+}
+
+/// Encodes `records` as one uncompressed batch. With `keep_offsets` the batch carries the
+/// records' own offsets (Fetch); without, offsets 0, 1, ... (Produce, for mirroring).
+///
+/// # Errors
+/// An encoder error (a record over Kafka's varint limits).
+pub fn encode_batch(records: &[Record], keep_offsets: bool) -> Result<Bytes, String> {
+    let Some(first) = records.first() else {
+        return Ok(Bytes::new());
+    };
+    let base = if keep_offsets { first.offset.0 } else { 0 };
+    let kafka: Vec<KafkaRecord> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let offset = if keep_offsets { r.offset.0 } else { i as u64 };
+            KafkaRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: offset as i64,
+                // The encoder groups records into one batch while offset - sequence stays
+                // constant; this keeps it constant and makes the batch's base sequence -1.
+                sequence: (offset - base) as i32 - 1,
+                timestamp: timestamp_ms(r.timestamp_us),
+                key: r.key.as_ref().map(|k| Bytes::copy_from_slice(k)),
+                value: Some(Bytes::copy_from_slice(&r.value)),
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned().into(), Some(Bytes::copy_from_slice(v))))
+                    .collect(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &kafka,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| format!("encoding a record batch: {e}"))?;
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Offset;
+
+    fn record(offset: u64, key: Option<&str>, headers: &[(&str, &str)], value: &str) -> Record {
+        Record {
+            offset: Offset(offset),
+            timestamp_us: 1_700_000_000_123_000 + offset * 1000,
+            event_time_us: None,
+            key: key.map(|k| k.as_bytes().to_vec()),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_fetched_batch_decodes_back_to_the_same_records() {
+        let records = vec![
+            record(7, Some("k1"), &[("h", "v"), ("trace", "t1")], "one"),
+            record(8, None, &[], ""),
+            record(9, Some(""), &[("x", "")], "three"),
+        ];
+        let bytes = encode_batch(&records, true).unwrap();
+        let batches = decode_produced(&bytes).unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].base_sequence, -1);
+        let back = &batches[0].records;
+        assert_eq!(back.len(), 3);
+        for (a, b) in records.iter().zip(back) {
+            assert_eq!(a.key, b.key);
+            assert_eq!(a.headers, b.headers);
+            assert_eq!(a.value, b.value);
+            assert_eq!(b.event_time_us, Some(a.timestamp_us as i64));
+        }
+        let mut sets = bytes.clone();
+        let decoded = RecordBatchDecoder::decode_all(&mut sets).unwrap();
+        let offsets: Vec<i64> = decoded[0].records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn bad_batches_are_errors_not_panics() {
+        let good = encode_batch(&[record(0, Some("k"), &[], "v")], false).unwrap();
+        for cut in 0..good.len() {
+            assert!(decode_produced(&good.slice(..cut)).is_err() || cut == 0);
+        }
+        let mut huge = good.to_vec();
+        huge[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(decode_produced(&Bytes::from(huge)).unwrap_err().contains("records"));
+        let mut flipped = good.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        assert!(decode_produced(&Bytes::from(flipped)).is_err());
+        let mut magic = good.to_vec();
+        magic[16] = 1;
+        assert!(decode_produced(&Bytes::from(magic)).unwrap_err().contains("magic"));
+    }
+}

@@ -1,0 +1,274 @@
+"""Drives trailkeep's Kafka server (or any broker) with a real Kafka client, for tests/serve.rs
+and tests/mirror.rs.
+
+    python clients.py ACTION CLIENT BOOTSTRAP TOPIC [ARGS...]
+
+CLIENT is kafka-python or confluent. Records travel as JSON lines with hex bytes, so the Rust
+tests compare exact bytes:
+    {"offset": 3, "timestamp": 1700000000123, "key": "6b31" | null, "value": "...",
+     "headers": [["name", "hex"], ...]}
+Actions:
+    produce              records (key, value, headers, optional timestamp) on stdin, one
+                         produce + flush each; prints {"offset": N} per record, or
+                         {"error": ...} for a record marked "expect_error": true
+    consume N [GROUP]    reads N records (from the beginning, or from GROUP's committed
+                         offset with subscribe(); commits after them), prints them
+    offset_for_time MS   prints {"offset": N} (ListOffsets by timestamp; -1 when none)
+    longpoll             starts at the end, prints {"ready": true}, then prints the first
+                         record that arrives (waits up to 20 s)
+Exits non-zero, with the reason on stderr, when an expectation fails or a wait times out.
+"""
+import json
+import sys
+import time
+
+DEADLINE_S = 20
+
+
+def hexb(b):
+    return None if b is None else bytes(b).hex()
+
+
+def unhex(s):
+    return None if s is None else bytes.fromhex(s)
+
+
+def out(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def fail(msg):
+    print(msg, file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def as_json(offset, timestamp, key, value, headers):
+    return {
+        "offset": offset,
+        "timestamp": timestamp,
+        "key": hexb(key),
+        "value": hexb(value),
+        "headers": [[k if isinstance(k, str) else k.decode(), hexb(v)] for k, v in (headers or [])],
+    }
+
+
+# ---------------------------------------------------------------- kafka-python
+def kp_produce(bootstrap, topic):
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=0, request_timeout_ms=10000)
+    for line in sys.stdin:
+        r = json.loads(line)
+        fut = p.send(
+            topic,
+            key=unhex(r.get("key")),
+            value=unhex(r["value"]),
+            headers=[(k, unhex(v)) for k, v in r.get("headers", [])],
+            timestamp_ms=r.get("timestamp"),
+        )
+        p.flush()
+        try:
+            out({"offset": fut.get(timeout=10).offset})
+        except Exception as e:  # the broker refused it
+            if not r.get("expect_error"):
+                raise
+            out({"error": type(e).__name__ + ": " + str(e)})
+    p.close()
+
+
+def kp_consumer(bootstrap, group):
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=200,
+        session_timeout_ms=10000,
+        heartbeat_interval_ms=1000,
+    )
+
+
+def kp_consume(bootstrap, topic, n, group):
+    from kafka import TopicPartition
+
+    c = kp_consumer(bootstrap, group)
+    if group:
+        c.subscribe([topic])
+    else:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+    got = []
+    end = time.time() + DEADLINE_S
+    while len(got) < n and time.time() < end:
+        for _, msgs in c.poll(timeout_ms=500, max_records=n - len(got)).items():
+            got.extend(msgs)
+    if len(got) < n:
+        fail(f"kafka-python consumed {len(got)} of {n} records from {topic}")
+    for m in got:
+        out(as_json(m.offset, m.timestamp, m.key, m.value, m.headers))
+    if group:
+        c.commit()
+    c.close()
+
+
+def kp_offset_for_time(bootstrap, topic, ms):
+    from kafka import TopicPartition
+
+    c = kp_consumer(bootstrap, None)
+    tp = TopicPartition(topic, 0)
+    found = c.offsets_for_times({tp: ms})[tp]
+    out({"offset": -1 if found is None else found.offset})
+    c.close()
+
+
+def kp_longpoll(bootstrap, topic):
+    from kafka import TopicPartition
+
+    c = kp_consumer(bootstrap, None)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_end(tp)
+    c.position(tp)
+    out({"ready": True})
+    end = time.time() + DEADLINE_S
+    while time.time() < end:
+        for _, msgs in c.poll(timeout_ms=1000, max_records=1).items():
+            m = msgs[0]
+            out(as_json(m.offset, m.timestamp, m.key, m.value, m.headers))
+            c.close()
+            return
+    fail("kafka-python long poll: nothing arrived")
+
+
+# ---------------------------------------------------------------- confluent-kafka
+def ck_produce(bootstrap, topic):
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 10000, "retries": 0})
+    for line in sys.stdin:
+        r = json.loads(line)
+        result = {}
+
+        def done(err, msg):
+            result["err"], result["msg"] = err, msg
+
+        kwargs = {}
+        if r.get("timestamp") is not None:
+            kwargs["timestamp"] = r["timestamp"]
+        p.produce(
+            topic,
+            key=unhex(r.get("key")),
+            value=unhex(r["value"]),
+            headers=[(k, unhex(v)) for k, v in r.get("headers", [])],
+            on_delivery=done,
+            **kwargs,
+        )
+        p.flush(10)
+        if r.get("expect_error") and result.get("err") is not None:
+            out({"error": str(result["err"])})
+            continue
+        if result.get("err") is not None or "msg" not in result:
+            fail(f"confluent produce failed: {result.get('err')}")
+        out({"offset": result["msg"].offset()})
+
+
+def ck_consumer(bootstrap, group):
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or "trailkeep-test-unused",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 200,
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+        }
+    )
+
+
+def ck_record(m):
+    return as_json(m.offset(), m.timestamp()[1], m.key(), m.value(), m.headers())
+
+
+def ck_consume(bootstrap, topic, n, group):
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    c = ck_consumer(bootstrap, group)
+    if group:
+        c.subscribe([topic])
+    else:
+        c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    got = []
+    end = time.time() + DEADLINE_S
+    while len(got) < n and time.time() < end:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            fail(f"confluent consume error: {m.error()}")
+        got.append(m)
+    if len(got) < n:
+        fail(f"confluent consumed {len(got)} of {n} records from {topic}")
+    for m in got:
+        out(ck_record(m))
+    if group:
+        c.commit(asynchronous=False)
+    c.close()
+
+
+def ck_offset_for_time(bootstrap, topic, ms):
+    from confluent_kafka import TopicPartition
+
+    c = ck_consumer(bootstrap, None)
+    found = c.offsets_for_times([TopicPartition(topic, 0, ms)], timeout=10)[0]
+    if found.error:
+        fail(f"confluent offsets_for_times: {found.error}")
+    out({"offset": found.offset})
+    c.close()
+
+
+def ck_longpoll(bootstrap, topic):
+    from confluent_kafka import OFFSET_END, TopicPartition
+
+    c = ck_consumer(bootstrap, None)
+    c.assign([TopicPartition(topic, 0, OFFSET_END)])
+    # Fetches start once the assignment is resolved; the first poll resolves it.
+    c.poll(0.5)
+    out({"ready": True})
+    end = time.time() + DEADLINE_S
+    while time.time() < end:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            fail(f"confluent long poll error: {m.error()}")
+        out(ck_record(m))
+        c.close()
+        return
+    fail("confluent long poll: nothing arrived")
+
+
+ACTIONS = {
+    "kafka-python": {"produce": kp_produce, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll},
+    "confluent": {"produce": ck_produce, "consume": ck_consume, "offset_for_time": ck_offset_for_time, "longpoll": ck_longpoll},
+}
+
+
+def main():
+    action, client, bootstrap, topic, *rest = sys.argv[1:]
+    fn = ACTIONS[client][action]
+    if action == "consume":
+        fn(bootstrap, topic, int(rest[0]), rest[1] if len(rest) > 1 else None)
+    elif action == "offset_for_time":
+        fn(bootstrap, topic, int(rest[0]))
+    else:
+        fn(bootstrap, topic)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+//! `trailkeep serve` driven by real Kafka clients: kafka-python and confluent-kafka
+//! (librdkafka) through tests/kafka/clients.py, from the venv `$TRAILKEEP_KAFKA_PYTHON`
+//! (scripts/kafka.sh install). The real binary runs on a free port; the test process opens
+//! the same store as a reader (and as the appender of topics the server does not write)
+//! and compares every field of every record both ways: produced by a client and read
+//! with the library, appended with the library and consumed by a client. Also: consumer
+//! group commits visible to `trailkeep groups` and resumed by a restarted consumer,
+//! ListOffsets by time, long-poll Fetch woken by appends (the server's own and another
+//! process's), records over the store's limits refused whole, bad frames closing only
+//! their connection, and SIGTERM closing the store. Without the clients the tests fail
+//! under CI (`CI` set) and print "skipped: ..." otherwise.
+
+#[path = "kafka/support.rs"]
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+use trailkeep::{NewRecord, Offset, Store};
+
+fn check_round_trip(client: &str, other: &str) {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let store = Store::open(dir.path()).unwrap();
+    let made = format!("{client}-made");
+
+    // Produced by one client, consumed by the other and read with the library.
+    let sent = sample_records(12, 7);
+    let acks = client_run(&python, &["produce", client, &addr, &made], &to_stdin(&sent));
+    let offsets: Vec<u64> = acks.iter().map(|a| a["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, (0..12).collect::<Vec<_>>());
+    let consumed = client_run(&python, &["consume", other, &addr, &made, "12"], "");
+    let topic = store.topic(&made).unwrap();
+    topic.refresh().unwrap();
+    assert_eq!(topic.end_offset(), Offset(12));
+    for (i, (want, got)) in sent.iter().zip(&consumed).enumerate() {
+        let record = topic.read(Offset(i as u64)).unwrap();
+        assert_eq!(got, &as_json(&record), "record {i}: consumed vs store");
+        assert_eq!(got["key"], want["key"], "record {i}");
+        assert_eq!(got["value"], want["value"], "record {i}");
+        assert_eq!(got["headers"], want["headers"], "record {i}");
+        assert_eq!(
+            record.event_time_us,
+            Some(want["timestamp"].as_i64().unwrap() * 1000),
+            "record {i}"
+        );
+    }
+
+    // Consumer group: commit after 5, `trailkeep groups` shows it, a restart resumes there.
+    let group = format!("g-{client}");
+    let first = client_run(&python, &["consume", client, &addr, &made, "5", &group], "");
+    assert_eq!(offsets_of(&first), (0..5).collect::<Vec<_>>());
+    let groups = trailkeep(dir.path()).args(["groups", &made]).output().unwrap();
+    let listing = String::from_utf8_lossy(&groups.stdout);
+    let row: Vec<&str> = listing
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(group.as_str()))
+        .unwrap_or_else(|| panic!("group {group} not in `trailkeep groups`:\n{listing}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[1..4], &["5", "12", "7"], "position, end, lag: {listing}");
+    let second = client_run(&python, &["consume", client, &addr, &made, "4", &group], "");
+    assert_eq!(offsets_of(&second), (5..9).collect::<Vec<_>>());
+    assert_eq!(topic.committed(&group).unwrap(), Some(Offset(9)));
+
+    // ListOffsets by time: the first record appended at or after T.
+    let times: Vec<i64> = consumed.iter().map(|r| r["timestamp"].as_i64().unwrap()).collect();
+    let t = times[6];
+    let expect = times.iter().position(|&x| x >= t).unwrap() as i64;
+    let found = client_run(&python, &["offset_for_time", client, &addr, &made, &t.to_string()], "");
+    assert_eq!(found[0]["offset"], expect);
+    let none = client_run(
+        &python,
+        &[
+            "offset_for_time",
+            client,
+            &addr,
+            &made,
+            &(times[11] + 60_000).to_string(),
+        ],
+        "",
+    );
+    assert_eq!(none[0]["offset"], -1);
+
+    // Appended with the library (this process holds the append lock), consumed by a client.
+    let lib = format!("{client}-lib");
+    let lib_topic = store.topic_or_create(&lib).unwrap();
+    for i in 0..6u8 {
+        let mut record = NewRecord::new(vec![b'v', i, 0xfe]).with_event_time_us(1_600_000_000_000_000 + i64::from(i));
+        if i % 2 == 0 {
+            record = record.with_key(format!("trace-{i}")).with_header("agent", vec![i]);
+        }
+        lib_topic.append(&record).unwrap();
+    }
+    let got = client_run(&python, &["consume", client, &addr, &lib, "6"], "");
+    for (i, got) in got.iter().enumerate() {
+        assert_eq!(
+            got,
+            &as_json(&lib_topic.read(Offset(i as u64)).unwrap()),
+            "library record {i}"
+        );
+    }
+
+    // Long poll: a waiting Fetch gets a record appended later by this process (another
+    // process to the server) and one produced through the server.
+    let late = long_poll(&python, client, &addr, &lib, || {
+        lib_topic.append(&NewRecord::new("late").with_key("k")).unwrap();
+    });
+    assert_eq!(late, as_json(&lib_topic.read(Offset(6)).unwrap()));
+    let late = long_poll(&python, client, &addr, &made, || {
+        client_run(
+            &python,
+            &["produce", other, &addr, &made],
+            &to_stdin(&sample_records(1, 9)),
+        );
+    });
+    assert_eq!(late["offset"], 12);
+    assert_eq!(late["value"], sample_records(1, 9)[0]["value"]);
+
+    // Over a store limit (a key over 1 KiB): refused whole with MESSAGE_TOO_LARGE.
+    let big_key = serde_json::json!({"key": hex(&[b'k'; 2000]), "value": "00", "headers": [], "expect_error": true});
+    let refused = client_run(&python, &["produce", client, &addr, &made], &to_stdin(&[big_key]));
+    let error = refused[0]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not refused: {refused:?}"));
+    assert!(
+        error.to_uppercase().contains("TOO_LARGE") || error.contains("TooLarge"),
+        "{error}"
+    );
+    topic.refresh().unwrap();
+    assert_eq!(
+        topic.end_offset(),
+        Offset(13),
+        "nothing of the refused record was appended"
+    );
+
+    // SIGTERM closes the store: the topics' append locks are free again.
+    assert!(server.terminate().success());
+    let mut append = trailkeep(dir.path())
+        .args(["append", &made])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    append.stdin.take().unwrap().write_all(b"after\n").unwrap();
+    let output = wait_output(append, Duration::from_secs(20));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+fn client_run(python: &Path, args: &[&str], stdin: &str) -> Vec<Value> {
+    client(python, args, stdin)
+}
+
+fn offsets_of(records: &[Value]) -> Vec<u64> {
+    records.iter().map(|r| r["offset"].as_u64().unwrap()).collect()
+}
+
+/// Starts a long-polling consumer at the end of `topic`, runs `append` once it is waiting,
+/// and returns the record it received.
+fn long_poll(python: &Path, client: &str, addr: &str, topic: &str, append: impl FnOnce()) -> Value {
+    let mut child = std::process::Command::new(python)
+        .arg(script("clients.py"))
+        .args(["longpoll", client, addr, topic])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(next_json(&mut stdout), serde_json::json!({"ready": true}));
+    std::thread::sleep(Duration::from_millis(300));
+    append();
+    let record = next_json(&mut stdout);
+    let output = wait_output(child, Duration::from_secs(30));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    record
+}
+
+#[test]
+fn kafka_python_produces_and_consumes() {
+    check_round_trip("kafka-python", "confluent");
+}
+
+#[test]
+fn confluent_kafka_produces_and_consumes() {
+    check_round_trip("confluent", "kafka-python");
+}
+
+/// A request frame: size, api key, version, correlation id, client id, body.
+fn frame(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&api_key.to_be_bytes());
+    payload.extend_from_slice(&version.to_be_bytes());
+    payload.extend_from_slice(&correlation_id.to_be_bytes());
+    payload.extend_from_slice(&4i16.to_be_bytes());
+    payload.extend_from_slice(b"test");
+    payload.extend_from_slice(body);
+    let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+    out.extend(payload);
+    out
+}
+
+fn closed_by_server(mut socket: TcpStream) -> bool {
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(socket.read(&mut buf), Ok(0) | Err(_))
+}
+
+/// Bad frames close their own connection with a log line; other clients go on. An
+/// ApiVersions in an unknown version gets UNSUPPORTED_VERSION, as Kafka answers.
+#[test]
+fn bad_frames_close_only_their_connection() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let healthy = TcpStream::connect(&addr).unwrap();
+
+    let mut oversized = TcpStream::connect(&addr).unwrap();
+    oversized.write_all(&(200i32 << 20).to_be_bytes()).unwrap();
+    assert!(
+        closed_by_server(oversized),
+        "an oversized frame must close the connection"
+    );
+
+    let mut unknown_api = TcpStream::connect(&addr).unwrap();
+    unknown_api.write_all(&frame(9999, 0, 1, &[])).unwrap();
+    assert!(closed_by_server(unknown_api));
+
+    let mut malformed = TcpStream::connect(&addr).unwrap();
+    // Metadata v1 whose topic array claims 1000 entries that are not there.
+    malformed.write_all(&frame(3, 1, 2, &1000i32.to_be_bytes())).unwrap();
+    assert!(closed_by_server(malformed));
+
+    let mut future = TcpStream::connect(&addr).unwrap();
+    future.write_all(&frame(18, 99, 77, &[])).unwrap();
+    let mut size = [0u8; 4];
+    future.read_exact(&mut size).unwrap();
+    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+    future.read_exact(&mut body).unwrap();
+    assert_eq!(i32::from_be_bytes(body[0..4].try_into().unwrap()), 77, "correlation id");
+    assert_eq!(
+        i16::from_be_bytes(body[4..6].try_into().unwrap()),
+        35,
+        "UNSUPPORTED_VERSION"
+    );
+
+    // The server still serves: the idle connection is open and a client works.
+    drop(healthy);
+    let acks = client(
+        &python,
+        &["produce", "confluent", &addr, "after-bad"],
+        &to_stdin(&sample_records(2, 1)),
+    );
+    assert_eq!(acks.len(), 2);
+    assert!(server.terminate().success());
+}
