@@ -33,6 +33,7 @@ pub mod events;
 mod failpoint;
 mod fsutil;
 pub mod index;
+pub mod mirror;
 mod record;
 pub mod segment;
 pub mod server;

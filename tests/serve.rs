@@ -258,3 +258,53 @@ fn bad_frames_close_only_their_connection() {
     assert_eq!(acks.len(), 2);
     assert!(server.terminate().success());
 }
+
+/// kafkajs (node): produce with acks=-1, then a consumer group (subscribe, commit) reads
+/// everything back; the store holds the same bytes and `trailkeep groups` the commit.
+#[test]
+fn kafkajs_produces_and_consumes() {
+    let Some(modules) = tool("TRAILKEEP_NODE_MODULES", ".node/node_modules", "kafkajs") else {
+        return;
+    };
+    if !modules.join("kafkajs").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kafkajs missing in {}",
+            modules.display()
+        );
+        eprintln!("skipped: no kafkajs in {}", modules.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let child = std::process::Command::new("node")
+        .arg(script("kafkajs.js"))
+        .args([addr.as_str(), "js-made", "g-js", "6"])
+        .env("NODE_PATH", &modules)
+        .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting node");
+    let output = wait_output(child, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "kafkajs: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = json_lines(&output.stdout);
+    assert_eq!(lines[0], serde_json::json!({"offset": 0}));
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("js-made").unwrap();
+    topic.refresh().unwrap();
+    assert_eq!(topic.end_offset(), Offset(6));
+    for (i, got) in lines[1..].iter().enumerate() {
+        let record = topic.read(Offset(i as u64)).unwrap();
+        assert_eq!(got, &as_json(&record), "record {i}");
+        assert_eq!(record.value, format!("{{\"js\":{i}}}").into_bytes());
+        assert_eq!(record.event_time_us, Some((1_700_000_000_000 + i as i64) * 1000));
+    }
+    assert_eq!(lines.len(), 7);
+    assert_eq!(topic.committed("g-js").unwrap(), Some(Offset(6)));
+    assert!(server.terminate().success());
+}

@@ -8,6 +8,7 @@ mod demo;
 mod evidence;
 mod format;
 mod groups;
+mod mirror;
 mod read;
 mod serve;
 mod tier;
@@ -112,6 +113,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Serve the Kafka wire protocol: existing Kafka clients produce and consume (docs/server.md).
     Serve(serve::ServeArgs),
+    /// Forward topics into a Kafka-compatible cluster, at-least-once, resuming from a group.
+    Mirror(mirror::MirrorArgs),
 }
 
 /// `topics` sub-commands.
@@ -232,6 +235,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Prove(args) => evidence::prove(&cli.dir, args),
         Command::Tier(args) => tier::run(&cli.dir, args),
         Command::Serve(args) => serve::run(&cli.dir, args),
+        Command::Mirror(args) => mirror::run(&cli.dir, args),
     }
 }
 

@@ -170,7 +170,6 @@ fn topic_metadata(topic: &str, error: i16) -> MetadataResponseTopic {
         let mut p = MetadataResponsePartition::default();
         p.partition_index = 0;
         p.leader_id = BrokerId(NODE_ID);
-        p.leader_epoch = 0;
         p.replica_nodes = vec![BrokerId(NODE_ID)];
         p.isr_nodes = vec![BrokerId(NODE_ID)];
         t.partitions = vec![p];
@@ -317,7 +316,6 @@ async fn list_offsets(state: &Arc<State>, request: ListOffsetsRequest) -> ListOf
                             Ok((offset, timestamp)) => {
                                 r.offset = offset;
                                 r.timestamp = timestamp;
-                                r.leader_epoch = 0;
                             }
                             Err(code) => r.error_code = code,
                         }

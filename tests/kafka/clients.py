@@ -14,6 +14,8 @@ Actions:
     consume N [GROUP]    reads N records (from the beginning, or from GROUP's committed
                          offset with subscribe(); commits after them), prints them
     offset_for_time MS   prints {"offset": N} (ListOffsets by timestamp; -1 when none)
+    drain N              prints every record from the beginning: at least N, then until
+                         1.5 s pass without one (kafka-python only)
     longpoll             starts at the end, prints {"ready": true}, then prints the first
                          record that arrives (waits up to 20 s)
 Exits non-zero, with the reason on stderr, when an expectation fails or a wait times out.
@@ -121,6 +123,33 @@ def kp_offset_for_time(bootstrap, topic, ms):
     tp = TopicPartition(topic, 0)
     found = c.offsets_for_times({tp: ms})[tp]
     out({"offset": -1 if found is None else found.offset})
+    c.close()
+
+
+def kp_drain(bootstrap, topic, at_least):
+    """Everything from the beginning: at least `at_least` records, then until 1.5 s pass
+    without a new one (some brokers' ListOffsets cannot be trusted for the end)."""
+    from kafka import TopicPartition
+
+    c = kp_consumer(bootstrap, None)
+    tp = TopicPartition(topic, 0)
+    c.assign([tp])
+    c.seek_to_beginning(tp)
+    got = []
+    end = time.time() + 60
+    idle_since = time.time()
+    while time.time() < end:
+        batch = c.poll(timeout_ms=300)
+        for _, msgs in batch.items():
+            got.extend(msgs)
+        if batch:
+            idle_since = time.time()
+        elif len(got) >= at_least and time.time() - idle_since > 1.5:
+            break
+    if len(got) < at_least:
+        fail(f"kafka-python drained {len(got)} records from {topic}, expected at least {at_least}")
+    for m in got:
+        out(as_json(m.offset, m.timestamp, m.key, m.value, m.headers))
     c.close()
 
 
@@ -254,7 +283,7 @@ def ck_longpoll(bootstrap, topic):
 
 
 ACTIONS = {
-    "kafka-python": {"produce": kp_produce, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll},
+    "kafka-python": {"drain": kp_drain, "produce": kp_produce, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll},
     "confluent": {"produce": ck_produce, "consume": ck_consume, "offset_for_time": ck_offset_for_time, "longpoll": ck_longpoll},
 }
 
@@ -264,7 +293,7 @@ def main():
     fn = ACTIONS[client][action]
     if action == "consume":
         fn(bootstrap, topic, int(rest[0]), rest[1] if len(rest) > 1 else None)
-    elif action == "offset_for_time":
+    elif action in ("offset_for_time", "drain"):
         fn(bootstrap, topic, int(rest[0]))
     else:
         fn(bootstrap, topic)

@@ -146,21 +146,24 @@ pub fn client(python: &Path, args: &[&str], stdin: &str) -> Vec<Value> {
     json_lines(&output.stdout)
 }
 
-pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
+/// Waits for a child (reading its output meanwhile, so a full pipe never blocks it); kills
+/// it and panics after `timeout`.
+pub fn wait_output(child: Child, timeout: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let output = rx.recv().unwrap().unwrap();
             panic!(
                 "a child timed out after {timeout:?}: {}",
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
