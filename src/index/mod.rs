@@ -4,9 +4,14 @@
 //! segment module reads and writes the files and confirms every entry against the log
 //! before trusting it (an index entry the log does not confirm is never used).
 
+pub mod file;
 pub mod keys;
 
+use std::sync::Arc;
+
+use crate::segment::batch::{read_u32, read_u64};
 use crate::Offset;
+use file::IndexKind;
 
 /// Bytes of log between two index entries (an entry is added at the first batch past this).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -55,17 +60,22 @@ impl TimeEntry {
     }
 }
 
-/// Decodes offset index bytes. Returns the entries that form a valid prefix: strictly
-/// increasing relative offsets and positions, positions below `log_bytes`. A trailing
-/// partial entry or the first out-of-order entry ends the prefix; `complete` says
-/// whether every byte was used.
+/// Decodes offset index bytes, framed (see [`file`]) or legacy. Returns the entries that
+/// form a valid prefix: strictly increasing relative offsets and positions, the first
+/// (0, 0), positions below `log_bytes`. A trailing partial entry or the first out-of-order
+/// entry ends the prefix; `complete` says whether every entry was used. A framed file
+/// whose header or checksum does not check gives no entries.
 pub fn decode_offset_entries(bytes: &[u8], log_bytes: u64) -> (Vec<OffsetEntry>, bool) {
-    let count = bytes.len() / OFFSET_ENTRY_BYTES;
+    let entries_bytes = match file::parse(IndexKind::Offset, bytes) {
+        file::Parsed::Legacy(b) | file::Parsed::Framed(_, b) => b,
+        file::Parsed::Bad(_) => return (Vec::new(), false),
+    };
+    let count = entries_bytes.len() / OFFSET_ENTRY_BYTES;
     let mut entries = Vec::with_capacity(count);
-    for chunk in bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
+    for chunk in entries_bytes.chunks_exact(OFFSET_ENTRY_BYTES) {
         let entry = OffsetEntry {
-            relative_offset: crate::segment::batch::read_u32(chunk, 0),
-            position: crate::segment::batch::read_u32(chunk, 4),
+            relative_offset: read_u32(chunk, 0),
+            position: read_u32(chunk, 4),
         };
         let ordered = entries.last().is_none_or(|last: &OffsetEntry| {
             entry.relative_offset > last.relative_offset && entry.position > last.position
@@ -76,19 +86,20 @@ pub fn decode_offset_entries(bytes: &[u8], log_bytes: u64) -> (Vec<OffsetEntry>,
         }
         entries.push(entry);
     }
-    let complete = entries.len() * OFFSET_ENTRY_BYTES == bytes.len();
+    let complete = entries.len() * OFFSET_ENTRY_BYTES == entries_bytes.len();
     (entries, complete)
 }
 
-/// Decodes time index bytes: a valid prefix with non-decreasing timestamps and strictly
-/// increasing relative offsets; `complete` as for [`decode_offset_entries`].
+/// Decodes time index bytes, framed or legacy: a valid prefix with strictly increasing
+/// timestamps and relative offsets; `complete` as for [`decode_offset_entries`].
 pub fn decode_time_entries(bytes: &[u8]) -> (Vec<TimeEntry>, bool) {
-    let mut entries = Vec::with_capacity(bytes.len() / TIME_ENTRY_BYTES);
-    for chunk in bytes.chunks_exact(TIME_ENTRY_BYTES) {
-        let entry = TimeEntry {
-            timestamp_us: crate::segment::batch::read_u64(chunk, 0),
-            relative_offset: crate::segment::batch::read_u32(chunk, 8),
-        };
+    let entries_bytes = match file::parse(IndexKind::Time, bytes) {
+        file::Parsed::Legacy(b) | file::Parsed::Framed(_, b) => b,
+        file::Parsed::Bad(_) => return (Vec::new(), false),
+    };
+    let mut entries = Vec::with_capacity(entries_bytes.len() / TIME_ENTRY_BYTES);
+    for chunk in entries_bytes.chunks_exact(TIME_ENTRY_BYTES) {
+        let entry = time_entry_at(chunk, 0);
         let ordered = entries.last().is_none_or(|last: &TimeEntry| {
             entry.timestamp_us > last.timestamp_us && entry.relative_offset > last.relative_offset
         });
@@ -97,52 +108,248 @@ pub fn decode_time_entries(bytes: &[u8]) -> (Vec<TimeEntry>, bool) {
         }
         entries.push(entry);
     }
-    let complete = entries.len() * TIME_ENTRY_BYTES == bytes.len();
+    let complete = entries.len() * TIME_ENTRY_BYTES == entries_bytes.len();
     (entries, complete)
 }
 
-/// The in-memory sparse indexes of one segment.
-#[derive(Clone, Debug, Default)]
+fn time_entry_at(bytes: &[u8], i: usize) -> TimeEntry {
+    TimeEntry {
+        timestamp_us: read_u64(bytes, i * TIME_ENTRY_BYTES),
+        relative_offset: read_u32(bytes, i * TIME_ENTRY_BYTES + 8),
+    }
+}
+
+/// The entries of a trusted time index file, searched in place: a mapping of the file
+/// (or its bytes) kept alive with the segment, never decoded into structs, so a large
+/// exact index costs page cache rather than heap.
+#[derive(Clone)]
+pub struct TimeEntryBytes {
+    bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    start: usize,
+    count: usize,
+}
+
+impl std::fmt::Debug for TimeEntryBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimeEntryBytes").field("count", &self.count).finish()
+    }
+}
+
+impl TimeEntryBytes {
+    /// `count` entries at byte `start` of `bytes`; None when they do not fit, or are not
+    /// strictly increasing in both fields (checked once here, so lookups can rely on it).
+    pub fn new(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, count: usize) -> Option<TimeEntryBytes> {
+        let end = count.checked_mul(TIME_ENTRY_BYTES)?.checked_add(start)?;
+        let entries = bytes.as_ref().as_ref().get(start..end)?;
+        let mut last: Option<TimeEntry> = None;
+        for i in 0..count {
+            let e = time_entry_at(entries, i);
+            if last.is_some_and(|l| e.timestamp_us <= l.timestamp_us || e.relative_offset <= l.relative_offset) {
+                return None;
+            }
+            last = Some(e);
+        }
+        Some(TimeEntryBytes { bytes, start, count })
+    }
+
+    fn entries(&self) -> &[u8] {
+        let all = (*self.bytes).as_ref();
+        &all[self.start..self.start + self.count * TIME_ENTRY_BYTES]
+    }
+}
+
+/// Random access to time entries, however they are held.
+trait TimeColumn {
+    fn len(&self) -> usize;
+    fn timestamp_us(&self, i: usize) -> u64;
+    fn entry(&self, i: usize) -> TimeEntry;
+}
+
+impl TimeColumn for [TimeEntry] {
+    fn len(&self) -> usize {
+        <[TimeEntry]>::len(self)
+    }
+    fn timestamp_us(&self, i: usize) -> u64 {
+        self[i].timestamp_us
+    }
+    fn entry(&self, i: usize) -> TimeEntry {
+        self[i]
+    }
+}
+
+/// Entry bytes of a time index (whole entries only).
+struct RawTimes<'a>(&'a [u8]);
+
+impl TimeColumn for RawTimes<'_> {
+    fn len(&self) -> usize {
+        self.0.len() / TIME_ENTRY_BYTES
+    }
+    fn timestamp_us(&self, i: usize) -> u64 {
+        read_u64(self.0, i * TIME_ENTRY_BYTES)
+    }
+    fn entry(&self, i: usize) -> TimeEntry {
+        time_entry_at(self.0, i)
+    }
+}
+
+/// How far the time entries of an index can be trusted to be complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Exactness {
+    /// Every batch whose append time is greater than the previous batch's has an entry
+    /// (built by observing every batch, or a trusted file flagged exact).
+    Full,
+    /// Entries were observed only from the batch at byte `from` on (a reader's view of a
+    /// tail segment opened mid-way): the first of them may not be the first batch with
+    /// its time (the batch before it was not seen), so only an answer with an entry
+    /// before it is trusted.
+    Observed { from: u32 },
+    /// Sparse hints (older files): confirm against the log and walk.
+    Hints,
+}
+
+/// What the time index says about seek by time T within its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeLookup {
+    /// The batch starting at this relative offset holds the first record with append
+    /// time >= T.
+    Found(u32),
+    /// No batch the index covers has an append time >= T.
+    NotHere,
+    /// The index cannot say: walk batch headers from this entry (its time is < T; it is
+    /// a hint to confirm), or from the start of the segment.
+    Walk(Option<TimeEntry>),
+}
+
+/// The in-memory indexes of one segment: the sparse offset index, and the time index
+/// (exact when built by observing every batch or loaded from a trusted file).
+#[derive(Clone, Debug)]
 pub struct SegmentIndex {
     /// Offset entries, strictly increasing.
     pub offsets: Vec<OffsetEntry>,
-    /// Time entries, strictly increasing in both fields.
+    /// Time entries held in memory, strictly increasing in both fields (empty when the
+    /// entries are searched in a trusted file's bytes).
     pub times: Vec<TimeEntry>,
-    /// Byte position of each time entry's batch (one binary search per seek by time).
-    time_positions: Vec<u32>,
+    /// A trusted time index file's entries, searched in place.
+    file_times: Option<TimeEntryBytes>,
+    exactness: Exactness,
     /// Log bytes covered when the last offset entry was added.
     last_entry_position: Option<u64>,
+    /// Append time of the last batch observed.
+    last_batch_timestamp_us: Option<u64>,
+    /// Relative offset of the last batch observed.
+    last_observed_relative: Option<u32>,
+    /// Append time of the last time entry handed out for the active segment's index file
+    /// (which stays sparse: a time entry only with an offset entry).
+    file_time_last_us: Option<u64>,
+}
+
+impl Default for SegmentIndex {
+    /// The index of an empty segment: exact, since it observes every batch from the first.
+    fn default() -> Self {
+        SegmentIndex {
+            offsets: Vec::new(),
+            times: Vec::new(),
+            file_times: None,
+            exactness: Exactness::Full,
+            last_entry_position: None,
+            last_batch_timestamp_us: None,
+            last_observed_relative: None,
+            file_time_last_us: None,
+        }
+    }
 }
 
 impl SegmentIndex {
-    /// Builds from decoded entries.
+    /// Builds from decoded entries of files that are only hints (legacy or the active
+    /// segment's): time lookups walk from the entry they give.
     pub fn from_entries(offsets: Vec<OffsetEntry>, times: Vec<TimeEntry>) -> Self {
-        let last_entry_position = offsets.last().map(|e| u64::from(e.position));
-        // Time entries are written with offset entries; one without its offset entry
-        // (a damaged file) starts its scan at the offset entry before it.
-        let time_positions = times
-            .iter()
-            .map(|t| {
-                let idx = offsets.partition_point(|e| e.relative_offset <= t.relative_offset);
-                idx.checked_sub(1).map_or(0, |i| offsets[i].position)
-            })
-            .collect();
         SegmentIndex {
+            last_entry_position: offsets.last().map(|e| u64::from(e.position)),
+            last_batch_timestamp_us: times.last().map(|t| t.timestamp_us),
+            last_observed_relative: None,
+            file_time_last_us: times.last().map(|t| t.timestamp_us),
             offsets,
             times,
-            time_positions,
-            last_entry_position,
+            file_times: None,
+            exactness: Exactness::Hints,
+        }
+    }
+
+    /// Builds from a trusted pair of files (checksums and the log's first and last batch
+    /// confirmed by the caller). An exact time index is searched in place; one that is not
+    /// is decoded and used as hints.
+    pub fn from_trusted(offsets: Vec<OffsetEntry>, times: TimeEntryBytes, exact: bool) -> Self {
+        if !exact {
+            let (entries, _) = decode_time_entries(times.entries());
+            return SegmentIndex::from_entries(offsets, entries);
+        }
+        let count = times.count;
+        let last = (count > 0).then(|| time_entry_at(times.entries(), count - 1).timestamp_us);
+        SegmentIndex {
+            last_entry_position: offsets.last().map(|e| u64::from(e.position)),
+            last_batch_timestamp_us: last,
+            last_observed_relative: None,
+            file_time_last_us: last,
+            offsets,
+            times: Vec::new(),
+            file_times: Some(times),
+            exactness: Exactness::Full,
+        }
+    }
+
+    /// A reader's index of a tail segment whose batches it observes from byte `from` on:
+    /// `offsets` are hints from the file (the last one at `from`); time entries come only
+    /// from batches observed here.
+    pub fn observing_from(offsets: Vec<OffsetEntry>, from: u32) -> Self {
+        let mut index = SegmentIndex::from_entries(offsets, Vec::new());
+        index.exactness = if from == 0 {
+            Exactness::Full
+        } else {
+            Exactness::Observed { from }
+        };
+        index
+    }
+
+    /// True when every batch that advances the append time has a time entry.
+    pub fn is_time_exact(&self) -> bool {
+        self.exactness == Exactness::Full
+    }
+
+    /// For an index observed from byte `from` > 0: that position (the batches before it
+    /// must be observed to complete it, see [`SegmentIndex::complete_with_prefix`]).
+    pub fn observed_from(&self) -> Option<u32> {
+        match self.exactness {
+            Exactness::Observed { from } => Some(from),
+            _ => None,
         }
     }
 
     /// Considers the batch at `position` starting at `relative_offset` with append time
-    /// `timestamp_us`; returns the entries added (to be written to the index files).
+    /// `timestamp_us`. Every batch that advances the append time gets a time entry; an
+    /// offset entry is added every [`INDEX_INTERVAL_BYTES`]. Returns the entries for the
+    /// active segment's (sparse) index files: an offset entry when one is due, with a time
+    /// entry when the time advanced since the last one written.
     pub fn observe_batch(
         &mut self,
         relative_offset: u32,
         position: u32,
         timestamp_us: u64,
     ) -> (Option<OffsetEntry>, Option<TimeEntry>) {
+        self.forget_from(relative_offset);
+        self.last_observed_relative = Some(relative_offset);
+        let last_time = self.times.last().map(|t| t.timestamp_us);
+        let advances = self.last_batch_timestamp_us.is_none_or(|last| timestamp_us > last)
+            && last_time.is_none_or(|last| timestamp_us > last);
+        if advances && self.file_times.is_none() {
+            self.times.push(TimeEntry {
+                timestamp_us,
+                relative_offset,
+            });
+        }
+        self.last_batch_timestamp_us = Some(
+            self.last_batch_timestamp_us
+                .map_or(timestamp_us, |t| t.max(timestamp_us)),
+        );
         let due = match self.last_entry_position {
             None => true,
             Some(last) => u64::from(position) >= last + INDEX_INTERVAL_BYTES,
@@ -156,17 +363,38 @@ impl SegmentIndex {
         };
         self.offsets.push(offset_entry);
         self.last_entry_position = Some(u64::from(position));
-        let advances = self.times.last().is_none_or(|t| timestamp_us > t.timestamp_us);
-        let time_entry = advances.then(|| {
-            let entry = TimeEntry {
+        let file_time = self.file_time_last_us.is_none_or(|t| timestamp_us > t).then(|| {
+            self.file_time_last_us = Some(timestamp_us);
+            TimeEntry {
                 timestamp_us,
                 relative_offset,
-            };
-            self.times.push(entry);
-            self.time_positions.push(position);
-            entry
+            }
         });
-        (Some(offset_entry), time_entry)
+        (Some(offset_entry), file_time)
+    }
+
+    /// Like [`SegmentIndex::observe_batch`] for a reader following a log: a batch at or
+    /// before the last one observed was seen already and is ignored.
+    pub fn observe_new_batch(&mut self, relative_offset: u32, position: u32, timestamp_us: u64) {
+        if self.last_observed_relative.is_none_or(|last| relative_offset > last) {
+            self.observe_batch(relative_offset, position, timestamp_us);
+        }
+    }
+
+    /// A batch at or before the last one observed: the writer is re-encoding after a
+    /// call that failed before reaching the file. Entries from that point on are dropped;
+    /// the time of the batch before is no longer known, so the time index falls back to
+    /// hints (correct, slower) for the rest of the segment.
+    fn forget_from(&mut self, relative_offset: u32) {
+        if self.last_observed_relative.is_none_or(|last| relative_offset > last) {
+            return;
+        }
+        self.offsets.retain(|e| e.relative_offset < relative_offset);
+        self.times.retain(|t| t.relative_offset < relative_offset);
+        self.last_entry_position = self.offsets.last().map(|e| u64::from(e.position));
+        self.last_batch_timestamp_us = self.times.last().map(|t| t.timestamp_us);
+        self.file_time_last_us = self.last_batch_timestamp_us;
+        self.exactness = Exactness::Hints;
     }
 
     /// Adds entries for the segment's last batch if it has none, so that a sealed
@@ -179,17 +407,47 @@ impl SegmentIndex {
             });
             self.last_entry_position = Some(u64::from(position));
         }
-        if self
-            .times
-            .last()
-            .is_none_or(|t| t.timestamp_us < timestamp_us && t.relative_offset < relative_offset)
+        // An exact index has an entry for the first batch with the last time already.
+        if self.file_times.is_none()
+            && self
+                .times
+                .last()
+                .is_none_or(|t| t.timestamp_us < timestamp_us && t.relative_offset < relative_offset)
         {
             self.times.push(TimeEntry {
                 timestamp_us,
                 relative_offset,
             });
-            self.time_positions.push(position);
         }
+    }
+
+    /// Completes an index observed from byte `from` (see [`SegmentIndex::observing_from`])
+    /// with `prefix`, the exact index of the batches before `from` (observed from byte 0).
+    /// Afterwards the time index is exact.
+    pub fn complete_with_prefix(&mut self, prefix: SegmentIndex) {
+        let Exactness::Observed { from } = self.exactness else {
+            return;
+        };
+        debug_assert!(prefix.is_time_exact());
+        let mut offsets = prefix.offsets;
+        offsets.extend(self.offsets.iter().filter(|e| e.position >= from));
+        let prefix_last_us = prefix.last_batch_timestamp_us;
+        let mut times = prefix.times;
+        // The first entry observed here was added without knowing the batch before it: it
+        // belongs only if its time is greater than that batch's.
+        let keep_first = self
+            .times
+            .first()
+            .is_some_and(|t| prefix_last_us.is_none_or(|last| t.timestamp_us > last));
+        let skip = usize::from(!keep_first && !self.times.is_empty());
+        times.extend_from_slice(&self.times[skip..]);
+        self.offsets = offsets;
+        self.times = times;
+        self.last_entry_position = self.offsets.last().map(|e| u64::from(e.position));
+        if self.last_batch_timestamp_us.is_none() {
+            self.last_batch_timestamp_us = prefix_last_us;
+        }
+        self.exactness = Exactness::Full;
     }
 
     /// The last offset entry at or before `relative_offset` (where a scan should start).
@@ -201,33 +459,105 @@ impl SegmentIndex {
     /// The relative offset of the last time entry strictly before `timestamp_us`: the
     /// first record with a timestamp >= `timestamp_us` is at or after it.
     pub fn floor_time(&self, timestamp_us: u64) -> Option<u32> {
-        let idx = self.times.partition_point(|e| e.timestamp_us < timestamp_us);
-        idx.checked_sub(1).map(|i| self.times[i].relative_offset)
+        self.search_time(timestamp_us).1.map(|e| e.relative_offset)
     }
 
-    /// Like [`SegmentIndex::floor_time`]: that entry, with the byte position of its batch.
-    pub fn floor_time_position(&self, timestamp_us: u64) -> Option<(TimeEntry, u32)> {
-        let idx = partition_by_time(&self.times, timestamp_us);
-        idx.checked_sub(1).map(|i| (self.times[i], self.time_positions[i]))
+    /// The first time entry.
+    pub fn first_time_entry(&self) -> Option<TimeEntry> {
+        match &self.file_times {
+            Some(bytes) => (bytes.count > 0).then(|| time_entry_at(bytes.entries(), 0)),
+            None => self.times.first().copied(),
+        }
     }
 
-    /// Memory held, for accounting.
+    /// The last time entry.
+    pub fn last_time_entry(&self) -> Option<TimeEntry> {
+        match &self.file_times {
+            Some(bytes) => bytes.count.checked_sub(1).map(|i| time_entry_at(bytes.entries(), i)),
+            None => self.times.last().copied(),
+        }
+    }
+
+    /// Seek by time within this segment; see [`TimeLookup`].
+    pub fn lookup_time(&self, timestamp_us: u64) -> TimeLookup {
+        let (i, before, at) = self.search_time(timestamp_us);
+        let trusted = match self.exactness {
+            Exactness::Full => true,
+            Exactness::Observed { .. } => i > 0,
+            Exactness::Hints => false,
+        };
+        match (trusted, at) {
+            (true, Some(e)) => TimeLookup::Found(e.relative_offset),
+            (true, None) => TimeLookup::NotHere,
+            (false, _) => TimeLookup::Walk(before),
+        }
+    }
+
+    /// Index of the first time entry >= `timestamp_us`, the entry before it and that entry.
+    fn search_time(&self, timestamp_us: u64) -> (usize, Option<TimeEntry>, Option<TimeEntry>) {
+        match &self.file_times {
+            Some(bytes) => around(&RawTimes(bytes.entries()), timestamp_us),
+            None => around(self.times.as_slice(), timestamp_us),
+        }
+    }
+
+    /// The two index files of a sealed segment with base `base` whose log is `log_bytes`
+    /// long: framed (see [`file`]), the time index flagged exact when it is.
+    pub fn encode_files(&self, base: Offset, log_bytes: u64) -> (Vec<u8>, Vec<u8>) {
+        let mut offsets = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
+        for e in &self.offsets {
+            offsets.extend_from_slice(&e.to_bytes());
+        }
+        let (times, time_count) = match &self.file_times {
+            Some(bytes) => (bytes.entries().to_vec(), bytes.count),
+            None => {
+                let mut times = Vec::with_capacity(self.times.len() * TIME_ENTRY_BYTES);
+                for e in &self.times {
+                    times.extend_from_slice(&e.to_bytes());
+                }
+                (times, self.times.len())
+            }
+        };
+        let header = |flags, entry_count: usize| file::IndexHeader {
+            flags,
+            base_offset: base.0,
+            log_bytes,
+            // Entries are per batch, and a segment holds at most 2^32 records.
+            entry_count: u32::try_from(entry_count).unwrap_or(u32::MAX),
+        };
+        let exact = if self.is_time_exact() { file::FLAG_TIME_EXACT } else { 0 };
+        (
+            file::encode(IndexKind::Offset, header(0, self.offsets.len()), &offsets),
+            file::encode(IndexKind::Time, header(exact, time_count), &times),
+        )
+    }
+
+    /// Memory held on the heap, for accounting (a trusted file's entries are mapped).
     pub fn heap_bytes(&self) -> usize {
-        self.offsets.capacity() * OFFSET_ENTRY_BYTES + self.times.capacity() * (TIME_ENTRY_BYTES + 4)
+        self.offsets.capacity() * std::mem::size_of::<OffsetEntry>()
+            + self.times.capacity() * std::mem::size_of::<TimeEntry>()
     }
+}
+
+/// [`partition_by_time`], with the entries on either side of the partition.
+fn around<C: TimeColumn + ?Sized>(times: &C, timestamp_us: u64) -> (usize, Option<TimeEntry>, Option<TimeEntry>) {
+    let i = partition_by_time(times, timestamp_us);
+    let before = i.checked_sub(1).map(|j| times.entry(j));
+    let at = (i < times.len()).then(|| times.entry(i));
+    (i, before, at)
 }
 
 /// Index of the first time entry with a timestamp >= `timestamp_us` (like
 /// `partition_point`). Append times grow roughly linearly, so a few interpolation steps
 /// narrow the range before a binary search finishes it: a seek touches a handful of
 /// cache lines of a large index instead of one per halving.
-fn partition_by_time(times: &[TimeEntry], timestamp_us: u64) -> usize {
+fn partition_by_time<C: TimeColumn + ?Sized>(times: &C, timestamp_us: u64) -> usize {
     let (mut lo, mut hi) = (0usize, times.len());
     for _ in 0..4 {
         if hi - lo <= 16 {
             break;
         }
-        let (first, last) = (times[lo].timestamp_us, times[hi - 1].timestamp_us);
+        let (first, last) = (times.timestamp_us(lo), times.timestamp_us(hi - 1));
         if timestamp_us <= first {
             return lo;
         }
@@ -238,22 +568,34 @@ fn partition_by_time(times: &[TimeEntry], timestamp_us: u64) -> usize {
         let span = u128::from(last - first).max(1);
         let guess = lo + ((u128::from(timestamp_us - first) * (hi - 1 - lo) as u128) / span) as usize;
         let guess = guess.clamp(lo + 1, hi - 1);
-        if times[guess].timestamp_us < timestamp_us {
+        if times.timestamp_us(guess) < timestamp_us {
             lo = guess + 1;
             // The answer is near the guess: try a short step before going back to guessing.
             let probe = (guess + 8).min(hi);
-            if probe < hi && times[probe - 1].timestamp_us >= timestamp_us {
+            if probe < hi && times.timestamp_us(probe - 1) >= timestamp_us {
                 hi = probe;
             }
         } else {
             hi = guess + 1;
             let probe = guess.saturating_sub(8).max(lo);
-            if probe > lo && times[probe].timestamp_us < timestamp_us {
+            if probe > lo && times.timestamp_us(probe) < timestamp_us {
                 lo = probe + 1;
             }
         }
     }
-    lo + times[lo..hi].partition_point(|e| e.timestamp_us < timestamp_us)
+    // Binary search over [lo, hi).
+    let mut size = hi - lo;
+    while size > 0 {
+        let half = size / 2;
+        let mid = lo + half;
+        if times.timestamp_us(mid) < timestamp_us {
+            lo = mid + 1;
+            size -= half + 1;
+        } else {
+            size = half;
+        }
+    }
+    lo
 }
 
 /// Converts an absolute offset to one relative to `base`, if it fits.
@@ -332,7 +674,11 @@ mod tests {
                 .flat_map(|t| [t.timestamp_us - 1, t.timestamp_us, t.timestamp_us + 1]);
             for probe in probes.chain([0, u64::MAX]) {
                 let want = times.partition_point(|e| e.timestamp_us < probe);
-                assert_eq!(partition_by_time(&times, probe), want, "len {len}, probe {probe}");
+                assert_eq!(
+                    partition_by_time(times.as_slice(), probe),
+                    want,
+                    "len {len}, probe {probe}"
+                );
             }
         }
     }
@@ -350,5 +696,88 @@ mod tests {
         assert_eq!(index.floor_offset(9).unwrap().relative_offset, 5);
         assert_eq!(index.floor_time(11), Some(10));
         assert_eq!(index.floor_time(0), None);
+    }
+
+    /// Batches (relative offset, position, time) with runs of equal times.
+    fn batches() -> Vec<(u32, u32, u64)> {
+        let times = [5u64, 5, 7, 7, 7, 9, 12, 12, 13, 20, 20, 20, 21];
+        times.iter().enumerate().map(|(i, &t)| (i as u32 * 3, i as u32 * 1500, t)).collect()
+    }
+
+    fn naive(batches: &[(u32, u32, u64)], t: u64) -> TimeLookup {
+        batches
+            .iter()
+            .find(|b| b.2 >= t)
+            .map_or(TimeLookup::NotHere, |b| TimeLookup::Found(b.0))
+    }
+
+    #[test]
+    fn an_observed_index_is_exact() {
+        let mut index = SegmentIndex::default();
+        for &(rel, pos, t) in &batches() {
+            index.observe_batch(rel, pos, t);
+        }
+        for t in 0..25 {
+            assert_eq!(index.lookup_time(t), naive(&batches(), t), "t {t}");
+        }
+    }
+
+    #[test]
+    fn an_index_observed_mid_way_trusts_only_answers_after_its_first_entry_then_completes() {
+        let all = batches();
+        // Opened at the second batch of a run of 7s: its entry claims 7 starts there.
+        let split = 3;
+        let mut index = SegmentIndex::observing_from(Vec::new(), all[split].1);
+        for &(rel, pos, t) in &all[split..] {
+            index.observe_new_batch(rel, pos, t);
+        }
+        for t in 0..25 {
+            match index.lookup_time(t) {
+                TimeLookup::Walk(_) => assert!(t <= 7, "t {t}"),
+                found => assert_eq!(found, naive(&all, t), "t {t}"),
+            }
+        }
+        let mut prefix = SegmentIndex::default();
+        for &(rel, pos, t) in &all[..split] {
+            prefix.observe_batch(rel, pos, t);
+        }
+        index.complete_with_prefix(prefix);
+        assert!(index.is_time_exact());
+        for t in 0..25 {
+            assert_eq!(index.lookup_time(t), naive(&all, t), "t {t}");
+        }
+    }
+
+    #[test]
+    fn re_encoding_after_a_failed_call_falls_back_to_hints() {
+        let mut index = SegmentIndex::default();
+        index.observe_batch(0, 0, 5);
+        index.observe_batch(3, 100, 6);
+        index.observe_batch(3, 100, 8);
+        assert!(!index.is_time_exact());
+        assert!(matches!(index.lookup_time(7), TimeLookup::Walk(Some(_))));
+    }
+
+    #[test]
+    fn trusted_bytes_are_searched_in_place() {
+        let mut index = SegmentIndex::default();
+        for &(rel, pos, t) in &batches() {
+            index.observe_batch(rel, pos, t);
+        }
+        let (_, time_file) = index.encode_files(Offset(0), 1 << 20);
+        let file::Parsed::Framed(header, entries) = file::parse(IndexKind::Time, &time_file) else {
+            panic!("not framed");
+        };
+        assert_eq!(header.flags, file::FLAG_TIME_EXACT);
+        let count = entries.len() / TIME_ENTRY_BYTES;
+        let bytes = TimeEntryBytes::new(Arc::new(time_file.clone()), file::INDEX_HEADER_BYTES, count).unwrap();
+        let trusted = SegmentIndex::from_trusted(index.offsets.clone(), bytes, true);
+        for t in 0..25 {
+            assert_eq!(trusted.lookup_time(t), naive(&batches(), t), "t {t}");
+        }
+        // Out of order entries are refused.
+        let mut bad = time_file;
+        bad.swap(file::INDEX_HEADER_BYTES, file::INDEX_HEADER_BYTES + TIME_ENTRY_BYTES);
+        assert!(TimeEntryBytes::new(Arc::new(bad), file::INDEX_HEADER_BYTES, count).is_none());
     }
 }

@@ -17,3 +17,18 @@ pub(crate) fn map_sealed(file: &File) -> std::io::Result<Mmap> {
     // leaves existing mappings valid on Unix. Nobody else modifies files in a store.
     unsafe { Mmap::map(file) }
 }
+
+/// Maps a framed (trusted) index file of a sealed segment read-only.
+///
+/// Callers must pass only index files that start with the framed header (FORMAT.md,
+/// "Index file header"): those are written only by an atomic replace (temp file, fsync,
+/// rename) and never opened for writing again.
+pub(crate) fn map_index(file: &File) -> std::io::Result<Mmap> {
+    // SAFETY: a framed index file is created complete under a temporary name and renamed
+    // into place (`fsutil::write_atomic`); nothing writes, truncates or extends it after
+    // that. A later rewrite (a rebuild after a failed check) renames a new file over the
+    // name, which leaves this mapping on the old, unchanged inode; retention unlinks it,
+    // which leaves the mapping valid on Unix. The active segment's index files, which are
+    // appended and truncated in place, are legacy (headerless) and are never mapped.
+    unsafe { Mmap::map(file) }
+}

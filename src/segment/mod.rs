@@ -5,6 +5,7 @@
 //! (the `topic` module decides).
 
 pub mod batch;
+mod index_files;
 mod mmap;
 mod record_codec;
 
@@ -18,7 +19,7 @@ use memmap2::Mmap;
 use parking_lot::Mutex;
 
 use crate::error::IoContext;
-use crate::index::{self, OffsetEntry, SegmentIndex, TimeEntry, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::index::{self, OffsetEntry, SegmentIndex, TimeEntry};
 use crate::segment::batch::{BatchHeader, DecodeError, BATCH_HEADER_BYTES};
 use crate::{Error, Offset, Result};
 
@@ -326,47 +327,17 @@ fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> 
     })
 }
 
-/// Uses the index files if every entry is confirmed by the log and the last offset entry
-/// names the final batch; None means "rebuild from the log".
+/// Uses the index files if they describe this log and the log confirms their first and
+/// last entries (see `index_files::load`); None means "rebuild from the log".
 fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<SealedData> {
-    let log = &map[..];
-    let offset_bytes = fs::read(path.with_extension(INDEX_EXT)).ok()?;
-    let time_bytes = fs::read(path.with_extension(TIME_INDEX_EXT)).ok()?;
-    let (offsets, offsets_complete) = index::decode_offset_entries(&offset_bytes, log.len() as u64);
-    let (times, times_complete) = index::decode_time_entries(&time_bytes);
-    if !offsets_complete || !times_complete || offsets.is_empty() || times.is_empty() {
-        return None;
-    }
-    // Entries are confirmed against the log when they are used (a seek checks the batch
-    // header an entry points at); here only what the summary needs: the first batch and
-    // the last, which must end the file.
-    let last_entry = offsets.last()?;
-    let last = BatchHeader::decode(&log[last_entry.position as usize..]).ok()?;
-    if last.base_offset.0 != base.0 + u64::from(last_entry.relative_offset) {
-        return None;
-    }
-    if u64::from(last_entry.position) + u64::from(last.batch_bytes) != log.len() as u64 {
-        return None;
-    }
-    let first = BatchHeader::decode(log).ok()?;
-    if first.base_offset != base {
-        return None;
-    }
-    let last_time = times.last()?;
-    let rel_last = u64::from(last_time.relative_offset);
-    if times[0].relative_offset != 0
-        || last_time.timestamp_us > last.timestamp_us
-        || base.0 + rel_last > last.base_offset.0
-    {
-        return None;
-    }
+    let (index, first, last) = index_files::load(path, base, map)?;
     Some(SealedData {
         map: Some(Arc::clone(map)),
-        index: SegmentIndex::from_entries(offsets, times),
+        index,
         end_offset: last.end_offset(),
         first_timestamp_us: first.timestamp_us,
         last_timestamp_us: last.timestamp_us,
-        bytes: log.len() as u64,
+        bytes: map.len() as u64,
         lazy: None,
         key_index: std::sync::OnceLock::new(),
     })
@@ -457,19 +428,7 @@ fn check_continuity(header: &BatchHeader, scan: &Scan) -> std::result::Result<Ba
     Ok(*header)
 }
 
-/// Writes both index files of a segment from scratch (temp file, fsync, rename).
-pub fn write_index_files(log_path: &Path, index: &SegmentIndex) -> Result<()> {
-    let mut offsets = Vec::with_capacity(index.offsets.len() * OFFSET_ENTRY_BYTES);
-    for e in &index.offsets {
-        offsets.extend_from_slice(&e.to_bytes());
-    }
-    let mut times = Vec::with_capacity(index.times.len() * TIME_ENTRY_BYTES);
-    for e in &index.times {
-        times.extend_from_slice(&e.to_bytes());
-    }
-    crate::fsutil::write_atomic(&log_path.with_extension(INDEX_EXT), &offsets)?;
-    crate::fsutil::write_atomic(&log_path.with_extension(TIME_INDEX_EXT), &times)
-}
+pub use index_files::write_index_files;
 
 /// Reads `len` bytes at `pos` from a file (the active segment, read with `pread`).
 pub fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {

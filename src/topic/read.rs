@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::index;
+use crate::index::{self, TimeLookup};
 use crate::record::{Record, RecordRef};
 use crate::segment::batch::{self, BatchHeader, Compression, RecordIter, BATCH_HEADER_BYTES};
 use crate::segment::{self, BatchBytes, SealedData, SealedSegment};
@@ -364,10 +364,51 @@ impl Topic {
     /// The first offset whose append time is `>= timestamp_us` (Kafka's ListOffsets by
     /// time), or None when every record is older.
     ///
+    /// The segment is chosen by the cached summaries (last append time of each sealed
+    /// segment); inside it, an exact time index gives the answer without reading the log
+    /// (its first entry at or after the time is the first such batch). Indexes that are
+    /// only hints are confirmed against the log and batch headers are walked.
+    ///
     /// # Errors
     /// As for [`Topic::scan`].
     pub fn seek_time(&self, timestamp_us: u64) -> Result<Option<Offset>> {
+        loop {
+            let found = match self.segment_for_time(timestamp_us)? {
+                ForTime::Sealed(seg) => Some(self.seek_time_sealed(&seg, timestamp_us)?),
+                ForTime::Tail(tail) => self.seek_time_tail(&tail, timestamp_us)?,
+            };
+            // None: the tail was sealed meanwhile; choose again.
+            if let Some(found) = found {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// The first sealed segment whose last append time is >= `timestamp_us`, else the tail.
+    /// Uses only cached summaries under the segment list's lock (no clone of the list);
+    /// when one it needs is missing, loads it outside the lock.
+    fn segment_for_time(&self, timestamp_us: u64) -> Result<ForTime> {
         let shared = &self.shared;
+        {
+            let segments = shared.segments.read();
+            let sealed = &segments.sealed;
+            let (mut lo, mut hi) = (0, sealed.len());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let Some(summary) = sealed[mid].summary() else { break };
+                if summary.last_timestamp_us >= timestamp_us {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            if lo == hi {
+                return Ok(match sealed.get(lo) {
+                    Some(seg) => ForTime::Sealed(Arc::clone(seg)),
+                    None => ForTime::Tail(Arc::clone(&segments.tail)),
+                });
+            }
+        }
         let (sealed, tail) = {
             let segments = shared.segments.read();
             (segments.sealed.clone(), Arc::clone(&segments.tail))
@@ -384,31 +425,56 @@ impl Topic {
                 lo = mid + 1;
             }
         }
-        if let Some(seg) = sealed.get(lo) {
-            let data = load_or_deleted(self, seg, seg.base)?;
-            let entry = data.index.floor_time_position(timestamp_us);
-            let start = entry.map_or(0, |(_, p)| u64::from(p));
-            let expect = entry.map(|(t, _)| (Offset(seg.base.0 + u64::from(t.relative_offset)), Some(t.timestamp_us)));
-            let found = walk_sealed(&data, start, expect, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
-            return Ok(found.map(|(_, h)| h.base_offset));
-        }
-        let visible = *shared.visible.lock();
-        if visible.tail_base != tail.base {
-            return self.seek_time(timestamp_us);
-        }
-        let relative = tail
-            .index
-            .read()
-            .floor_time_position(timestamp_us)
-            .map_or(0, |(t, _)| t.relative_offset);
-        let found = seek_in_tail(
-            &tail,
-            Offset(tail.base.0 + u64::from(relative)),
-            visible.tail_bytes,
-            |h| h.timestamp_us >= timestamp_us,
-        )?;
+        Ok(match sealed.get(lo) {
+            Some(seg) => ForTime::Sealed(Arc::clone(seg)),
+            None => ForTime::Tail(tail),
+        })
+    }
+
+    fn seek_time_sealed(&self, seg: &Arc<SealedSegment>, timestamp_us: u64) -> Result<Option<Offset>> {
+        let data = load_or_deleted(self, seg, seg.base)?;
+        let hint = match data.index.lookup_time(timestamp_us) {
+            TimeLookup::Found(relative) => return Ok(Some(Offset(seg.base.0 + u64::from(relative)))),
+            TimeLookup::Walk(hint) => hint,
+            // The summary said a batch at or after the time is here: walk to be sure.
+            TimeLookup::NotHere => None,
+        };
+        let entry = hint.and_then(|t| data.index.floor_offset(t.relative_offset));
+        let start = entry.map_or(0, |e| u64::from(e.position));
+        let expect = entry.map(|e| (Offset(seg.base.0 + u64::from(e.relative_offset)), None));
+        let found = walk_sealed(&data, start, expect, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
         Ok(found.map(|(_, h)| h.base_offset))
     }
+
+    /// Seek by time in the tail; None when the tail was sealed since it was chosen.
+    fn seek_time_tail(&self, tail: &Arc<TailSegment>, timestamp_us: u64) -> Result<Option<Option<Offset>>> {
+        let visible = *self.shared.visible.lock();
+        if visible.tail_base != tail.base {
+            return Ok(None);
+        }
+        let mut lookup = tail.index.read().lookup_time(timestamp_us);
+        if matches!(lookup, TimeLookup::Walk(_)) && tail.complete_time_index()? {
+            lookup = tail.index.read().lookup_time(timestamp_us);
+        }
+        // The index may run ahead of what is visible (the appender indexes a batch before
+        // it is durable): an answer past the visible end means no visible record is as new.
+        let found = match lookup {
+            TimeLookup::Found(relative) => Some(Offset(tail.base.0 + u64::from(relative))).filter(|&o| o < visible.end),
+            TimeLookup::NotHere => None,
+            TimeLookup::Walk(hint) => {
+                let from = Offset(tail.base.0 + u64::from(hint.map_or(0, |t| t.relative_offset)));
+                let walked = seek_in_tail(tail, from, visible.tail_bytes, |h| h.timestamp_us >= timestamp_us)?;
+                walked.map(|(_, h)| h.base_offset)
+            }
+        };
+        Ok(Some(found))
+    }
+}
+
+/// Where seek by time looks.
+enum ForTime {
+    Sealed(Arc<SealedSegment>),
+    Tail(Arc<TailSegment>),
 }
 
 /// `walk_headers` over a sealed segment; for one read by range (tiering), header by

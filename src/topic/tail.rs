@@ -66,6 +66,76 @@ impl TailSegment {
     }
 }
 
+impl TailSegment {
+    /// Makes the time index exact when this reader observed batches only from a byte
+    /// position on (it opened the tail mid-way): walks the batch headers before that
+    /// position once, with the header check and offset continuity. True when it did.
+    ///
+    /// # Errors
+    /// I/O errors; [`crate::Error::Corrupt`] when the headers before that position do
+    /// not tile it.
+    pub fn complete_time_index(&self) -> Result<bool> {
+        let Some(from) = self.index.read().observed_from() else {
+            return Ok(false);
+        };
+        let prefix = self.observe_prefix(u64::from(from))?;
+        self.index.write().complete_with_prefix(prefix);
+        Ok(true)
+    }
+
+    /// The exact index of the batches in `[0, end)`, from their headers.
+    fn observe_prefix(&self, end: u64) -> Result<SegmentIndex> {
+        let mut index = SegmentIndex::default();
+        let (mut pos, mut expected) = (0u64, self.base);
+        let (mut window, mut window_start) = (Vec::new(), 0u64);
+        let mut last_timestamp_us = 0;
+        while pos < end {
+            let header_end = pos + BATCH_HEADER_BYTES as u64;
+            if header_end > end {
+                return Err(segment::corrupt(
+                    &self.path,
+                    pos,
+                    "batch header runs past the indexed part",
+                ));
+            }
+            if header_end > window_start + window.len() as u64 {
+                window = self.read_range(pos, (pos + PREFIX_WINDOW_BYTES).min(end))?;
+                window_start = pos;
+            }
+            let header = BatchHeader::decode_header_only(&window[(pos - window_start) as usize..])
+                .map_err(|e| segment::corrupt_at(&self.path, pos, e))?;
+            if header.base_offset != expected || header.timestamp_us < last_timestamp_us {
+                return Err(segment::corrupt(
+                    &self.path,
+                    pos,
+                    format!(
+                        "batch at offset {} does not continue offset {expected} in order",
+                        header.base_offset
+                    ),
+                ));
+            }
+            let relative = index::relative(self.base, header.base_offset)
+                .ok_or_else(|| segment::corrupt(&self.path, pos, "offset too far from the segment base"))?;
+            // `end` is a u32 position, so `pos` is one too.
+            index.observe_batch(relative, pos as u32, header.timestamp_us);
+            last_timestamp_us = header.timestamp_us;
+            expected = header.end_offset();
+            pos += u64::from(header.batch_bytes);
+        }
+        if pos != end {
+            return Err(segment::corrupt(
+                &self.path,
+                end,
+                "batches do not end where the index resumes",
+            ));
+        }
+        Ok(index)
+    }
+}
+
+/// Bytes read at once while completing a reader's time index of the tail.
+const PREFIX_WINDOW_BYTES: u64 = 1 << 20;
+
 /// Builds the read view of a topic from its directory: sealed segments (not loaded) and
 /// the tail, scanned for its valid end.
 pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
@@ -92,46 +162,36 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
     }
     let tail = Arc::new(TailSegment::open(dir, tail_base)?);
     let index_bytes = std::fs::read(tail.path.with_extension(segment::INDEX_EXT)).unwrap_or_default();
-    let time_bytes = std::fs::read(tail.path.with_extension(segment::TIME_INDEX_EXT)).unwrap_or_default();
     let log_len = tail
         .file
         .metadata()
         .context(|| format!("reading size of {}", tail.path.display()))?
         .len();
+    // The offset index file gives where to start reading (its last entry, confirmed by the
+    // log); the time index is built from the batches this reader walks, from there on
+    // (the file's time entries are never trusted: see `complete_time_index`).
     let (offsets, _) = index::decode_offset_entries(&index_bytes, log_len);
-    let (mut times, _) = index::decode_time_entries(&time_bytes);
-    // Keep the time entries the log confirms: each names a batch with an offset entry and
-    // carries its append time. The first unconfirmed entry ends the list.
-    let confirmed = times
-        .iter()
-        .position(|t| {
-            let Ok(at) = offsets.binary_search_by_key(&t.relative_offset, |e| e.relative_offset) else {
-                return true;
-            };
-            let pos = u64::from(offsets[at].position);
-            pos + BATCH_HEADER_BYTES as u64 > log_len
-                || !tail.read_range(pos, pos + BATCH_HEADER_BYTES as u64).is_ok_and(|head| {
-                    BatchHeader::decode_header_only(&head).is_ok_and(|h| {
-                        h.base_offset.0 == tail_base.0 + u64::from(t.relative_offset)
-                            && h.timestamp_us == t.timestamp_us
-                    })
-                })
-        })
-        .unwrap_or(times.len());
-    times.truncate(confirmed);
-    *tail.index.write() = SegmentIndex::from_entries(offsets, times);
+    let last = offsets.last().copied();
+    *tail.index.write() = SegmentIndex::from_entries(offsets, Vec::new());
     let mut visible = Visible {
         tail_base,
         end: tail_base,
         tail_bytes: 0,
     };
-    let last = tail.index.read().offsets.last().copied();
-    if let Some(entry) = last {
-        let start = tail.start_position(entry.relative_offset, log_len);
-        if start > 0 {
-            visible.tail_bytes = start;
-            visible.end = Offset(tail_base.0 + u64::from(entry.relative_offset));
-        }
+    let start = last.map_or(0, |entry| tail.start_position(entry.relative_offset, log_len));
+    if let (Some(entry), true) = (last, start > 0) {
+        visible.tail_bytes = start;
+        visible.end = Offset(tail_base.0 + u64::from(entry.relative_offset));
+    }
+    {
+        let mut index = tail.index.write();
+        let offsets = if start > 0 {
+            std::mem::take(&mut index.offsets)
+        } else {
+            Vec::new()
+        };
+        // Positions are u32 (a segment is below 4 GiB), and `start` lies inside the file.
+        *index = SegmentIndex::observing_from(offsets, u32::try_from(start).unwrap_or(0));
     }
     extend_visible(&tail, &mut visible)?;
     Ok((Segments { sealed, tail }, visible))
@@ -156,9 +216,17 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
     let bytes = tail.read_range(visible.tail_bytes, len)?;
     let mut pos = 0usize;
     let mut scratch = Vec::new();
+    let mut index = tail.index.write();
     while pos < bytes.len() {
         let bad = match batch::decode_batch(&bytes[pos..], &mut scratch) {
             Ok((header, _)) if header.base_offset == visible.end => {
+                // The index covers every batch walked, before it becomes visible.
+                let at = visible.tail_bytes + pos as u64;
+                if let (Some(relative), Ok(position)) =
+                    (index::relative(tail.base, header.base_offset), u32::try_from(at))
+                {
+                    index.observe_new_batch(relative, position, header.timestamp_us);
+                }
                 pos += header.batch_bytes as usize;
                 visible.end = header.end_offset();
                 continue;
