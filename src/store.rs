@@ -186,15 +186,22 @@ impl Store {
             Some(tier) => Some(crate::tier::StoreTier::start(dir, tier.clone())?),
             None => None,
         };
-        Ok(Store {
-            inner: Arc::new(StoreInner {
-                config,
-                tier,
-                keys: Mutex::new(None),
-                topics: Mutex::new(HashMap::new()),
-                _temp: temp,
-            }),
-        })
+        let inner = Arc::new(StoreInner {
+            config,
+            tier,
+            keys: Mutex::new(None),
+            topics: Mutex::new(HashMap::new()),
+            _temp: temp,
+        });
+        if let Some(tier) = &inner.tier {
+            let weak = Arc::downgrade(&inner);
+            let _ = tier.seal_hook.set(Box::new(move || {
+                let Some(inner) = weak.upgrade() else { return Ok(()) };
+                let topics: Vec<Topic> = inner.topics.lock().values().cloned().collect();
+                topics.iter().try_for_each(|t| t.shared.seal_pending())
+            }));
+        }
+        Ok(Store { inner })
     }
 
     /// The store's identity: 16 hex digits made once, kept in `store.id`. It names the

@@ -650,3 +650,103 @@ fn a_truncated_sealed_segment_is_corrupt_naming_its_file() {
         }
     }
 }
+
+/// Writes `sealed.offset` as FORMAT.md describes it: u64 LE offset, CRC-32 of those 8 bytes.
+fn write_sealed_through(root: &Path, through: u64) {
+    let mut bytes = through.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(&through.to_le_bytes()).to_le_bytes());
+    std::fs::write(topic_dir(root).join("sealed.offset"), bytes).unwrap();
+}
+
+#[test]
+fn a_torn_segment_whose_seal_was_not_durable_ends_the_log_and_drops_later_segments() {
+    // A power loss under Buffered durability after a roll, before the background seal
+    // synced the old segment: it may lose its tail while the next segments exist.
+    let t = build(4096, Compression::None, 120);
+    let segments = t.segments();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let (base, len) = segments[1];
+    let batches: Vec<_> = t.batches.iter().filter(|b| b.0 == base).copied().collect();
+    let boundary = batches[batches.len() - 2].2;
+    for (cut, zeros) in [
+        (len - 1, false),
+        (len / 2, true),
+        (boundary, false),
+        (boundary, true),
+        (41, false),
+    ] {
+        let label = format!("segment {base} cut from {len} to {cut}, zero-filled: {zeros}");
+        let copy = t.copy();
+        let path = log_path(copy.path(), base);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(cut).unwrap();
+        if zeros {
+            // Pages the disk never got read back as zeros.
+            file.set_len(len).unwrap();
+        }
+        drop(file);
+        write_sealed_through(copy.path(), base);
+        let (store, topic) = open(copy.path());
+        let report = topic.recover().unwrap();
+        let dropped: Vec<PathBuf> = segments[2..].iter().map(|&(b, _)| log_path(copy.path(), b)).collect();
+        assert_eq!(report.dropped_segments, dropped, "{label}");
+        // The log is the longest prefix of whole batches that survived.
+        let end = batches
+            .iter()
+            .take_while(|b| b.2 <= cut)
+            .last()
+            .map_or(base, |b| b.3 + b.4);
+        assert_eq!(report.end_offset, Offset(end), "{label}");
+        assert_eq!(topic.end_offset(), Offset(end), "{label}");
+        let got: Vec<Record> = topic.iter(Offset(0)).collect::<Result<_, _>>().unwrap();
+        assert_eq!(&got[..], &t.records[..end as usize], "{label}");
+        for &(b, _) in &segments[2..] {
+            assert!(!log_path(copy.path(), b).exists(), "{label}: segment {b} still there");
+        }
+        // Appends go on from the end, and a reopened store sees the same log.
+        assert_eq!(topic.append(&new_record(end)).unwrap(), Offset(end), "{label}");
+        store.close().unwrap();
+        let (_store, topic) = open(copy.path());
+        assert_eq!(topic.end_offset(), Offset(end + 1), "{label}");
+        assert_eq!(topic.read(Offset(end)).unwrap().value, value(end), "{label}");
+    }
+}
+
+#[test]
+fn damage_before_a_valid_batch_in_an_unconfirmed_seal_is_corruption_and_nothing_is_deleted() {
+    let t = build(4096, Compression::None, 120);
+    let segments = t.segments();
+    let (base, _) = segments[1];
+    let first = t.batches.iter().find(|b| b.0 == base).copied().unwrap();
+    let copy = t.copy();
+    let path = log_path(copy.path(), base);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A flipped byte inside the first batch's records: the batches after it are valid.
+    let at = (first.1 + 45) as usize;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    write_sealed_through(copy.path(), base);
+    let (_store, topic) = open(copy.path());
+    match topic.recover() {
+        Err(Error::Corrupt { file, .. }) => assert_eq!(file, path),
+        other => panic!("expected Corrupt naming {}, got {other:?}", path.display()),
+    }
+    for &(b, _) in &segments {
+        assert!(log_path(copy.path(), b).exists(), "segment {b} was deleted");
+    }
+}
+
+#[test]
+fn a_clean_close_records_every_seal_as_durable() {
+    let t = build(4096, Compression::None, 120);
+    let segments = t.segments();
+    let bytes = std::fs::read(topic_dir(&t.root).join("sealed.offset")).unwrap();
+    assert_eq!(bytes.len(), 12);
+    assert_eq!(&bytes[8..], &crc32fast::hash(&bytes[..8]).to_le_bytes());
+    let through = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert_eq!(through, segments.last().unwrap().0, "{segments:?}");
+    for &(b, _) in &segments[..segments.len() - 1] {
+        let index = log_path(&t.root, b).with_extension("index");
+        assert!(index.exists(), "{} missing", index.display());
+    }
+}

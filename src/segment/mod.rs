@@ -75,16 +75,7 @@ pub const START_FILE: &str = "start.offset";
 /// # Errors
 /// I/O errors; [`Error::Corrupt`] for a file that is not 12 bytes with a matching CRC.
 pub fn read_start_offset(dir: &Path) -> Result<Offset> {
-    let path = dir.join(START_FILE);
-    let bytes = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Offset(0)),
-        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
-    };
-    if bytes.len() != 12 || crc32fast::hash(&bytes[..8]) != batch::read_u32(&bytes, 8) {
-        return Err(corrupt(&path, 0, "start offset file is not 8 bytes and their CRC-32"));
-    }
-    Ok(Offset(batch::read_u64(&bytes, 0)))
+    Ok(read_offset_file(&dir.join(START_FILE))?.unwrap_or(Offset(0)))
 }
 
 /// Records `start` as the topic's first offset (atomic replace).
@@ -92,9 +83,49 @@ pub fn read_start_offset(dir: &Path) -> Result<Offset> {
 /// # Errors
 /// I/O errors.
 pub fn write_start_offset(dir: &Path, start: Offset) -> Result<()> {
-    let mut bytes = start.0.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&crc32fast::hash(&start.0.to_le_bytes()).to_le_bytes());
-    crate::fsutil::write_atomic(&dir.join(START_FILE), &bytes)
+    write_offset_file(&dir.join(START_FILE), start)
+}
+
+/// File recording how far sealing is durable: every segment whose base offset is below
+/// the recorded offset was synced and has its final index files. Segments at or above it
+/// (other than the active one) were sealed in the background and are checked by the next
+/// appender's recovery (see FORMAT.md, "Sealing").
+pub const SEALED_FILE: &str = "sealed.offset";
+
+/// The recorded sealed-through offset; None for a topic written before the file existed
+/// (every non-active segment of such a topic was sealed synchronously).
+///
+/// # Errors
+/// I/O errors; [`Error::Corrupt`] for a file that is not 12 bytes with a matching CRC.
+pub fn read_sealed_through(dir: &Path) -> Result<Option<Offset>> {
+    read_offset_file(&dir.join(SEALED_FILE))
+}
+
+/// Records that every segment below `through` is durably sealed (atomic replace).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_sealed_through(dir: &Path, through: Offset) -> Result<()> {
+    write_offset_file(&dir.join(SEALED_FILE), through)
+}
+
+/// Reads a file of one u64 offset and the u32 CRC-32 of its 8 bytes; None when missing.
+fn read_offset_file(path: &Path) -> Result<Option<Offset>> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
+    };
+    if bytes.len() != 12 || crc32fast::hash(&bytes[..8]) != batch::read_u32(&bytes, 8) {
+        return Err(corrupt(path, 0, "offset file is not 8 bytes and their CRC-32"));
+    }
+    Ok(Some(Offset(batch::read_u64(&bytes, 0))))
+}
+
+fn write_offset_file(path: &Path, offset: Offset) -> Result<()> {
+    let mut bytes = offset.0.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&crc32fast::hash(&offset.0.to_le_bytes()).to_le_bytes());
+    crate::fsutil::write_atomic(path, &bytes)
 }
 
 /// Bytes of one batch: a range of a mapped sealed segment, or a copy read from the active one.

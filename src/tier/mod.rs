@@ -258,6 +258,9 @@ pub struct StoreTier {
     pub(crate) config: TierConfig,
     pub(crate) status: Mutex<status::RunStatus>,
     signal: Arc<Signal>,
+    /// Completes the background seals of the store's open topics (set by the store), so
+    /// that an explicit upload sees every rolled segment as sealed.
+    pub(crate) seal_hook: OnceLock<Box<dyn Fn() -> Result<()> + Send + Sync>>,
 }
 
 impl std::fmt::Debug for StoreTier {
@@ -317,6 +320,7 @@ impl StoreTier {
                 state: Mutex::new((false, false)),
                 cond: Condvar::new(),
             }),
+            seal_hook: OnceLock::new(),
         })
     }
 
@@ -332,6 +336,9 @@ impl StoreTier {
     /// # Errors
     /// The first error met; the other topics were still processed.
     pub fn upload_now(&self) -> Result<PassReport> {
+        if let Some(seal) = self.seal_hook.get() {
+            seal()?;
+        }
         upload::run_pass(self, true)
     }
 

@@ -97,7 +97,11 @@ fn sync_topic(tier: &StoreTier, dir: &Path, topic: &str, report: &mut PassReport
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(serde_json::Value::Null);
     let bases = local_bases(dir)?;
+    // Only segments whose seal is durable (log synced, final index files written); a
+    // topic without the marker sealed every segment before starting the next.
+    let sealed_through = segment::read_sealed_through(dir)?.map_or(u64::MAX, |o| o.0);
     let sealed = &bases[..bases.len().saturating_sub(1)];
+    let sealed = &sealed[..sealed.partition_point(|&b| b < sealed_through)];
     let create = Some((tier.store_id.as_str(), topic_config.clone()));
     let known = manifest::load(dir)?;
     // An intent whose local log vanished (retention ran meanwhile): nothing to keep.

@@ -8,6 +8,7 @@ pub(crate) mod evidence;
 mod query;
 mod read;
 mod retention;
+mod seal;
 mod tail;
 mod verify;
 mod write;
@@ -78,6 +79,8 @@ pub(crate) struct TopicShared {
     pub tail_keys: Mutex<query::TailKeys>,
     /// When a reader last listed the topic's directory (see `Topic::refresh`).
     pub last_relist: Mutex<std::time::Instant>,
+    /// Rolled segments whose seal is not yet durable (see `seal.rs`).
+    pub sealing: seal::Sealing,
 }
 
 /// A handle on one topic. Cheap to clone; every clone shares the same state.
@@ -141,6 +144,7 @@ impl Topic {
             appending: std::sync::atomic::AtomicUsize::new(0),
             tail_keys: Mutex::new(query::TailKeys::default()),
             last_relist: Mutex::new(std::time::Instant::now()),
+            sealing: seal::Sealing::default(),
         });
         Ok(Topic { shared })
     }
@@ -231,7 +235,9 @@ impl TopicShared {
                 }
             }
         }
-        let writable = self.writer.try_lock().is_some_and(|w| w.is_some());
+        // Index files are rewritten only by the appender, and not for a segment whose seal
+        // is still pending (the sealer writes them once its log is synced).
+        let writable = segment.base < self.sealing.through() && self.writer.try_lock().is_some_and(|w| w.is_some());
         segment.load(writable)
     }
 

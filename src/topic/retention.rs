@@ -98,6 +98,10 @@ impl Topic {
             if !hard && (unconsumed || (!by_size && !by_age)) {
                 break;
             }
+            // A segment is deleted only once sealed (its seal thread may still be running).
+            if segment.base >= shared.sealing.through() {
+                shared.seal_pending()?;
+            }
             for g in groups.iter().filter(|g| g.committed < segment_end) {
                 let loss = GroupLoss {
                     group: g.name.clone(),

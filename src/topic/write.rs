@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::IoContext;
 use crate::record::{check_limits, NewRecord, RecordFields};
 use crate::segment::{self, SealedSegment};
+use crate::topic::seal::PendingSeal;
 use crate::topic::{Topic, TopicShared, Visible};
 use crate::wal::{self, ActiveFile, Durability, RecoveryReport, SyncTarget, Writer};
 use crate::{Error, Offset, Result};
@@ -130,6 +131,8 @@ impl Topic {
     /// made visible.
     pub(crate) fn sync_through(&self, end: Offset) -> Result<()> {
         let shared = &self.shared;
+        // Older segments first: a record is durable only if everything before it is.
+        shared.seal_pending()?;
         shared.commit.wait_durable(
             &shared.name,
             end,
@@ -165,6 +168,7 @@ impl Topic {
         let recovered = wal::recover_active(&shared.dir)?;
         let bases = segment::list_segments(&shared.dir)?;
         let active = recovered.active;
+        shared.sealing.set_through(active.base);
         let sealed: Vec<_> = bases
             .iter()
             .filter(|&&b| b < active.base)
@@ -244,8 +248,9 @@ impl Topic {
         Ok(())
     }
 
-    /// Seals the active segment and starts a new one. Every step can be interrupted by a
-    /// crash and recovered: the old log is synced before the new file exists.
+    /// Starts a new active segment and seals the old one: at once under
+    /// [`Durability::Always`], in the background otherwise (see `seal.rs`). Every step can
+    /// be interrupted by a crash and recovered.
     fn roll(&self, writer: &mut Writer) -> Result<()> {
         let shared = &self.shared;
         let path = writer.active.path.clone();
@@ -257,32 +262,34 @@ impl Topic {
                 cause,
             });
         }
-        if let Err(e) = writer.active.log.sync_data() {
-            let cause = format!("fdatasync of {} failed: {e}", path.display());
-            shared.commit.poison(cause.clone());
-            return Err(Error::Poisoned {
-                topic: shared.name.clone(),
-                cause,
-            });
-        }
-        crate::failpoint::hit("roll.after_sync");
         let tail = Arc::clone(&shared.segments.read().tail);
         let mut index = tail.index.read().clone();
         if let Some((relative, position, ts)) = writer.last_batch {
             index.force_final_entry(relative, position, ts);
         }
-        segment::write_index_files(&path, &index)?;
-        crate::failpoint::hit("roll.after_index");
         let new = ActiveFile::create(&shared.dir, writer.next_offset)?;
         crate::failpoint::hit("roll.after_create");
-        let old_base = std::mem::replace(&mut writer.active, new).base;
+        let old = std::mem::replace(&mut writer.active, new);
+        shared.sealing.push(PendingSeal {
+            next_base: writer.next_offset,
+            path,
+            log: Arc::clone(&old.log),
+            index,
+        });
         let new_tail = Arc::new(super::TailSegment::open(&shared.dir, writer.next_offset)?);
         {
             let mut segments = shared.segments.write();
             segments
                 .sealed
-                .push(Arc::new(SealedSegment::new(&shared.dir, old_base)));
+                .push(Arc::new(SealedSegment::new(&shared.dir, old.base)));
             segments.tail = new_tail;
+        }
+        // Background seals that fall behind (segments filled faster than they are synced)
+        // make the appender wait, so at most a couple of segments are ever unsealed.
+        if shared.durability == Durability::Always || shared.sealing.pending() > super::seal::PENDING_SEALS_MAX {
+            shared.seal_pending()?;
+        } else {
+            super::seal::seal_in_background(shared);
         }
         shared.commit.mark_synced(writer.next_offset);
         shared.publish(Visible {
@@ -305,7 +312,8 @@ impl Topic {
             return evidence;
         };
         let path = writer.active.path.clone();
-        let result = writer.flush().and_then(|()| {
+        let sealed = self.shared.seal_pending();
+        let result = sealed.and_then(|()| writer.flush()).and_then(|()| {
             writer
                 .active
                 .log

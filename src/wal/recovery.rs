@@ -30,6 +30,10 @@ pub struct RecoveryReport {
     pub removed_files: Vec<PathBuf>,
     /// Offset after the last valid record.
     pub end_offset: Offset,
+    /// Segments deleted because a segment before them, sealed in the background, was
+    /// found torn (a power loss before its seal reached the disk; the records after the
+    /// tear were never durable). Empty after a clean shutdown or a process crash.
+    pub dropped_segments: Vec<PathBuf>,
 }
 
 /// The recovered active segment.
@@ -43,12 +47,15 @@ pub(crate) struct Recovered {
 /// The caller holds the topic's append lock.
 pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
     let removed_files = remove_leftovers(dir)?;
+    let dropped_segments = confirm_seals(dir)?;
     let bases = segment::list_segments(dir)?;
     let Some(&base) = bases.last() else {
         let active = ActiveFile::create(dir, Offset(0))?;
+        segment::write_sealed_through(dir, Offset(0))?;
         let report = RecoveryReport {
             segment: active.path.clone(),
             removed_files,
+            dropped_segments,
             ..RecoveryReport::default()
         };
         let scan = segment::scan_batches(&[], Offset(0), &active.path, true)?;
@@ -63,6 +70,7 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
         truncated_bytes: bytes.len() as u64 - scan.valid_bytes,
         removed_files,
         end_offset: scan.end_offset,
+        dropped_segments,
         ..RecoveryReport::default()
     };
     if let Some(err) = &scan.stopped_by {
@@ -103,10 +111,88 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
             "truncated a torn tail after an unclean shutdown"
         );
     }
+    if segment::read_sealed_through(dir)? != Some(base) {
+        segment::write_sealed_through(dir, base)?;
+    }
     let mut active = ActiveFile::with_log(path, base, log, scan.valid_bytes, true)?;
     write_index(&mut active, &scan.index)?;
     active.first_timestamp_us = (scan.batches > 0).then_some(scan.first_timestamp_us);
     Ok(Recovered { active, scan, report })
+}
+
+/// Checks the segments sealed in the background whose seal is not recorded as durable
+/// (base at or above `sealed.offset`, other than the newest). Each is read whole: a
+/// complete one is synced and gets its index files; a torn one (a power loss before its
+/// seal reached the disk) becomes the newest segment, and the segments after it, whose
+/// records were never durable either, are deleted and returned. Bad bytes followed by a
+/// valid batch are corruption, as for the active segment, and nothing is deleted.
+fn confirm_seals(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Some(through) = segment::read_sealed_through(dir)? else {
+        // A topic written before background sealing existed: every roll sealed at once.
+        return Ok(Vec::new());
+    };
+    let bases = segment::list_segments(dir)?;
+    for (i, pair) in bases.windows(2).enumerate() {
+        let (base, next) = (pair[0], pair[1]);
+        if base < through {
+            continue;
+        }
+        let path = dir.join(segment::file_name(base, LOG_EXT));
+        let bytes = fs::read(&path).context(|| format!("reading segment {}", path.display()))?;
+        let scan = segment::scan_batches(&bytes, base, &path, true)?;
+        match &scan.stopped_by {
+            None if scan.end_offset == next && scan.batches > 0 => {
+                fs::File::open(&path)
+                    .and_then(|f| f.sync_data())
+                    .context(|| format!("syncing segment {}", path.display()))?;
+                segment::write_index_files(&path, &scan.index)?;
+                segment::write_sealed_through(dir, next)?;
+            }
+            None if scan.end_offset > next => {
+                return Err(segment::corrupt(
+                    &path,
+                    scan.valid_bytes,
+                    format!(
+                        "segment ends at offset {} but the next segment starts at {next}",
+                        scan.end_offset
+                    ),
+                ))
+            }
+            stopped => {
+                // Cut short: at a batch boundary (stopped is None), or inside a batch.
+                let tail = &bytes[scan.valid_bytes as usize..];
+                if let Some((err, later)) = stopped.as_ref().zip(find_valid_batch_after(tail, scan.end_offset)) {
+                    return Err(segment::corrupt(
+                        &path,
+                        scan.valid_bytes + err.byte_pos,
+                        format!(
+                            "{}; a valid batch follows at byte {}, so this is not a torn tail",
+                            err.reason,
+                            scan.valid_bytes + later as u64
+                        ),
+                    ));
+                }
+                let mut dropped = Vec::new();
+                for &later in &bases[i + 1..] {
+                    let log = dir.join(segment::file_name(later, LOG_EXT));
+                    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, crate::index::keys::KEY_INDEX_EXT] {
+                        segment::remove_if_exists(&log.with_extension(ext))?;
+                    }
+                    dropped.push(log);
+                }
+                crate::fsutil::sync_dir(dir)?;
+                tracing::warn!(
+                    segment = %path.display(),
+                    end_offset = scan.end_offset.0,
+                    dropped = dropped.len(),
+                    "a segment sealed in the background was torn (power loss before its seal was durable); \
+                     the segments after it held no durable record and were deleted"
+                );
+                return Ok(dropped);
+            }
+        }
+    }
+    Ok(Vec::new())
 }
 
 /// The record count a cut-short header announces, if its magic and count are there.
