@@ -63,3 +63,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::failpoint::hit("write_atomic.after_rename");
     Ok(())
 }
+
+/// `flock(LOCK_EX | LOCK_NB)` on `file`, retried for up to ~100 ms while it would block.
+///
+/// A lock released by closing its file can stay held for a moment by a child process
+/// another thread is spawning: between fork and exec the child shares the open file
+/// description (close-on-exec only drops it at exec). A holder that really holds the lock
+/// still gets `WouldBlock` after the retries.
+pub fn try_lock_briefly(file: &std::fs::File) -> std::result::Result<(), std::fs::TryLockError> {
+    let mut delay = std::time::Duration::from_millis(1);
+    for _ in 0..8 {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => std::thread::sleep(delay),
+            other => return other,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_millis(25));
+    }
+    file.try_lock()
+}

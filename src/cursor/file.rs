@@ -128,7 +128,7 @@ impl CursorFile {
                 crate::fsutil::sync_dir(dir)?;
             }
         }
-        match file.try_lock() {
+        match crate::fsutil::try_lock_briefly(&file) {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::Locked {

@@ -373,7 +373,7 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .context(|| format!("opening lock file {}", path.display()))?;
-    match file.try_lock() {
+    match crate::fsutil::try_lock_briefly(&file) {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
