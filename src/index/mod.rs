@@ -701,7 +701,11 @@ mod tests {
     /// Batches (relative offset, position, time) with runs of equal times.
     fn batches() -> Vec<(u32, u32, u64)> {
         let times = [5u64, 5, 7, 7, 7, 9, 12, 12, 13, 20, 20, 20, 21];
-        times.iter().enumerate().map(|(i, &t)| (i as u32 * 3, i as u32 * 1500, t)).collect()
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (i as u32 * 3, i as u32 * 1500, t))
+            .collect()
     }
 
     fn naive(batches: &[(u32, u32, u64)], t: u64) -> TimeLookup {
