@@ -72,9 +72,6 @@ pub(crate) struct TopicShared {
     pub evidence_thread: Mutex<Option<evidence::EvidenceThread>>,
     /// Leaves durably in the tree file: retention never deletes records above it.
     pub tree_synced: std::sync::atomic::AtomicU64,
-    /// Appenders between entering `append` and handing their batch to the writer: a
-    /// group-commit leader waits (briefly) for them so one sync covers them too.
-    pub appending: std::sync::atomic::AtomicUsize,
     /// In-memory key index of the tail segment, for queries (see `query.rs`).
     pub tail_keys: Mutex<query::TailKeys>,
     /// When a reader last listed the topic's directory (see `Topic::refresh`).
@@ -141,7 +138,6 @@ impl Topic {
             evidence: Mutex::new(None),
             evidence_thread: Mutex::new(None),
             tree_synced: std::sync::atomic::AtomicU64::new(0),
-            appending: std::sync::atomic::AtomicUsize::new(0),
             tail_keys: Mutex::new(query::TailKeys::default()),
             last_relist: Mutex::new(std::time::Instant::now()),
             sealing: seal::Sealing::default(),

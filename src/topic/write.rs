@@ -74,7 +74,6 @@ impl Topic {
             records_bytes += check_limits(record)?;
         }
         let shared = &self.shared;
-        let in_flight = InFlight::enter(shared);
         let mut guard = shared.writer.lock();
         if guard.is_none() {
             *guard = Some(self.acquire_writer()?);
@@ -106,7 +105,6 @@ impl Topic {
         };
         let snapshot = sync_target(writer);
         drop(guard);
-        drop(in_flight);
         if shared.durability == Durability::Always {
             self.sync_through(written.end)?;
         } else {
@@ -136,7 +134,6 @@ impl Topic {
         shared.commit.wait_durable(
             &shared.name,
             end,
-            &shared.appending,
             || self.current_sync_target(),
             |t| {
                 shared.publish(Visible {
@@ -422,27 +419,5 @@ fn spawn_interval_syncer(shared: std::sync::Weak<TopicShared>, ms: u64) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the interval sync thread");
-    }
-}
-
-/// Counts an appender from entering `append` until its batch is in the writer's hands.
-struct InFlight<'a> {
-    counter: &'a std::sync::atomic::AtomicUsize,
-    commit: &'a crate::wal::GroupCommit,
-}
-
-impl<'a> InFlight<'a> {
-    fn enter(shared: &'a TopicShared) -> Self {
-        shared.appending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        InFlight {
-            counter: &shared.appending,
-            commit: &shared.commit,
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.commit.leave_flight(self.counter);
     }
 }

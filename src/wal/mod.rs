@@ -10,9 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 pub use recovery::RecoveryReport;
 pub(crate) use recovery::{find_valid_batch_after, recover_active};
@@ -251,26 +251,30 @@ impl Writer {
     }
 }
 
-/// Longest a group-commit leader waits for appenders already inside `append` (µs).
-pub const GROUP_COMMIT_SETTLE_US_MAX: u64 = 200;
-
-/// Waiters are spread over this many condvars, so that waking everyone after a sync is a
-/// few short chains of handoffs in parallel rather than one chain through a single mutex.
-const WAIT_SHARDS: usize = 8;
-
 /// Shared group-commit coordinator of one topic: how far the log is durable, whether a
-/// sync is running, whether one failed. The state is atomic; a mutex per shard only
-/// guards sleeping, and the leader takes each shard's mutex after changing the state, so
-/// no wake-up is lost.
+/// sync is running, whether one failed.
+///
+/// Waiters are woken one by one, and only when their records are durable (or to lead the
+/// next sync): with 64 appenders on 2 cores, waking every waiter after each sync so that
+/// most of them could go back to sleep cost more than the fdatasync itself.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     synced: std::sync::atomic::AtomicU64,
-    syncing: std::sync::atomic::AtomicBool,
     poisoned_flag: std::sync::atomic::AtomicBool,
     poisoned: Mutex<Option<String>>,
-    shards: [(Mutex<()>, Condvar); WAIT_SHARDS],
-    settle_lock: Mutex<()>,
-    settled: Condvar,
+    waits: Mutex<Waits>,
+}
+
+/// Who waits for which offset to be durable, and whether a leader is syncing.
+#[derive(Default)]
+struct Waits {
+    syncing: bool,
+    waiters: Vec<Waiter>,
+}
+
+struct Waiter {
+    target: u64,
+    thread: std::thread::Thread,
 }
 
 /// What a sync leader needs, taken under the writer lock and used outside it.
@@ -282,27 +286,20 @@ pub(crate) struct SyncTarget {
     pub bytes: u64,
 }
 
-fn wait_shard() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % WAIT_SHARDS);
-    SHARD.with(|s| *s)
-}
-
 impl GroupCommit {
     /// Returns once offsets below `target` are durable. One caller at a time becomes the
-    /// leader and fdatasyncs for everyone who wrote before it started; the others wait.
+    /// leader and fdatasyncs for everyone who wrote before it started; the others sleep
+    /// until a sync covers them, or until they are asked to lead the next one.
     /// `snapshot` is called by the leader to flush and learn what to sync; `publish`
     /// after success.
     pub fn wait_durable(
         &self,
         topic: &str,
         target: Offset,
-        in_flight: &AtomicUsize,
         snapshot: impl Fn() -> Result<Option<SyncTarget>>,
         publish: impl Fn(&SyncTarget),
     ) -> Result<()> {
-        let (lock, cvar) = &self.shards[wait_shard()];
+        let me = std::thread::current();
         loop {
             if self.poisoned_flag.load(Ordering::Acquire) {
                 let cause = self.poisoned.lock().clone().unwrap_or_default();
@@ -314,39 +311,90 @@ impl GroupCommit {
             if self.synced.load(Ordering::Acquire) >= target.0 {
                 return Ok(());
             }
-            if self
-                .syncing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                let led = self.lead(topic, target, in_flight, &snapshot, &publish);
-                self.syncing.store(false, Ordering::Release);
-                self.wake_all();
+            let lead = {
+                let mut waits = self.waits.lock();
+                if self.synced.load(Ordering::Acquire) >= target.0 || self.poisoned_flag.load(Ordering::Acquire) {
+                    continue;
+                }
+                waits.waiters.retain(|w| w.thread.id() != me.id());
+                if waits.syncing {
+                    waits.waiters.push(Waiter {
+                        target: target.0,
+                        thread: me.clone(),
+                    });
+                    false
+                } else {
+                    waits.syncing = true;
+                    true
+                }
+            };
+            if lead {
+                let led = self.lead(topic, target, &snapshot, &publish);
+                self.finish_round();
                 led?;
-                continue;
-            }
-            let mut guard = lock.lock();
-            let still_waiting = self.syncing.load(Ordering::Acquire)
-                && self.synced.load(Ordering::Acquire) < target.0
-                && !self.poisoned_flag.load(Ordering::Acquire);
-            if still_waiting {
-                cvar.wait(&mut guard);
+            } else {
+                // Woken when a sync covers `target`, to lead, or spuriously: all re-checked.
+                std::thread::park();
             }
         }
     }
 
-    /// One sync as leader: let in-flight appenders finish, flush, fdatasync, publish.
+    /// Ends a leader's round: wakes the waiters it made durable, and one of the others
+    /// (the oldest) to lead the next sync.
+    fn finish_round(&self) {
+        let synced = self.synced.load(Ordering::Acquire);
+        let poisoned = self.poisoned_flag.load(Ordering::Acquire);
+        let mut woken = Vec::new();
+        {
+            let mut waits = self.waits.lock();
+            waits.syncing = false;
+            let mut next_leader = None;
+            waits.waiters.retain(|w| {
+                if poisoned || w.target <= synced {
+                    woken.push(w.thread.clone());
+                    false
+                } else if next_leader.is_none() {
+                    next_leader = Some(w.thread.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            woken.extend(next_leader);
+        }
+        for thread in woken {
+            thread.unpark();
+        }
+    }
+
+    /// Wakes the waiters whose offsets are below `synced` (all of them once poisoned).
+    fn wake_covered(&self) {
+        let synced = self.synced.load(Ordering::Acquire);
+        let poisoned = self.poisoned_flag.load(Ordering::Acquire);
+        let mut woken = Vec::new();
+        self.waits.lock().waiters.retain(|w| {
+            let wake = poisoned || w.target <= synced;
+            if wake {
+                woken.push(w.thread.clone());
+            }
+            !wake
+        });
+        for thread in woken {
+            thread.unpark();
+        }
+    }
+
+    /// One sync as leader: flush, fdatasync, publish. It does not wait for appenders that
+    /// are about to write: with many appenders the syncs pipeline (those who write during
+    /// one sync are covered by the next), and a wait only lengthened every round (measured:
+    /// 64 writers, 75 k/s with a 200 µs wait, 89 k/s without).
     fn lead(
         &self,
         topic: &str,
         target: Offset,
-        in_flight: &AtomicUsize,
         snapshot: &impl Fn() -> Result<Option<SyncTarget>>,
         publish: &impl Fn(&SyncTarget),
     ) -> Result<()> {
-        // Let appenders already inside `append` finish their write into the buffer, so
-        // this sync covers them too (bounded: a lone appender never waits).
-        self.settle(in_flight);
         let work = match snapshot() {
             Ok(Some(work)) => work,
             Ok(None) => {
@@ -385,49 +433,17 @@ impl GroupCommit {
         }
     }
 
-    fn wake_all(&self) {
-        for (lock, cvar) in &self.shards {
-            let _guard = lock.lock();
-            cvar.notify_all();
-        }
-    }
-
-    /// Waits, at most [`GROUP_COMMIT_SETTLE_US_MAX`], until no appender is between
-    /// entering `append` and handing its batch over (sleeping on a condvar, not spinning:
-    /// on a loaded machine a spin would give the core away for a whole time slice).
-    fn settle(&self, in_flight: &AtomicUsize) {
-        if in_flight.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_micros(GROUP_COMMIT_SETTLE_US_MAX);
-        let mut guard = self.settle_lock.lock();
-        while in_flight.load(Ordering::Acquire) > 0 {
-            if self.settled.wait_until(&mut guard, deadline).timed_out() {
-                break;
-            }
-        }
-    }
-
-    /// Called by an appender that just handed its batch over; wakes a settling leader
-    /// when it was the last one in flight.
-    pub fn leave_flight(&self, in_flight: &AtomicUsize) {
-        if in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = self.settle_lock.lock();
-            self.settled.notify_all();
-        }
-    }
-
     /// Marks everything below `end` durable (after a roll or close synced it).
     pub fn mark_synced(&self, end: Offset) {
         self.synced.fetch_max(end.0, Ordering::AcqRel);
-        self.wake_all();
+        self.wake_covered();
     }
 
     /// Refuses further writes.
     pub fn poison(&self, cause: String) {
         self.poisoned.lock().get_or_insert(cause);
         self.poisoned_flag.store(true, Ordering::Release);
-        self.wake_all();
+        self.wake_covered();
     }
 
     /// The poison cause, if any.
