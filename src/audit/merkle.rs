@@ -55,7 +55,7 @@ pub fn empty_root() -> Hash {
     Sha256::digest([]).into()
 }
 
-/// The canonical leaf encoding of one record (layout in docs/audit-format.md).
+/// The canonical leaf encoding of one record (layout in FORMAT.md, "Leaf bytes").
 ///
 /// # Errors
 /// [`AuditError::FieldTooLong`] if a field exceeds [`LEAF_FIELD_BYTES_MAX`].
@@ -67,7 +67,7 @@ pub fn leaf_bytes(
     headers: &[(String, Vec<u8>)],
     value: &[u8],
 ) -> Result<Vec<u8>> {
-    let record = RecordFields {
+    let record = LeafRecord {
         offset,
         timestamp_us,
         event_time_us,
@@ -81,8 +81,7 @@ pub fn leaf_bytes(
     Ok(out)
 }
 
-/// `leaf_hash(leaf_bytes(...))` without building the encoding in memory:
-/// the fields stream straight into the hasher, which is the hot path.
+/// `leaf_hash(leaf_bytes(...))` without building the encoding in memory.
 ///
 /// # Errors
 /// [`AuditError::FieldTooLong`] if a field exceeds [`LEAF_FIELD_BYTES_MAX`].
@@ -94,19 +93,29 @@ pub fn record_leaf_hash(
     headers: &[(String, Vec<u8>)],
     value: &[u8],
 ) -> Result<Hash> {
-    let record = RecordFields {
+    LeafRecord {
         offset,
         timestamp_us,
         event_time_us,
         key,
         headers,
         value,
-    };
-    record.check_lengths()?;
-    let mut hasher = Sha256::new();
-    hasher.update([0x00]);
-    record.encode_into(&mut hasher);
-    Ok(hasher.finalize().into())
+    }
+    .leaf_hash()
+}
+
+/// A record's headers as the leaf encoding reads them: `(name, value)` pairs in the
+/// record's order. Iterated twice per record (lengths are checked first), so headers
+/// can stay wherever the caller keeps them — owned, or still encoded in a segment.
+pub trait LeafHeaders<'a> {
+    /// The headers, in order.
+    fn leaf_headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])>;
+}
+
+impl<'a> LeafHeaders<'a> for &'a [(String, Vec<u8>)] {
+    fn leaf_headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.iter().map(|(name, value)| (name.as_bytes(), value.as_slice()))
+    }
 }
 
 /// Where encoded bytes go; one encoder serves both the byte form and the
@@ -127,28 +136,62 @@ impl Sink for Sha256 {
     }
 }
 
-struct RecordFields<'a> {
-    offset: u64,
-    timestamp_us: u64,
-    event_time_us: Option<i64>,
-    key: Option<&'a [u8]>,
-    headers: &'a [(String, Vec<u8>)],
-    value: &'a [u8],
+/// One record's fields as the leaf encoding sees them, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafRecord<'a, H> {
+    /// The record's offset (= leaf index).
+    pub offset: u64,
+    /// Append time, µs since the Unix epoch.
+    pub timestamp_us: u64,
+    /// Producer-supplied event time, if any.
+    pub event_time_us: Option<i64>,
+    /// Key, if any (absent and empty encode differently).
+    pub key: Option<&'a [u8]>,
+    /// The headers.
+    pub headers: H,
+    /// The value as stored.
+    pub value: &'a [u8],
 }
 
-impl RecordFields<'_> {
+impl<'a, H: LeafHeaders<'a>> LeafRecord<'a, H> {
+    /// `leaf_hash` of the canonical leaf bytes, streamed into the hasher.
+    ///
+    /// # Errors
+    /// [`AuditError::FieldTooLong`] if a field exceeds [`LEAF_FIELD_BYTES_MAX`].
+    pub fn leaf_hash(&self) -> Result<Hash> {
+        self.check_lengths()?;
+        let mut hasher = Sha256::new();
+        hasher.update([0x00]);
+        self.encode_into(&mut hasher);
+        Ok(hasher.finalize().into())
+    }
+
+    /// Appends the canonical leaf bytes to `out`.
+    ///
+    /// # Errors
+    /// [`AuditError::FieldTooLong`] if a field exceeds [`LEAF_FIELD_BYTES_MAX`]
+    /// (nothing is appended then).
+    pub fn encode_to(&self, out: &mut Vec<u8>) -> Result<()> {
+        self.check_lengths()?;
+        out.reserve(self.encoded_len());
+        self.encode_into(out);
+        Ok(())
+    }
+
     fn check_lengths(&self) -> Result<()> {
         check_len("key", self.key.map_or(0, <[u8]>::len))?;
-        check_len("header count", self.headers.len())?;
-        for (name, value) in self.headers {
+        let mut count = 0usize;
+        for (name, value) in self.headers.leaf_headers() {
             check_len("header name", name.len())?;
             check_len("header value", value.len())?;
+            count += 1;
         }
+        check_len("header count", count)?;
         check_len("value", self.value.len())
     }
 
     fn encoded_len(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+        let headers: usize = self.headers.leaf_headers().map(|(n, v)| 8 + n.len() + v.len()).sum();
         let key = self.key.map_or(0, |k| 4 + k.len());
         1 + 8 + 8 + 1 + 8 + 1 + key + 4 + headers + 4 + self.value.len()
     }
@@ -172,9 +215,9 @@ impl RecordFields<'_> {
                 put_bytes(sink, k);
             }
         }
-        sink.put(&(self.headers.len() as u32).to_le_bytes());
-        for (name, value) in self.headers {
-            put_bytes(sink, name.as_bytes());
+        sink.put(&(self.headers.leaf_headers().count() as u32).to_le_bytes());
+        for (name, value) in self.headers.leaf_headers() {
+            put_bytes(sink, name);
             put_bytes(sink, value);
         }
         put_bytes(sink, self.value);

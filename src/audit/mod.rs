@@ -5,6 +5,8 @@
 //! The room's parts, bottom up:
 //! - [`merkle`]: hash rules (leaf, node, empty tree), the canonical leaf
 //!   encoding of a record, and the in-memory [`Frontier`] (compact range).
+//! - [`batch`]: the same hashes many at a time (multi-buffer SHA-256): leaf
+//!   batches, and appending a batch of leaves to a tree level by level.
 //! - [`tree_file`]: [`TreeFile`], every node hash of the tree kept on disk in
 //!   one append-only file, so proofs never rescan the log.
 //! - [`proof`]: proof generation over any [`NodeSource`], verification, and
@@ -17,15 +19,18 @@
 //! **Invariant:** the tree file is derived data. Losing its unsynced tail
 //! costs only re-feeding leaves from the log, never correctness.
 
+pub mod batch;
 pub mod checkpoint;
 pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod tree_file;
 
+pub use batch::{leaf_hashes, node_hashes, LeafBatch};
 pub use checkpoint::{Checkpoint, SigningKeyFile};
 pub use merkle::{
-    empty_root, leaf_bytes, leaf_hash, node_hash, record_leaf_hash, Frontier, Hash, HASH_BYTES, TREE_SIZE_MAX,
+    empty_root, leaf_bytes, leaf_hash, node_hash, record_leaf_hash, Frontier, Hash, LeafHeaders, LeafRecord,
+    HASH_BYTES, TREE_SIZE_MAX,
 };
 pub use note::{sign_note, verify_note, NoteSigner, NoteVerifier};
 pub use proof::{

@@ -16,6 +16,7 @@ use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
+use crate::audit::batch::{extend_frontier, LevelScratch};
 use crate::audit::merkle::{Frontier, Hash, HASH_BYTES, TREE_HEIGHT_MAX, TREE_SIZE_MAX};
 use crate::audit::proof::{self, NodeSource};
 use crate::audit::{AuditError, Result};
@@ -65,6 +66,7 @@ pub struct TreeFile {
     entries: u64,
     meta_seq: u64,
     staging: Vec<u8>,
+    levels: LevelScratch,
     poisoned: bool,
 }
 
@@ -107,6 +109,7 @@ impl TreeFile {
             entries: 0,
             meta_seq: point.seq,
             staging: Vec::new(),
+            levels: LevelScratch::default(),
             poisoned: false,
         };
         file.recover_to(point)?;
@@ -189,6 +192,32 @@ impl TreeFile {
         self.node(0, index)
     }
 
+    /// Stored hashes of leaves `from..from + out.len()`, with one read of the
+    /// post-order run that holds them (about two hashes per leaf).
+    ///
+    /// # Errors
+    /// [`AuditError::IndexOutOfRange`] past [`TreeFile::size`]; I/O errors.
+    pub fn leaves_into(&self, from: u64, out: &mut [Hash]) -> Result<()> {
+        let Some(last) = (from + out.len() as u64).checked_sub(1) else {
+            return Ok(());
+        };
+        if last >= self.size() {
+            return Err(AuditError::IndexOutOfRange {
+                index: last,
+                size: self.size(),
+            });
+        }
+        let first = node_position(0, from);
+        let span = (node_position(0, last) - first + 1) as usize;
+        let mut bytes = vec![0u8; span * HASH_BYTES];
+        self.read_entries(first, &mut bytes)?;
+        for (hash, index) in out.iter_mut().zip(from..) {
+            let at = (node_position(0, index) - first) as usize * HASH_BYTES;
+            hash.copy_from_slice(&bytes[at..at + HASH_BYTES]);
+        }
+        Ok(())
+    }
+
     /// RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
     ///
     /// # Errors
@@ -214,25 +243,19 @@ impl TreeFile {
     }
 
     /// Appends leaf hashes in order, staging all new hashes for one write.
+    /// The new interior nodes are hashed level by level in multi-buffer
+    /// batches; the stored hashes are the same as one leaf at a time.
     ///
     /// # Errors
     /// [`AuditError::Poisoned`], [`AuditError::TreeFull`] (nothing is
     /// appended then), I/O errors (the file is poisoned then).
     pub fn append_leaves(&mut self, leaves: &[Hash]) -> Result<()> {
         self.check_poisoned()?;
-        let size = self.size();
-        if (leaves.len() as u64) > TREE_SIZE_MAX - size {
-            return Err(AuditError::TreeFull { size });
-        }
         self.staging.clear();
-        for leaf in leaves {
-            self.staging.extend_from_slice(leaf);
-            let staging = &mut self.staging;
-            self.frontier
-                .push_with(*leaf, |_, node| staging.extend_from_slice(node))
-                .expect("capacity checked before the batch");
-        }
+        self.frontier = extend_frontier(&self.frontier, leaves, &mut self.levels, &mut self.staging)?;
+        let before = self.entries;
         self.entries = entries_for(self.size());
+        debug_assert_eq!(self.staging.len() as u64, (self.entries - before) * HASH_WIDTH);
         let written = self.writer.write_all(&self.staging);
         self.poison_on_error(written)
     }
@@ -340,20 +363,28 @@ impl TreeFile {
 
     /// Hash number `position`, from the file or from the write buffer.
     fn read_entry(&self, position: u64) -> Result<Hash> {
+        let mut hash = [0u8; HASH_BYTES];
+        self.read_entries(position, &mut hash)?;
+        Ok(hash)
+    }
+
+    /// Hashes from number `position` on into `out` (whole hashes, all below
+    /// `entries`), from the file and then from the write buffer.
+    fn read_entries(&self, position: u64, out: &mut [u8]) -> Result<()> {
         let start = HEADER_BYTES + position * HASH_WIDTH;
         let buffered = self.writer.buffer();
         let flushed_end = HEADER_BYTES + self.entries * HASH_WIDTH - buffered.len() as u64;
-        let mut hash = [0u8; HASH_BYTES];
-        let from_file = flushed_end.saturating_sub(start).min(HASH_WIDTH) as usize;
+        let from_file = (flushed_end.saturating_sub(start) as usize).min(out.len());
         if from_file > 0 {
-            let read = self.writer.get_ref().read_exact_at(&mut hash[..from_file], start);
+            let read = self.writer.get_ref().read_exact_at(&mut out[..from_file], start);
             read.map_err(|e| AuditError::io(&self.tree_path, e))?;
         }
-        if from_file < HASH_BYTES {
+        if from_file < out.len() {
             let in_buffer = (start + from_file as u64 - flushed_end) as usize;
-            hash[from_file..].copy_from_slice(&buffered[in_buffer..in_buffer + HASH_BYTES - from_file]);
+            let rest = out.len() - from_file;
+            out[from_file..].copy_from_slice(&buffered[in_buffer..in_buffer + rest]);
         }
-        Ok(hash)
+        Ok(())
     }
 }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::audit::{self, Checkpoint, Hash, NoteSigner, NoteVerifier, TreeFile};
+use crate::audit::{self, Checkpoint, Hash, LeafBatch, NoteSigner, NoteVerifier, TreeFile};
 use crate::error::IoContext;
-use crate::record::RecordRef;
+use crate::record::{HeaderList, RecordRef};
 use crate::topic::{Topic, TopicShared};
 use crate::{Error, Offset, Result};
 
@@ -69,22 +69,25 @@ fn tamper(topic: &str, offset: Option<Offset>, reason: impl Into<String>) -> Err
 /// # Errors
 /// A field longer than the leaf encoding allows (cannot happen under the record limits).
 pub fn record_leaf(record: &RecordRef<'_>) -> Result<Hash> {
-    let owned;
-    let headers: &[(String, Vec<u8>)] = if record.fields.headers.is_empty() {
-        &[]
-    } else {
-        owned = record.fields.headers.to_vec();
-        &owned
-    };
-    audit::record_leaf_hash(
-        record.offset.0,
-        record.timestamp_us,
-        record.fields.event_time_us,
-        record.fields.key,
-        headers,
-        record.fields.value,
-    )
-    .map_err(audit_err)
+    leaf_record(record).leaf_hash().map_err(audit_err)
+}
+
+/// A record as the leaf encoding sees it; headers are read where they are stored.
+fn leaf_record<'a>(record: &RecordRef<'a>) -> audit::LeafRecord<'a, HeaderList<'a>> {
+    audit::LeafRecord {
+        offset: record.offset.0,
+        timestamp_us: record.timestamp_us,
+        event_time_us: record.fields.event_time_us,
+        key: record.fields.key,
+        headers: record.fields.headers,
+        value: record.fields.value,
+    }
+}
+
+impl<'a> audit::LeafHeaders<'a> for HeaderList<'a> {
+    fn leaf_headers(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.iter().map(|(name, value)| (name.as_bytes(), value))
+    }
 }
 
 impl Topic {
@@ -174,25 +177,57 @@ impl Topic {
         Ok(leaves.len() as u64)
     }
 
-    /// The leaf hashes of records `[from, end)`.
+    /// The leaf hashes of records `[from, end)`: leaf bytes are gathered in a reused
+    /// buffer and hashed many at a time (multi-buffer SHA-256).
     fn leaves(&self, from: u64, end: u64) -> Result<Vec<Hash>> {
         let mut leaves = Vec::with_capacity((end - from) as usize);
+        self.for_each_leaf_batch(from, end, |_, batch| {
+            batch.hash_into(&mut leaves);
+            Ok(())
+        })?;
+        Ok(leaves)
+    }
+
+    /// Reads records `[from, end)` and hands their leaf bytes to `each` in batches, with
+    /// the offset of the batch's first record; `each` must empty the batch.
+    pub(crate) fn for_each_leaf_batch(
+        &self,
+        from: u64,
+        end: u64,
+        mut each: impl FnMut(u64, &mut LeafBatch) -> Result<()>,
+    ) -> Result<()> {
+        let mut batch = LeafBatch::new();
+        let mut batch_start = from;
         let mut failure = None;
         self.scan(Offset(from), |record| {
-            match record_leaf(&record) {
-                Ok(leaf) => leaves.push(leaf),
-                Err(e) => failure = Some(e),
+            if record.offset.0 >= end {
+                return ControlFlow::Break(());
             }
-            if failure.is_some() || record.offset.0 + 1 >= end {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
+            let pushed = batch.push(&leaf_record(&record)).map_err(audit_err);
+            let flushed = pushed.and_then(|()| {
+                if batch.is_full() || record.offset.0 + 1 >= end {
+                    each(batch_start, &mut batch)?;
+                    debug_assert!(batch.is_empty(), "each must hash the batch");
+                    batch_start = record.offset.0 + 1;
+                }
+                Ok(())
+            });
+            match flushed {
+                Ok(()) if record.offset.0 + 1 < end => ControlFlow::Continue(()),
+                Ok(()) => ControlFlow::Break(()),
+                Err(e) => {
+                    failure = Some(e);
+                    ControlFlow::Break(())
+                }
             }
         })?;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(leaves),
+        if let Some(e) = failure {
+            return Err(e);
         }
+        if !batch.is_empty() {
+            each(batch_start, &mut batch)?;
+        }
+        Ok(())
     }
 
     /// Hashes everything visible, syncs log and tree, and signs a checkpoint of the

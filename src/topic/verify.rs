@@ -1,11 +1,9 @@
 //! Verification and proofs over a topic's Merkle tree and checkpoints.
 
-use std::ops::ControlFlow;
-
 use base64::Engine;
 
 use crate::audit::{self, Checkpoint, Hash, NoteVerifier, ProofBundle};
-use crate::topic::evidence::{read_checkpoints, record_leaf, CHECKPOINTS_FILE};
+use crate::topic::evidence::{read_checkpoints, CHECKPOINTS_FILE};
 use crate::topic::Topic;
 use crate::{Error, Offset, Record, Result};
 
@@ -87,41 +85,36 @@ impl Topic {
                 return Err(tamper(self, None, format!("the tree holds {} leaves, the log ends at {end}", tree.size())));
             }
             let mut records = 0u64;
-            let mut mismatch: Option<Result<Offset>> = None;
-            self.scan(start, |record| {
-                let ok = record_leaf(&record).and_then(|leaf| {
-                    let stored = tree.leaf(record.offset.0).map_err(|e| audit_err(self, e))?;
-                    Ok(leaf == stored)
-                });
-                records += 1;
-                if records.is_multiple_of(65_536) {
+            let mut mismatch = None;
+            let mut computed = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
+            let mut stored = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
+            let checked = self.for_each_leaf_batch(start.0, end.0, |first, batch| {
+                computed.clear();
+                batch.hash_into(&mut computed);
+                stored.resize(computed.len(), [0u8; audit::HASH_BYTES]);
+                tree.leaves_into(first, &mut stored).map_err(|e| audit_err(self, e))?;
+                if let Some(i) = computed.iter().zip(&stored).position(|(leaf, stored)| leaf != stored) {
+                    let offset = Offset(first + i as u64);
+                    mismatch = Some(offset);
+                    return Err(tamper(self, Some(offset), "leaf mismatch"));
+                }
+                let before = records;
+                records += computed.len() as u64;
+                if before / 65_536 != records / 65_536 {
                     progress(records);
                 }
-                match ok {
-                    Ok(true) => ControlFlow::Continue(()),
-                    Ok(false) => {
-                        mismatch = Some(Ok(record.offset));
-                        ControlFlow::Break(())
-                    }
-                    Err(e) => {
-                        mismatch = Some(Err(e));
-                        ControlFlow::Break(())
-                    }
-                }
-            })?;
-            progress(records);
-            match mismatch {
-                Some(Ok(offset)) => {
-                    let file = self.segment_file_of(offset);
-                    return Err(tamper(
-                        self,
-                        Some(offset),
-                        format!("record {offset} (in {}) does not match its leaf in the Merkle tree: it was changed after it was written", file.display()),
-                    ));
-                }
-                Some(Err(e)) => return Err(e),
-                None => {}
+                Ok(())
+            });
+            if let Some(offset) = mismatch {
+                let file = self.segment_file_of(offset);
+                return Err(tamper(
+                    self,
+                    Some(offset),
+                    format!("record {offset} (in {}) does not match its leaf in the Merkle tree: it was changed after it was written", file.display()),
+                ));
             }
+            checked?;
+            progress(records);
             if records != end.0 - start.0 {
                 return Err(tamper(self, None, format!("read {records} records, expected {}", end.0 - start.0)));
             }
