@@ -439,10 +439,11 @@ impl Topic {
             // The summary said a batch at or after the time is here: walk to be sure.
             TimeLookup::NotHere => None,
         };
-        let entry = hint.and_then(|t| data.index.floor_offset(t.relative_offset));
-        let start = entry.map_or(0, |e| u64::from(e.position));
-        let expect = entry.map(|e| (Offset(seg.base.0 + u64::from(e.relative_offset)), None));
-        let found = walk_sealed(&data, start, expect, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
+        let start = match hint {
+            Some(t) => confirm_time_hint(&data, seg, t)?,
+            None => 0,
+        };
+        let found = walk_sealed(&data, start, None, &seg.path, |h| h.timestamp_us >= timestamp_us)?;
         Ok(found.map(|(_, h)| h.base_offset))
     }
 
@@ -468,6 +469,24 @@ impl Topic {
             }
         };
         Ok(Some(found))
+    }
+}
+
+/// The byte position of the batch a time entry that is only a hint names, if the log
+/// confirms it (that batch exists, found from the offset index, and has the entry's
+/// append time); else 0, so the walk starts at the beginning.
+fn confirm_time_hint(data: &SealedData, seg: &SealedSegment, hint: index::TimeEntry) -> Result<u64> {
+    let base = Offset(seg.base.0 + u64::from(hint.relative_offset));
+    let entry = data.index.floor_offset(hint.relative_offset);
+    let from = entry.map_or(0, |e| u64::from(e.position));
+    let expect = entry.map(|e| (Offset(seg.base.0 + u64::from(e.relative_offset)), None));
+    let at = walk_sealed(data, from, expect, &seg.path, |h| h.base_offset >= base)?;
+    match at {
+        Some((pos, h)) if h.base_offset == base && h.timestamp_us == hint.timestamp_us => Ok(pos),
+        _ => {
+            tracing::warn!(segment = %seg.path.display(), "time index entry not confirmed by the log; walking from the start");
+            Ok(0)
+        }
     }
 }
 
