@@ -104,6 +104,7 @@ impl TopicShared {
             .sync_data()
             .context(|| format!("fdatasync of {}", seal.path.display()))?;
         crate::failpoint::hit("roll.after_sync");
+        crate::wal::release_reserved(&seal.log, &seal.path)?;
         segment::write_index_files(&seal.path, &seal.index)?;
         crate::failpoint::hit("roll.after_index");
         segment::write_sealed_through(&self.dir, seal.next_base)?;

@@ -310,7 +310,10 @@ impl Topic {
         };
         let path = writer.active.path.clone();
         let sealed = self.shared.seal_pending();
-        let result = sealed.and_then(|()| writer.flush()).and_then(|()| {
+        let result = sealed
+            .and_then(|()| writer.flush())
+            .and_then(|()| crate::wal::release_reserved(&writer.active.log, &path))
+            .and_then(|()| {
             writer
                 .active
                 .log
