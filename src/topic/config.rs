@@ -48,7 +48,10 @@ pub struct TopicConfig {
     /// Keep an RFC 6962 Merkle tree over the records and sign checkpoints. Default: true.
     #[serde(default = "default_true")]
     pub tamper_evidence: bool,
-    /// Sign a checkpoint after this many new records. Default: 10,000.
+    /// Sign a checkpoint after this many new records. Default: 10,000. The tree thread
+    /// signs at most one checkpoint per 250 ms on its own (each syncs the log and the
+    /// tree), so under a bulk load they come less often; `Topic::checkpoint` and close
+    /// sign at once.
     #[serde(default = "default_checkpoint_records")]
     pub checkpoint_every_records: u64,
     /// Sign a checkpoint when this long has passed since the last one and records were

@@ -32,6 +32,9 @@ const PARALLEL_LEAVES_MIN: u64 = 8192;
 /// Leaves hashed per pass of the tree thread.
 const LEAVES_PER_PASS: usize = 65_536;
 
+/// Least time between two checkpoints the tree thread signs on its own.
+pub const CHECKPOINT_SPACING_MIN: Duration = Duration::from_millis(250);
+
 /// The tree and checkpoint state of one topic, in the appending process.
 pub(crate) struct Evidence {
     pub tree: TreeFile,
@@ -39,6 +42,8 @@ pub(crate) struct Evidence {
     pub origin: String,
     pub last_checkpoint: Option<(u64, Instant)>,
     pub checkpoint_tail_base: Offset,
+    /// The tail segment when the tree was last synced (by a checkpoint or after a seal).
+    pub tree_sync_tail_base: Offset,
     pub broken: Option<String>,
 }
 
@@ -135,6 +140,7 @@ impl Topic {
             origin,
             last_checkpoint,
             checkpoint_tail_base,
+            tree_sync_tail_base: checkpoint_tail_base,
             broken,
         })
     }
@@ -248,7 +254,22 @@ impl Topic {
         append_checkpoint(&self.dir().join(CHECKPOINTS_FILE), &text)?;
         evidence.last_checkpoint = Some((size, Instant::now()));
         evidence.checkpoint_tail_base = self.shared.visible.lock().tail_base;
+        evidence.tree_sync_tail_base = evidence.checkpoint_tail_base;
         Ok(text)
+    }
+
+    /// After a seal, makes the tree durable (without a checkpoint, which may have to wait
+    /// for [`CHECKPOINT_SPACING_MIN`]) so that retention may delete segments whose leaves
+    /// it holds (see `tree_synced`).
+    fn sync_tree_after_seal(&self, evidence: &mut Evidence) -> Result<()> {
+        let tail_base = self.shared.visible.lock().tail_base;
+        if tail_base == evidence.tree_sync_tail_base {
+            return Ok(());
+        }
+        evidence.tree.sync().map_err(audit_err)?;
+        self.shared.tree_synced.store(evidence.tree.size(), Ordering::SeqCst);
+        evidence.tree_sync_tail_base = tail_base;
+        Ok(())
     }
 
     fn checkpoint_due(&self, evidence: &Evidence) -> bool {
@@ -261,6 +282,13 @@ impl Topic {
             None => (0, None),
         };
         if size == last_size {
+            return false;
+        }
+        // A checkpoint syncs the log and the tree: under a bulk load, one every
+        // `checkpoint_every_records` would be many a second, each an fdatasync in the
+        // appender's way. Spaced out, the records signed late are only those of the last
+        // moment (close and `checkpoint()` still sign at once).
+        if last_time.is_some_and(|t| t.elapsed() < CHECKPOINT_SPACING_MIN) {
             return false;
         }
         // The tree is below the last checkpoint when the log lost signed records (open_evidence
@@ -326,7 +354,7 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
             if topic.checkpoint_due(evidence) {
                 topic.checkpoint_now(evidence).map(|_| ())
             } else {
-                Ok(())
+                topic.sync_tree_after_seal(evidence)
             }
         });
         if let Err(e) = result {
