@@ -433,3 +433,65 @@ fn an_appender_rewrites_index_files_it_cannot_trust() {
         assert_eq!(&std::fs::read(log.with_extension("index")).unwrap()[..4], OFFSET_MAGIC);
     }
 }
+
+/// The active (newest) segment's log.
+fn active_log(root: &Path) -> PathBuf {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(topic_dir(root))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| p.file_stem().is_some_and(|s| s.len() == 20))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn a_closed_active_segment_has_framed_indexes_that_readers_trust_and_appenders_replace() {
+    let template = template();
+    let active = active_log(template.path());
+    for (ext, magic) in [("timeindex", TIME_MAGIC), ("index", OFFSET_MAGIC)] {
+        let bytes = std::fs::read(active.with_extension(ext)).unwrap();
+        assert_eq!(&bytes[..4], magic, "close leaves the active {ext} file framed");
+    }
+    let want = times(&open(template.path()).topic(TOPIC).unwrap());
+    // A reader seeks right (from the framed files) and follows an appender that resumes.
+    let reader = open(template.path());
+    let followed = reader.topic(TOPIC).unwrap();
+    check_seeks(&followed, "reader of a closed tail").unwrap();
+    let store = open(template.path());
+    let topic = store.topic(TOPIC).unwrap();
+    let end = topic.end_offset().0 as usize;
+    for i in 0..40 {
+        topic.append_batch(&[record(end + i, 40)]).unwrap();
+    }
+    for (ext, magic) in [("timeindex", TIME_MAGIC), ("index", OFFSET_MAGIC)] {
+        let bytes = std::fs::read(active_log(template.path()).with_extension(ext)).unwrap();
+        assert_ne!(
+            bytes.get(..4),
+            Some(magic),
+            "the appender replaced the framed {ext} file"
+        );
+    }
+    followed.refresh().unwrap();
+    assert_eq!(times(&followed).len(), want.len() + 40);
+    check_seeks(&followed, "reader after the appender resumed").unwrap();
+    check_seeks(&topic, "appender").unwrap();
+    drop(topic);
+    store.close().unwrap();
+    // A framed file that does not match the log (the log grew, or damage) is not trusted.
+    let copy = copy_topic(template.path());
+    let active = active_log(copy.path());
+    let mut log = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
+    std::io::Write::write_all(&mut log, &[0u8; 16]).unwrap();
+    drop(log);
+    let reader = open(copy.path());
+    let topic = reader.topic(TOPIC).unwrap();
+    assert_eq!(times(&topic).len(), want.len() + 40, "a torn tail hides nothing valid");
+    check_seeks(&topic, "framed tail index not matching the log").unwrap();
+    let copy = copy_topic(template.path());
+    flip(&active_log(copy.path()).with_extension("timeindex"), HEADER_BYTES + 3);
+    let reader = open(copy.path());
+    let topic = reader.topic(TOPIC).unwrap();
+    check_seeks(&topic, "flipped byte in the closed tail's time index").unwrap();
+}

@@ -297,6 +297,21 @@ impl SegmentIndex {
         }
     }
 
+    /// An exact index of a whole log as it was (a trusted framed pair the appender wrote
+    /// when it closed the active segment), to be extended by observing later batches.
+    pub fn exact_prefix(
+        offsets: Vec<OffsetEntry>,
+        times: Vec<TimeEntry>,
+        last_relative: u32,
+        last_timestamp_us: u64,
+    ) -> Self {
+        let mut index = SegmentIndex::from_entries(offsets, times);
+        index.exactness = Exactness::Full;
+        index.last_observed_relative = Some(last_relative);
+        index.last_batch_timestamp_us = Some(last_timestamp_us);
+        index
+    }
+
     /// A reader's index of a tail segment whose batches it observes from byte `from` on:
     /// `offsets` are hints from the file (the last one at `from`); time entries come only
     /// from batches observed here.

@@ -109,6 +109,55 @@ pub(super) fn load(path: &Path, base: Offset, log: &[u8]) -> Option<(SegmentInde
     Some((index, first, last))
 }
 
+/// The active segment's index as a trusted framed pair gives it (written when the
+/// appender closed the segment, see `Topic::close`), with its last batch header, read
+/// with `pread` (the active segment is never mapped). None unless both files are framed,
+/// exact, describe this log at its current size and the log confirms their first and
+/// last entries: the reader then walks the segment as before.
+pub(crate) fn load_tail(path: &Path, base: Offset, log: &File, log_len: u64) -> Option<(SegmentIndex, BatchHeader)> {
+    let offset_bytes = fs::read(path.with_extension(INDEX_EXT)).ok()?;
+    let time_bytes = fs::read(path.with_extension(TIME_INDEX_EXT)).ok()?;
+    let (Parsed::Framed(o, _), Parsed::Framed(t, _)) = (
+        file::parse(IndexKind::Offset, &offset_bytes),
+        file::parse(IndexKind::Time, &time_bytes),
+    ) else {
+        return None;
+    };
+    let describes_log = |base_offset: u64, log_bytes: u64| base_offset == base.0 && log_bytes == log_len;
+    if !describes_log(o.base_offset, o.log_bytes) || !describes_log(t.base_offset, t.log_bytes) {
+        return None;
+    }
+    if t.flags & FLAG_TIME_EXACT == 0 {
+        return None;
+    }
+    let (offsets, offsets_complete) = index::decode_offset_entries(&offset_bytes, log_len);
+    let (times, times_complete) = index::decode_time_entries(&time_bytes);
+    if !offsets_complete || !times_complete {
+        return None;
+    }
+    let header_at = |pos: u64| {
+        let mut head = [0u8; crate::segment::batch::BATCH_HEADER_BYTES];
+        log.read_exact_at(&mut head, pos).ok()?;
+        BatchHeader::decode_header_only(&head).ok()
+    };
+    let (last_entry, first_time, last_time) = (offsets.last()?, times.first()?, times.last()?);
+    let last = header_at(u64::from(last_entry.position))?;
+    let first = header_at(0)?;
+    let last_relative = u32::try_from(last.base_offset.0.checked_sub(base.0)?).ok()?;
+    let confirmed = first.base_offset == base
+        && last.base_offset.0 == base.0 + u64::from(last_entry.relative_offset)
+        && u64::from(last_entry.position) + u64::from(last.batch_bytes) == log_len
+        && first_time.relative_offset == 0
+        && first_time.timestamp_us == first.timestamp_us
+        && last_time.timestamp_us == last.timestamp_us
+        && last_time.relative_offset <= last_relative;
+    if !confirmed {
+        return None;
+    }
+    let index = SegmentIndex::exact_prefix(offsets, times, last_relative, last.timestamp_us);
+    Some((index, last))
+}
+
 /// The time index file's bytes: mapped when it is framed (written once, by an atomic
 /// replace, never changed after: see `mmap::map_index`), read otherwise.
 fn read_time_file(path: &Path) -> Option<Arc<dyn AsRef<[u8]> + Send + Sync>> {

@@ -459,6 +459,7 @@ fn check_continuity(header: &BatchHeader, scan: &Scan) -> std::result::Result<Ba
     Ok(*header)
 }
 
+pub(crate) use index_files::load_tail;
 pub use index_files::write_index_files;
 
 /// Reads `len` bytes at `pos` from a file (the active segment, read with `pread`).

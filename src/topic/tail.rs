@@ -161,12 +161,23 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
         return Ok((Segments { sealed, tail }, visible));
     }
     let tail = Arc::new(TailSegment::open(dir, tail_base)?);
-    let index_bytes = std::fs::read(tail.path.with_extension(segment::INDEX_EXT)).unwrap_or_default();
     let log_len = tail
         .file
         .metadata()
         .context(|| format!("reading size of {}", tail.path.display()))?
         .len();
+    // A tail its appender closed has a trusted exact index: no walk, now or at a seek.
+    if let Some((index, last)) = segment::load_tail(&tail.path, tail_base, &tail.file, log_len) {
+        *tail.index.write() = index;
+        let mut visible = Visible {
+            tail_base,
+            end: last.end_offset(),
+            tail_bytes: log_len,
+        };
+        extend_visible(&tail, &mut visible)?;
+        return Ok((Segments { sealed, tail }, visible));
+    }
+    let index_bytes = std::fs::read(tail.path.with_extension(segment::INDEX_EXT)).unwrap_or_default();
     // The offset index file gives where to start reading (its last entry, confirmed by the
     // log); the time index is built from the batches this reader walks, from there on
     // (the file's time entries are never trusted: see `complete_time_index`).

@@ -314,14 +314,17 @@ impl Topic {
             .and_then(|()| writer.flush())
             .and_then(|()| crate::wal::release_reserved(&writer.active.log, &path))
             .and_then(|()| {
-            writer
-                .active
-                .log
-                .sync_data()
-                .context(|| format!("syncing {}", path.display()))
-        });
+                writer
+                    .active
+                    .log
+                    .sync_data()
+                    .context(|| format!("syncing {}", path.display()))
+            });
         match &result {
-            Ok(()) => self.shared.commit.mark_synced(writer.next_offset),
+            Ok(()) => {
+                self.shared.commit.mark_synced(writer.next_offset);
+                self.write_tail_index(&writer);
+            }
             Err(e) => self.shared.commit.poison(e.to_string()),
         }
         let v = sync_target(&writer);
@@ -331,6 +334,25 @@ impl Topic {
             tail_bytes: v.bytes,
         });
         result.and(evidence)
+    }
+
+    /// Leaves the closed active segment with framed, exact index files (as a seal does),
+    /// so readers opening it later need not walk it (see `tail::load_read_view`); the
+    /// next appender replaces them. Index files are derived data: a failure is logged.
+    fn write_tail_index(&self, writer: &Writer) {
+        let Some((relative, position, ts)) = writer.last_batch else {
+            return;
+        };
+        let tail = Arc::clone(&self.shared.segments.read().tail);
+        // (`last_batch` is the old segment's until the first append after a roll.)
+        if tail.base != writer.active.base || u64::from(position) >= writer.active.bytes {
+            return;
+        }
+        let mut index = tail.index.read().clone();
+        index.force_final_entry(relative, position, ts);
+        if let Err(e) = segment::write_index_files(&writer.active.path, &index) {
+            tracing::warn!(segment = %writer.active.path.display(), error = %e, "writing the closed segment's index failed");
+        }
     }
 
     /// The recovery report of the last time this process took the append lock.

@@ -70,16 +70,15 @@ impl ActiveFile {
     pub fn with_log(path: PathBuf, base: Offset, log: File, bytes: u64, fresh_index: bool) -> Result<ActiveFile> {
         let open_index = |ext: &str| {
             let p = path.with_extension(ext);
+            // A fresh index replaces the file rather than cutting it in place: a reader may
+            // have mapped the framed index the last appender wrote at close.
+            if fresh_index {
+                segment::remove_if_exists(&p)?;
+            }
             OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&p)
-                .and_then(|f| {
-                    if fresh_index {
-                        f.set_len(0)?;
-                    }
-                    Ok(f)
-                })
                 .context(|| format!("opening index {}", p.display()))
         };
         Ok(ActiveFile {
