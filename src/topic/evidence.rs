@@ -55,11 +55,19 @@ pub(crate) struct EvidenceThread {
     pub handle: std::thread::JoinHandle<()>,
 }
 
-fn audit_err(e: audit::AuditError) -> Error {
-    Error::Tamper {
-        topic: String::new(),
-        offset: None,
-        reason: e.to_string(),
+/// An error of the tree or checkpoint files: an I/O failure stays an I/O error (a full
+/// disk is not tampering); anything else is a tamper-evidence error.
+pub(crate) fn audit_err(e: audit::AuditError) -> Error {
+    match e {
+        audit::AuditError::Io { path, source } => Error::Io {
+            context: format!("tamper evidence file {}", path.display()),
+            source,
+        },
+        other => Error::Tamper {
+            topic: String::new(),
+            offset: None,
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -38,7 +38,10 @@ fn tamper(topic: &Topic, offset: Option<Offset>, reason: impl Into<String>) -> E
 }
 
 fn audit_err(topic: &Topic, e: audit::AuditError) -> Error {
-    tamper(topic, None, e.to_string())
+    match super::evidence::audit_err(e) {
+        Error::Tamper { reason, .. } => tamper(topic, None, reason),
+        other => other,
+    }
 }
 
 impl Topic {
