@@ -256,7 +256,11 @@ impl TreeFile {
         let before = self.entries;
         self.entries = entries_for(self.size());
         debug_assert_eq!(self.staging.len() as u64, (self.entries - before) * HASH_WIDTH);
-        let written = self.writer.write_all(&self.staging);
+        let written = if crate::failpoint::fails("tree.write") {
+            Err(std::io::Error::other("injected write failure (failpoint tree.write)"))
+        } else {
+            self.writer.write_all(&self.staging)
+        };
         self.poison_on_error(written)
     }
 
