@@ -275,7 +275,7 @@ pub(crate) fn notes(plan: &Plan) -> Vec<String> {
         "ratio: how many times better trailkeep is than that system (throughput: trailkeep / it; time, latency, bytes, memory: it / trailkeep); > 1 means trailkeep is ahead.".into(),
         "target: from PRODUCT.md, checked on this run's ratio; met: yes / NO / n/a.".into(),
         "Systems run round-robin within each repetition (a different one first each time); ± is half the spread of the repetitions.".into(),
-        "Buffered append and replay time the calls only (open and close untimed); trailkeep Buffered still syncs at segment roll and checkpoints.".into(),
+        "Buffered append and replay time the calls only (open and close untimed); trailkeep Buffered seals rolled segments in the background and syncs the log for a checkpoint (at most one per 250 ms).".into(),
         "Tamper evidence: append + close, so the tree thread's hashing and final checkpoint are counted; ratio = on / off.".into(),
         format!("Durable appends: every call returns only after fdatasync; the 64 SQLite writers {shared}."),
         "Seeks go to random existing times: trailkeep appended in batches of 10 (append time per batch), SQLite with one ts per row.".into(),

@@ -266,6 +266,9 @@ impl Topic {
         }
         let new = ActiveFile::create(&shared.dir, writer.next_offset)?;
         crate::failpoint::hit("roll.after_create");
+        // The old segment's final index files are written by its seal.
+        writer.index_buf.clear();
+        writer.time_buf.clear();
         let old = std::mem::replace(&mut writer.active, new);
         shared.sealing.push(PendingSeal {
             next_base: writer.next_offset,
@@ -309,6 +312,7 @@ impl Topic {
             return evidence;
         };
         let path = writer.active.path.clone();
+        writer.write_index_entries();
         let sealed = self.shared.seal_pending();
         let result = sealed
             .and_then(|()| writer.flush())

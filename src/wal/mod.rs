@@ -113,6 +113,9 @@ impl ActiveFile {
     }
 }
 
+/// Index entries gathered before they are written to the active segment's index files.
+const INDEX_WRITE_BYTES: usize = 4096;
+
 /// Blocks reserved ahead of the active segment's writer at a time.
 pub const PREALLOCATE_BYTES: u64 = 8 << 20;
 
@@ -169,28 +172,22 @@ impl Writer {
         if !self.deferred {
             self.buf.clear();
         }
-        self.index_buf.clear();
-        self.time_buf.clear();
         let buf_start = self.buf.len();
+        let index_marks = (self.index_buf.len(), self.time_buf.len());
         let encoded = self.encode_records(records, timestamp_us, compression, index);
         if let Err(e) = encoded {
             // Nothing of a failed call may reach the file.
             self.buf.truncate(buf_start);
+            self.index_buf.truncate(index_marks.0);
+            self.time_buf.truncate(index_marks.1);
             self.next_offset = first;
             return Err(e);
         }
-        let path = &self.active.path;
-        // Index files are derived data, rebuilt from the log on recovery: a failed index
-        // write costs a rebuild later, never a record, so it does not fail the append.
-        if !self.index_buf.is_empty() {
-            if let Err(e) = self.active.index_file.write_all(&self.index_buf) {
-                tracing::warn!(segment = %path.display(), error = %e, "offset index write failed");
-            }
-        }
-        if !self.time_buf.is_empty() {
-            if let Err(e) = self.active.time_file.write_all(&self.time_buf) {
-                tracing::warn!(segment = %path.display(), error = %e, "time index write failed");
-            }
+        // The active segment's index files are hints for readers in other processes
+        // (derived data, rebuilt by recovery, replaced at seal and close): their entries
+        // are written a few KiB at a time rather than two small writes per append.
+        if self.index_buf.len() + self.time_buf.len() >= INDEX_WRITE_BYTES {
+            self.write_index_entries();
         }
         if !self.deferred {
             self.flush()?;
@@ -201,6 +198,24 @@ impl Writer {
             first,
             end: self.next_offset,
         })
+    }
+
+    /// Appends the index entries gathered so far to the active segment's index files. A
+    /// failed write costs a rebuild later, never a record, so it fails nothing.
+    pub fn write_index_entries(&mut self) {
+        let path = &self.active.path;
+        if !self.index_buf.is_empty() {
+            if let Err(e) = self.active.index_file.write_all(&self.index_buf) {
+                tracing::warn!(segment = %path.display(), error = %e, "offset index write failed");
+            }
+        }
+        if !self.time_buf.is_empty() {
+            if let Err(e) = self.active.time_file.write_all(&self.time_buf) {
+                tracing::warn!(segment = %path.display(), error = %e, "time index write failed");
+            }
+        }
+        self.index_buf.clear();
+        self.time_buf.clear();
     }
 
     /// Writes the batches waiting in `buf` to the active segment.
