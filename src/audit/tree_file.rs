@@ -375,18 +375,24 @@ impl TreeFile {
     /// Hashes from number `position` on into `out` (whole hashes, all below
     /// `entries`), from the file and then from the write buffer.
     fn read_entries(&self, position: u64, out: &mut [u8]) -> Result<()> {
+        // After a failed write, neither the file nor the write buffer is known to hold
+        // what `entries` says.
+        self.check_poisoned()?;
         let start = HEADER_BYTES + position * HASH_WIDTH;
         let buffered = self.writer.buffer();
-        let flushed_end = HEADER_BYTES + self.entries * HASH_WIDTH - buffered.len() as u64;
+        let flushed_end = (HEADER_BYTES + self.entries * HASH_WIDTH).saturating_sub(buffered.len() as u64);
         let from_file = (flushed_end.saturating_sub(start) as usize).min(out.len());
         if from_file > 0 {
             let read = self.writer.get_ref().read_exact_at(&mut out[..from_file], start);
             read.map_err(|e| AuditError::io(&self.tree_path, e))?;
         }
         if from_file < out.len() {
-            let in_buffer = (start + from_file as u64 - flushed_end) as usize;
+            let in_buffer = (start + from_file as u64).saturating_sub(flushed_end) as usize;
             let rest = out.len() - from_file;
-            out[from_file..].copy_from_slice(&buffered[in_buffer..in_buffer + rest]);
+            let Some(pending) = buffered.get(in_buffer..in_buffer + rest) else {
+                return Err(self.corrupt(start, format!("hash {position} is neither in the file nor buffered")));
+            };
+            out[from_file..].copy_from_slice(pending);
         }
         Ok(())
     }
