@@ -1,0 +1,230 @@
+//! Group commit: one appender at a time (at most [`SYNC_LEADERS_MAX`] at once) syncs the
+//! active segment for every appender waiting, and wakes exactly those a sync made durable.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::{Error, Offset, Result};
+
+/// Shared group-commit coordinator of one topic: how far the log is durable, whether a
+/// sync is running, whether one failed.
+///
+/// Waiters are woken one by one, and only when their records are durable (or to lead the
+/// next sync): with 64 appenders on 2 cores, waking every waiter after each sync so that
+/// most of them could go back to sleep cost more than the fdatasync itself.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    synced: std::sync::atomic::AtomicU64,
+    poisoned_flag: std::sync::atomic::AtomicBool,
+    poisoned: Mutex<Option<String>>,
+    waits: Mutex<Waits>,
+}
+
+/// Who waits for which offset to be durable, and whether a leader is syncing.
+#[derive(Default)]
+struct Waits {
+    /// Leaders syncing now (at most [`SYNC_LEADERS_MAX`]).
+    leaders: usize,
+    /// The highest offset a running or finished sync covers (known once its leader has
+    /// flushed): a waiter below it needs no sync of its own.
+    covering: u64,
+    waiters: Vec<Waiter>,
+}
+
+/// Syncs that may run at once. fdatasyncs of one file overlap on this machine's disk
+/// (two threads: 1.5-2x the syncs per second of one), so while one sync runs, appenders
+/// it does not cover start the next instead of waiting for it to end.
+const SYNC_LEADERS_MAX: usize = 2;
+
+struct Waiter {
+    target: u64,
+    thread: std::thread::Thread,
+}
+
+/// What a sync leader needs, taken under the writer lock and used outside it.
+pub(crate) struct SyncTarget {
+    pub log: Arc<File>,
+    pub path: PathBuf,
+    pub end: Offset,
+    pub base: Offset,
+    pub bytes: u64,
+}
+
+impl GroupCommit {
+    /// Returns once offsets below `target` are durable. One caller at a time becomes the
+    /// leader and fdatasyncs for everyone who wrote before it started; the others sleep
+    /// until a sync covers them, or until they are asked to lead the next one.
+    /// `snapshot` is called by the leader to flush and learn what to sync; `publish`
+    /// after success.
+    pub fn wait_durable(
+        &self,
+        topic: &str,
+        target: Offset,
+        snapshot: impl Fn() -> Result<Option<SyncTarget>>,
+        publish: impl Fn(&SyncTarget),
+    ) -> Result<()> {
+        let me = std::thread::current();
+        loop {
+            if self.poisoned_flag.load(Ordering::Acquire) {
+                let cause = self.poisoned.lock().clone().unwrap_or_default();
+                return Err(Error::Poisoned {
+                    topic: topic.to_owned(),
+                    cause,
+                });
+            }
+            if self.synced.load(Ordering::Acquire) >= target.0 {
+                return Ok(());
+            }
+            let lead = {
+                let mut waits = self.waits.lock();
+                if self.synced.load(Ordering::Acquire) >= target.0 || self.poisoned_flag.load(Ordering::Acquire) {
+                    continue;
+                }
+                waits.waiters.retain(|w| w.thread.id() != me.id());
+                let covered = waits.leaders > 0 && waits.covering >= target.0;
+                if covered || waits.leaders >= SYNC_LEADERS_MAX {
+                    waits.waiters.push(Waiter {
+                        target: target.0,
+                        thread: me.clone(),
+                    });
+                    false
+                } else {
+                    waits.leaders += 1;
+                    true
+                }
+            };
+            if lead {
+                let led = self.lead(topic, target, &snapshot, &publish);
+                self.finish_round();
+                led?;
+            } else {
+                // Woken when a sync covers `target`, to lead, or spuriously: all re-checked.
+                std::thread::park();
+            }
+        }
+    }
+
+    /// Ends a leader's round: wakes the waiters it made durable, and one of the others
+    /// (the oldest) to lead the next sync.
+    fn finish_round(&self) {
+        let synced = self.synced.load(Ordering::Acquire);
+        let poisoned = self.poisoned_flag.load(Ordering::Acquire);
+        let mut woken = Vec::new();
+        {
+            let mut waits = self.waits.lock();
+            waits.leaders -= 1;
+            let (leaders, covering) = (waits.leaders, waits.covering);
+            let mut next_leader = None;
+            waits.waiters.retain(|w| {
+                if poisoned || w.target <= synced {
+                    woken.push(w.thread.clone());
+                    false
+                } else if next_leader.is_none() && !(leaders > 0 && w.target <= covering) {
+                    next_leader = Some(w.thread.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            woken.extend(next_leader);
+        }
+        for thread in woken {
+            thread.unpark();
+        }
+    }
+
+    /// Wakes the waiters whose offsets are below `synced` (all of them once poisoned).
+    fn wake_covered(&self) {
+        let synced = self.synced.load(Ordering::Acquire);
+        let poisoned = self.poisoned_flag.load(Ordering::Acquire);
+        let mut woken = Vec::new();
+        self.waits.lock().waiters.retain(|w| {
+            let wake = poisoned || w.target <= synced;
+            if wake {
+                woken.push(w.thread.clone());
+            }
+            !wake
+        });
+        for thread in woken {
+            thread.unpark();
+        }
+    }
+
+    /// One sync as leader: flush, fdatasync, publish. It does not wait for appenders that
+    /// are about to write: with many appenders the syncs pipeline (those who write during
+    /// one sync are covered by the next), and a wait only lengthened every round (measured:
+    /// 64 writers, 75 k/s with a 200 µs wait, 89 k/s without).
+    fn lead(
+        &self,
+        topic: &str,
+        target: Offset,
+        snapshot: &impl Fn() -> Result<Option<SyncTarget>>,
+        publish: &impl Fn(&SyncTarget),
+    ) -> Result<()> {
+        let work = match snapshot() {
+            Ok(Some(work)) => {
+                let mut waits = self.waits.lock();
+                waits.covering = waits.covering.max(work.end.0);
+                work
+            }
+            Ok(None) => {
+                // The writer was closed meanwhile; closing synced (or poisoned) everything.
+                if self.synced.load(Ordering::Acquire) < target.0 && !self.poisoned_flag.load(Ordering::Acquire) {
+                    return Err(Error::Closed);
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                self.poison(format!("a write failed: {e}"));
+                return Err(e);
+            }
+        };
+        let result = if crate::failpoint::fails("wal.sync") {
+            Err(std::io::Error::other("injected fdatasync failure (failpoint wal.sync)"))
+        } else {
+            work.log.sync_data()
+        };
+        crate::failpoint::hit("wal.after_sync");
+        match result {
+            Ok(()) => {
+                self.synced.fetch_max(work.end.0, Ordering::AcqRel);
+                publish(&work);
+                Ok(())
+            }
+            Err(e) => {
+                let cause = format!("fdatasync of {} failed: {e}", work.path.display());
+                tracing::error!(topic, %cause, "poisoning topic");
+                self.poison(cause.clone());
+                Err(Error::Poisoned {
+                    topic: topic.to_owned(),
+                    cause,
+                })
+            }
+        }
+    }
+
+    /// Marks everything below `end` durable (after a roll or close synced it).
+    pub fn mark_synced(&self, end: Offset) {
+        self.synced.fetch_max(end.0, Ordering::AcqRel);
+        self.wake_covered();
+    }
+
+    /// Refuses further writes.
+    pub fn poison(&self, cause: String) {
+        self.poisoned.lock().get_or_insert(cause);
+        self.poisoned_flag.store(true, Ordering::Release);
+        self.wake_covered();
+    }
+
+    /// The poison cause, if any.
+    pub fn poisoned(&self) -> Option<String> {
+        if !self.poisoned_flag.load(Ordering::Acquire) {
+            return None;
+        }
+        self.poisoned.lock().clone()
+    }
+}
