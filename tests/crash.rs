@@ -128,7 +128,14 @@ fn failpoint_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else { return };
     let mut rng = Rng(std::env::var("CHILD_SEED").unwrap().parse().unwrap());
     let calls: u64 = std::env::var("CHILD_CALLS").unwrap().parse().unwrap();
-    let store = Store::builder(&dir).durability(Durability::Always).open().unwrap();
+    // Buffered: rolled segments are sealed on a background thread (a process kill keeps
+    // what was written, so every acknowledged record must survive it too).
+    let durability = if std::env::var_os("CHILD_BUFFERED").is_some() {
+        Durability::Buffered
+    } else {
+        Durability::Always
+    };
+    let store = Store::builder(&dir).durability(durability).open().unwrap();
     let topic = match store.topic(TOPIC) {
         Ok(t) => t,
         Err(_) => store.create_topic(TOPIC, child_config()).unwrap(),
@@ -151,7 +158,14 @@ fn failpoint_child() {
 
 /// Runs the child; returns the acknowledged offsets and whether it was killed.
 fn run_child(dir: &Path, failpoint: Option<&str>, seed: u64, calls: u64) -> (Vec<u64>, bool) {
+    run_child_with(dir, failpoint, seed, calls, false)
+}
+
+fn run_child_with(dir: &Path, failpoint: Option<&str>, seed: u64, calls: u64, buffered: bool) -> (Vec<u64>, bool) {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
+    if buffered {
+        cmd.env("CHILD_BUFFERED", "1");
+    }
     cmd.args(["--exact", "failpoint_child", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir)
         .env("CHILD_SEED", seed.to_string())
@@ -225,6 +239,29 @@ fn killed_at_every_crash_point_the_store_recovers_with_every_acknowledged_record
             assert!(!killed, "{label}: second child killed");
             acked.extend(a);
             let (store, _) = verify(dir.path(), &acked, &value_of, &format!("{label}, after a clean run"));
+            store.close().unwrap();
+        }
+    }
+}
+
+#[test]
+fn killed_during_a_background_seal_the_store_recovers_with_every_acknowledged_record() {
+    let seed = seed("background-seal");
+    let mut rng = Rng(seed);
+    for (point, ns) in [
+        ("roll.after_create", &[1u64, 3][..]),
+        ("roll.after_sync", &[1, 4]),
+        ("roll.after_index", &[2, 5]),
+    ] {
+        for &n in ns {
+            let label = format!("buffered {point}:{n} (CRASH_SEED={seed})");
+            let dir = tempfile::tempdir().unwrap();
+            let (acked, killed) = run_child_with(dir.path(), Some(&format!("{point}:{n}")), rng.next(), 150, true);
+            assert!(killed, "{label}: the child never reached the crash point");
+            let value_of = |o| Some(child_value(o));
+            let (store, topic) = verify(dir.path(), &acked, &value_of, &label);
+            let report = topic.last_recovery().unwrap();
+            assert!(report.dropped_segments.is_empty(), "{label}: {report:?}");
             store.close().unwrap();
         }
     }
