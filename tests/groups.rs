@@ -135,18 +135,10 @@ fn reset_to_earliest_latest_offset_and_time() {
     // The end itself is a valid position; past it is not, and the cursor stays.
     assert_eq!(topic.reset_group("g", ResetTo::Offset(Offset(10))).unwrap(), Offset(10));
     let err = topic.reset_group("g", ResetTo::Offset(Offset(11))).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::OffsetOutOfRange {
-                offset: Offset(11),
-                start: Offset(0),
-                end: Offset(10),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let Error::OffsetOutOfRange { offset, start, end, .. } = &err else {
+        panic!("expected OffsetOutOfRange, got {err:?}");
+    };
+    assert_eq!((*offset, *start, *end), (Offset(11), Offset(0), Offset(10)), "{err:?}");
     assert_eq!(topic.committed("g").unwrap(), Some(Offset(10)));
 
     // A reset group is read from its new position.
@@ -241,10 +233,10 @@ fn cursor_file_with_no_valid_entry_is_a_clear_error() {
     let store = open(dir.path());
     let topic = store.topic("t").unwrap();
     let err = topic.committed("g").unwrap_err();
-    assert!(
-        matches!(err, Error::Corrupt { ref file, .. } if *file == path),
-        "{err:?}"
-    );
+    let Error::Corrupt { file, .. } = &err else {
+        panic!("expected Corrupt, got {err:?}");
+    };
+    assert_eq!(file, &path, "{err:?}");
     assert!(err.to_string().contains("no valid commit entry"), "{err}");
     assert!(matches!(topic.groups(), Err(Error::Corrupt { .. })));
     // A consumer must not silently start over from Earliest (or Latest) either.
@@ -481,9 +473,18 @@ fn hard_cap_deletes_unconsumed_records_and_names_the_losses() {
     // The default policy refuses, naming the earliest offset held ...
     let mut consumer = topic.consumer("stuck", manual()).unwrap();
     let err = consumer.poll(10, Duration::ZERO).unwrap_err();
-    assert!(
-        matches!(err, Error::GroupOutOfRange { position: Offset(0), earliest, ref group, .. }
-            if earliest == start && group == "stuck"),
+    let Error::GroupOutOfRange {
+        position,
+        earliest,
+        group,
+        ..
+    } = &err
+    else {
+        panic!("expected GroupOutOfRange, got {err:?}");
+    };
+    assert_eq!(
+        (*position, *earliest, group.as_str()),
+        (Offset(0), start, "stuck"),
         "{err:?}"
     );
     assert!(err.to_string().contains(&start.to_string()), "{err}");

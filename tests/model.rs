@@ -917,8 +917,9 @@ impl Harness {
                     2 => topic.delete_group(&group),
                     _ => topic.reset_group(&group, ResetTo::Latest).map(drop),
                 };
+                let locked = matches!(result, Err(Error::Locked { .. }));
                 ensure!(
-                    matches!(result, Err(Error::Locked { .. })),
+                    locked,
                     "a second handle ({}) on group {group} with a consumer open gave {result:?}",
                     kind % 4
                 );

@@ -207,7 +207,8 @@ fn frame(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8
 fn closed_by_server(mut socket: TcpStream) -> bool {
     socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
-    matches!(socket.read(&mut buf), Ok(0) | Err(_))
+    let read = socket.read(&mut buf);
+    read.is_err() || read.is_ok_and(|n| n == 0)
 }
 
 /// Bad frames close their own connection with a log line; other clients go on. An

@@ -46,22 +46,12 @@ pub(super) fn load(path: &Path, base: Offset, log: &[u8]) -> Option<(SegmentInde
     let time_bytes = read_time_file(&path.with_extension(TIME_INDEX_EXT))?;
     let time_slice = (*time_bytes).as_ref();
     let (offsets, offsets_complete) = index::decode_offset_entries(&offset_bytes, log.len() as u64);
-    if !offsets_complete || offsets.is_empty() {
+    if !offsets_complete {
         return None;
     }
-    // What the summary needs, checked for every kind of file: the first batch starts at
-    // the base offset, the last offset entry names the batch that ends the file.
-    let last_entry = offsets.last()?;
-    let last = BatchHeader::decode(log.get(last_entry.position as usize..)?).ok()?;
-    if last.base_offset.0 != base.0 + u64::from(last_entry.relative_offset)
-        || u64::from(last_entry.position) + u64::from(last.batch_bytes) != log.len() as u64
-    {
-        return None;
-    }
-    let first = BatchHeader::decode(log).ok()?;
-    if first.base_offset != base {
-        return None;
-    }
+    let (first, last) = confirm_ends(&offsets, base, log.len() as u64, |pos| {
+        BatchHeader::decode(log.get(pos as usize..)?).ok()
+    })?;
     let framed = match (
         file::parse(IndexKind::Offset, &offset_bytes),
         file::parse(IndexKind::Time, time_slice),
@@ -81,14 +71,7 @@ pub(super) fn load(path: &Path, base: Offset, log: &[u8]) -> Option<(SegmentInde
             let count = entries_len / index::TIME_ENTRY_BYTES;
             let times = TimeEntryBytes::new(Arc::clone(&time_bytes), INDEX_HEADER_BYTES, count)?;
             let index = SegmentIndex::from_trusted(offsets, times, t.flags & FLAG_TIME_EXACT != 0);
-            // An exact time index begins with the first batch and ends with the first
-            // batch of the last append time.
-            let (first_time, last_time) = (index.first_time_entry()?, index.last_time_entry()?);
-            if first_time.relative_offset != 0
-                || first_time.timestamp_us != first.timestamp_us
-                || last_time.timestamp_us != last.timestamp_us
-                || base.0 + u64::from(last_time.relative_offset) > last.base_offset.0
-            {
+            if !exact_times_confirmed(index.first_time_entry()?, index.last_time_entry()?, &first, &last, base) {
                 return None;
             }
             index
@@ -135,27 +118,52 @@ pub(crate) fn load_tail(path: &Path, base: Offset, log: &File, log_len: u64) -> 
     if !offsets_complete || !times_complete {
         return None;
     }
-    let header_at = |pos: u64| {
+    let (first, last) = confirm_ends(&offsets, base, log_len, |pos| {
         let mut head = [0u8; crate::segment::batch::BATCH_HEADER_BYTES];
         log.read_exact_at(&mut head, pos).ok()?;
         BatchHeader::decode_header_only(&head).ok()
-    };
-    let (last_entry, first_time, last_time) = (offsets.last()?, times.first()?, times.last()?);
-    let last = header_at(u64::from(last_entry.position))?;
-    let first = header_at(0)?;
-    let last_relative = u32::try_from(last.base_offset.0.checked_sub(base.0)?).ok()?;
-    let confirmed = first.base_offset == base
-        && last.base_offset.0 == base.0 + u64::from(last_entry.relative_offset)
-        && u64::from(last_entry.position) + u64::from(last.batch_bytes) == log_len
-        && first_time.relative_offset == 0
-        && first_time.timestamp_us == first.timestamp_us
-        && last_time.timestamp_us == last.timestamp_us
-        && last_time.relative_offset <= last_relative;
-    if !confirmed {
+    })?;
+    if !exact_times_confirmed(*times.first()?, *times.last()?, &first, &last, base) {
         return None;
     }
+    let last_relative = u32::try_from(last.base_offset.0 - base.0).ok()?;
     let index = SegmentIndex::exact_prefix(offsets, times, last_relative, last.timestamp_us);
     Some((index, last))
+}
+
+/// What every trusted or hinted pair must agree with, from the log's headers (read by
+/// `header_at`): the first batch starts at the base offset, the last offset entry names
+/// the batch that ends the log. Returns the first and last batch headers.
+fn confirm_ends(
+    offsets: &[index::OffsetEntry],
+    base: Offset,
+    log_len: u64,
+    header_at: impl Fn(u64) -> Option<BatchHeader>,
+) -> Option<(BatchHeader, BatchHeader)> {
+    let last_entry = offsets.last()?;
+    let last = header_at(u64::from(last_entry.position))?;
+    if last.base_offset.0 != base.0 + u64::from(last_entry.relative_offset)
+        || u64::from(last_entry.position) + u64::from(last.batch_bytes) != log_len
+    {
+        return None;
+    }
+    let first = header_at(0)?;
+    (first.base_offset == base).then_some((first, last))
+}
+
+/// An exact time index begins with the first batch and ends with the first batch of the
+/// last append time.
+fn exact_times_confirmed(
+    first_time: index::TimeEntry,
+    last_time: index::TimeEntry,
+    first: &BatchHeader,
+    last: &BatchHeader,
+    base: Offset,
+) -> bool {
+    first_time.relative_offset == 0
+        && first_time.timestamp_us == first.timestamp_us
+        && last_time.timestamp_us == last.timestamp_us
+        && base.0 + u64::from(last_time.relative_offset) <= last.base_offset.0
 }
 
 /// The time index file's bytes: mapped when it is framed (written once, by an atomic

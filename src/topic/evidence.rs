@@ -252,9 +252,7 @@ impl Topic {
         while self.hash_pending(evidence)? > 0 {}
         let size = evidence.tree.size();
         self.sync_through(Offset(size))?;
-        evidence.tree.sync().map_err(audit_err)?;
-        // Retention may now delete the segments holding these leaves (see retention.rs).
-        self.shared.tree_synced.store(size, Ordering::SeqCst);
+        self.sync_tree(evidence)?;
         let checkpoint = Checkpoint {
             origin: evidence.origin.clone(),
             size,
@@ -276,9 +274,16 @@ impl Topic {
         if tail_base == evidence.tree_sync_tail_base {
             return Ok(());
         }
+        self.sync_tree(evidence)?;
+        evidence.tree_sync_tail_base = tail_base;
+        Ok(())
+    }
+
+    /// Makes the tree durable; retention may then delete the segments holding its leaves
+    /// (see retention.rs).
+    fn sync_tree(&self, evidence: &mut Evidence) -> Result<()> {
         evidence.tree.sync().map_err(audit_err)?;
         self.shared.tree_synced.store(evidence.tree.size(), Ordering::SeqCst);
-        evidence.tree_sync_tail_base = tail_base;
         Ok(())
     }
 

@@ -115,18 +115,17 @@ impl TopicShared {
 
 /// Seals the queued segments on a short-lived thread (on the caller's if none can start).
 pub(crate) fn seal_in_background(shared: &Arc<TopicShared>) {
+    fn seal(topic: &TopicShared) {
+        if let Err(e) = topic.seal_pending() {
+            tracing::error!(topic = %topic.name, error = %e, "sealing a rolled segment failed");
+        }
+    }
     let topic = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name("trailkeep-seal".into())
-        .spawn(move || {
-            if let Err(e) = topic.seal_pending() {
-                tracing::error!(topic = %topic.name, error = %e, "sealing a rolled segment failed");
-            }
-        });
+        .spawn(move || seal(&topic));
     if let Err(e) = spawned {
         tracing::warn!(topic = %shared.name, error = %e, "cannot start a seal thread; sealing inline");
-        if let Err(e) = shared.seal_pending() {
-            tracing::error!(topic = %shared.name, error = %e, "sealing a rolled segment failed");
-        }
+        seal(shared);
     }
 }

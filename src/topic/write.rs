@@ -259,11 +259,7 @@ impl Topic {
                 cause,
             });
         }
-        let tail = Arc::clone(&shared.segments.read().tail);
-        let mut index = tail.index.read().clone();
-        if let Some((relative, position, ts)) = writer.last_batch {
-            index.force_final_entry(relative, position, ts);
-        }
+        let index = self.final_index(writer);
         let new = ActiveFile::create(&shared.dir, writer.next_offset)?;
         crate::failpoint::hit("roll.after_create");
         // The old segment's final index files are written by its seal.
@@ -344,19 +340,28 @@ impl Topic {
     /// so readers opening it later need not walk it (see `tail::load_read_view`); the
     /// next appender replaces them. Index files are derived data: a failure is logged.
     fn write_tail_index(&self, writer: &Writer) {
-        let Some((relative, position, ts)) = writer.last_batch else {
+        // (`last_batch` is the old segment's until the first append after a roll.)
+        let Some((_, position, _)) = writer.last_batch else {
             return;
         };
-        let tail = Arc::clone(&self.shared.segments.read().tail);
-        // (`last_batch` is the old segment's until the first append after a roll.)
-        if tail.base != writer.active.base || u64::from(position) >= writer.active.bytes {
+        if self.shared.segments.read().tail.base != writer.active.base || u64::from(position) >= writer.active.bytes {
             return;
         }
-        let mut index = tail.index.read().clone();
-        index.force_final_entry(relative, position, ts);
+        let index = self.final_index(writer);
         if let Err(e) = segment::write_index_files(&writer.active.path, &index) {
             tracing::warn!(segment = %writer.active.path.display(), error = %e, "writing the closed segment's index failed");
         }
+    }
+
+    /// The active segment's index with an entry for its last batch (what its index files
+    /// hold once it is sealed or closed).
+    fn final_index(&self, writer: &Writer) -> crate::index::SegmentIndex {
+        let tail = Arc::clone(&self.shared.segments.read().tail);
+        let mut index = tail.index.read().clone();
+        if let Some((relative, position, ts)) = writer.last_batch {
+            index.force_final_entry(relative, position, ts);
+        }
+        index
     }
 
     /// The recovery report of the last time this process took the append lock.

@@ -111,44 +111,37 @@ impl GroupCommit {
     /// Ends a leader's round: wakes the waiters it made durable, and one of the others
     /// (the oldest) to lead the next sync.
     fn finish_round(&self) {
+        self.wake(true);
+    }
+
+    /// Wakes the waiters whose offsets are below `synced` (all of them once poisoned).
+    fn wake_covered(&self) {
+        self.wake(false);
+    }
+
+    /// Unparks the waiters a sync covered; when a leader's round ends, also one waiter no
+    /// running sync covers, to lead the next.
+    fn wake(&self, round_ended: bool) {
         let synced = self.synced.load(Ordering::Acquire);
         let poisoned = self.poisoned_flag.load(Ordering::Acquire);
         let mut woken = Vec::new();
         {
             let mut waits = self.waits.lock();
-            waits.leaders -= 1;
-            let (leaders, covering) = (waits.leaders, waits.covering);
-            let mut next_leader = None;
-            waits.waiters.retain(|w| {
-                if poisoned || w.target <= synced {
-                    woken.push(w.thread.clone());
-                    false
-                } else if next_leader.is_none() && !(leaders > 0 && w.target <= covering) {
-                    next_leader = Some(w.thread.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            woken.extend(next_leader);
-        }
-        for thread in woken {
-            thread.unpark();
-        }
-    }
-
-    /// Wakes the waiters whose offsets are below `synced` (all of them once poisoned).
-    fn wake_covered(&self) {
-        let synced = self.synced.load(Ordering::Acquire);
-        let poisoned = self.poisoned_flag.load(Ordering::Acquire);
-        let mut woken = Vec::new();
-        self.waits.lock().waiters.retain(|w| {
-            let wake = poisoned || w.target <= synced;
-            if wake {
-                woken.push(w.thread.clone());
+            if round_ended {
+                waits.leaders -= 1;
             }
-            !wake
-        });
+            let (leaders, covering) = (waits.leaders, waits.covering);
+            let mut leader_wanted = round_ended;
+            waits.waiters.retain(|w| {
+                let covered = poisoned || w.target <= synced;
+                let leads = !covered && leader_wanted && !(leaders > 0 && w.target <= covering);
+                leader_wanted &= !leads;
+                if covered || leads {
+                    woken.push(w.thread.clone());
+                }
+                !(covered || leads)
+            });
+        }
         for thread in woken {
             thread.unpark();
         }

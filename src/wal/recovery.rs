@@ -174,11 +174,9 @@ fn confirm_seals(dir: &Path) -> Result<Vec<PathBuf>> {
                 }
                 let mut dropped = Vec::new();
                 for &later in &bases[i + 1..] {
-                    let log = dir.join(segment::file_name(later, LOG_EXT));
-                    for ext in [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT, crate::index::keys::KEY_INDEX_EXT] {
-                        segment::remove_if_exists(&log.with_extension(ext))?;
-                    }
-                    dropped.push(log);
+                    let segment = segment::SealedSegment::new(dir, later);
+                    segment.delete_files()?;
+                    dropped.push(segment.path);
                 }
                 crate::fsutil::sync_dir(dir)?;
                 tracing::warn!(
