@@ -495,3 +495,33 @@ fn a_closed_active_segment_has_framed_indexes_that_readers_trust_and_appenders_r
     let topic = reader.topic(TOPIC).unwrap();
     check_seeks(&topic, "flipped byte in the closed tail's time index").unwrap();
 }
+
+/// A segment the appender has just rolled is mapped at once with the index it built in
+/// memory (before its seal writes index files): reads and seeks into it agree with a
+/// scan, and with a fresh store that loads the index files the seals wrote.
+#[test]
+fn just_rolled_segments_read_like_their_index_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let store = open(root);
+    let topic = store
+        .create_topic(TOPIC, TopicConfig::default().segment_bytes(16_384))
+        .unwrap();
+    for i in 0..300 {
+        topic.append_batch(&[record(i, 100), record(i + 1, 37)]).unwrap();
+    }
+    assert!(sealed_logs(root).len() >= 3, "the appends rolled several segments");
+    let appended = times(&topic);
+    assert_eq!(appended.len(), 600);
+    check_seeks(&topic, "appender").unwrap();
+    for &(offset, _) in appended.iter().step_by(37) {
+        let record = topic.read(Offset(offset)).unwrap();
+        assert_eq!(record.offset, Offset(offset));
+    }
+    store.close().unwrap();
+
+    let fresh = open(root);
+    let topic = fresh.topic(TOPIC).unwrap();
+    assert_eq!(times(&topic), appended, "a fresh store reads the same records");
+    check_seeks(&topic, "fresh store").unwrap();
+}

@@ -134,7 +134,7 @@ pub(crate) fn load_tail(path: &Path, base: Offset, log: &File, log_len: u64) -> 
 /// What every trusted or hinted pair must agree with, from the log's headers (read by
 /// `header_at`): the first batch starts at the base offset, the last offset entry names
 /// the batch that ends the log. Returns the first and last batch headers.
-fn confirm_ends(
+pub(super) fn confirm_ends(
     offsets: &[index::OffsetEntry],
     base: Offset,
     log_len: u64,

@@ -13,8 +13,11 @@ pub(crate) fn map_sealed(file: &File) -> std::io::Result<Mmap> {
     // SAFETY: the file is a sealed segment. trailkeep's writer appends only to the active
     // (newest) segment and truncates only the active segment during recovery; a segment is
     // sealed once a newer segment file exists, which the writer creates only after the old
-    // one is fully written and fsync'd. Retention deletes sealed files with unlink, which
-    // leaves existing mappings valid on Unix. Nobody else modifies files in a store.
+    // one is fully written (its fdatasync may follow on the seal thread, and the release of
+    // its preallocated blocks sets the length it already has: neither changes a mapped
+    // byte). The appender maps a segment it just rolled at once (`SealedSegment::just_sealed`).
+    // Retention deletes sealed files with unlink, which leaves existing mappings valid on
+    // Unix. Nobody else modifies files in a store.
     unsafe { Mmap::map(file) }
 }
 

@@ -242,6 +242,24 @@ impl SealedSegment {
         }
     }
 
+    /// A segment just sealed by this process's appender, loaded at once from its final
+    /// in-memory index: readers crossing into it while its seal is pending would
+    /// otherwise rebuild the index by walking the whole log (its index files are
+    /// written only after the log is synced). The index is confirmed against the log's
+    /// first and last batch headers, as index files are; if that fails, the segment is
+    /// left to load normally.
+    pub fn just_sealed(dir: &Path, base: Offset, log: &File, index: SegmentIndex) -> Self {
+        let segment = SealedSegment::new(dir, base);
+        match sealed_from_index(log, base, index) {
+            Some(data) => {
+                let _ = segment.summary.set(data.summary());
+                *segment.loaded.lock() = Some(Arc::new(data));
+            }
+            None => tracing::warn!(segment = %segment.path.display(), "the final index does not match the log"),
+        }
+        segment
+    }
+
     /// The summary, if the segment was loaded once.
     pub fn summary(&self) -> Option<Summary> {
         self.summary.get().copied()
@@ -352,6 +370,29 @@ fn load_sealed(path: &Path, base: Offset, writable: bool) -> Result<SealedData> 
         end_offset: scan.end_offset,
         first_timestamp_us: scan.first_timestamp_us,
         last_timestamp_us: scan.last_timestamp_us,
+        bytes,
+        lazy: None,
+        key_index: std::sync::OnceLock::new(),
+    })
+}
+
+/// The data of a sealed segment whose index is already in memory and trusted (the
+/// appender's own, see [`SealedSegment::just_sealed`]); None if the log's ends do not
+/// confirm it or the file cannot be mapped.
+fn sealed_from_index(log: &File, base: Offset, index: SegmentIndex) -> Option<SealedData> {
+    let bytes = log.metadata().ok()?.len();
+    if bytes == 0 || bytes > index::SEGMENT_BYTES_MAX || !index.is_time_exact() {
+        return None;
+    }
+    let map = Arc::new(mmap::map_sealed(log).ok()?);
+    let header_at = |pos: u64| BatchHeader::decode_header_only(map.get(usize::try_from(pos).ok()?..)?).ok();
+    let (first, last) = index_files::confirm_ends(&index.offsets, base, bytes, header_at)?;
+    Some(SealedData {
+        map: Some(Arc::clone(&map)),
+        index,
+        end_offset: last.end_offset(),
+        first_timestamp_us: first.timestamp_us,
+        last_timestamp_us: last.timestamp_us,
         bytes,
         lazy: None,
         key_index: std::sync::OnceLock::new(),

@@ -104,6 +104,11 @@ impl TopicConfig {
         self.compression = compression;
         self
     }
+    /// True when any retention rule may delete segments.
+    pub(crate) fn has_retention(&self) -> bool {
+        self.retention_bytes.is_some() || self.retention_age_ms.is_some() || self.retention_hard_bytes.is_some()
+    }
+
     /// Sets [`TopicConfig::retention_bytes`].
     pub fn retention_bytes(mut self, bytes: u64) -> Self {
         self.retention_bytes = Some(bytes);

@@ -155,21 +155,31 @@ impl Topic {
         })
     }
 
-    /// Hashes every visible record the tree lacks (up to one pass); returns how many.
-    pub(crate) fn hash_pending(&self, evidence: &mut Evidence) -> Result<u64> {
-        self.hash_pass(evidence, true)
+    /// Hashes every record the tree lacks up to the visible end as it is now, in
+    /// passes, on two threads for large passes (the caller is waiting). Records appended
+    /// meanwhile are left for later: hashing to a moving end could chase a fast appender
+    /// for as long as it appends.
+    pub(crate) fn hash_visible(&self, evidence: &mut Evidence) -> Result<()> {
+        let end = self.end_offset().0;
+        while evidence.tree.size() < end {
+            if self.hash_pass(evidence, end, true)? == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
-    /// One pass of hashing; `parallel` allows a second thread for large passes. The
+    /// Hashes up to one pass of the records in `[tree size, limit)` that are visible;
+    /// returns how many. `parallel` allows a second thread for large passes. The
     /// background thread does not use it while appends run: on two cores a second
     /// hashing thread would take the appender's core. Catch-ups (close, verify, prove)
     /// do, since the caller is waiting for them.
-    fn hash_pass(&self, evidence: &mut Evidence, parallel: bool) -> Result<u64> {
+    fn hash_pass(&self, evidence: &mut Evidence, limit: u64, parallel: bool) -> Result<u64> {
         if let Some(reason) = &evidence.broken {
             return Err(tamper(self.name(), None, reason.clone()));
         }
         let from = evidence.tree.size();
-        let end = self.end_offset().0;
+        let end = self.end_offset().0.min(limit);
         if from >= end {
             return Ok(0);
         }
@@ -246,13 +256,21 @@ impl Topic {
         Ok(())
     }
 
-    /// Hashes everything visible, syncs log and tree, and signs a checkpoint of the
-    /// whole tree; returns its text.
+    /// Syncs log and tree, and signs a checkpoint of the tree as it is (callers that
+    /// promise "everything appended" call [`Topic::hash_visible`] first); returns its
+    /// text.
     pub(crate) fn checkpoint_now(&self, evidence: &mut Evidence) -> Result<String> {
-        while self.hash_pending(evidence)? > 0 {}
         let size = evidence.tree.size();
-        self.sync_through(Offset(size))?;
-        self.sync_tree(evidence)?;
+        // The log and the tree sync side by side (the device overlaps them; in a row
+        // they were most of a bulk load's close). The order between them does not
+        // matter: a tree synced past a log that then loses records is trimmed at open.
+        let (log, tree) = std::thread::scope(|s| {
+            let tree = s.spawn(|| self.sync_tree(evidence));
+            let log = self.sync_through(Offset(size));
+            (log, tree.join())
+        });
+        log?;
+        tree.map_err(|_| tamper(self.name(), None, "the tree sync thread panicked"))??;
         let checkpoint = Checkpoint {
             origin: evidence.origin.clone(),
             size,
@@ -266,12 +284,14 @@ impl Topic {
         Ok(text)
     }
 
-    /// After a seal, makes the tree durable (without a checkpoint, which may have to wait
-    /// for [`CHECKPOINT_SPACING_MIN`]) so that retention may delete segments whose leaves
-    /// it holds (see `tree_synced`).
+    /// After a seal, on a topic with retention, makes the tree durable (without a
+    /// checkpoint, which may have to wait for [`CHECKPOINT_SPACING_MIN`]) so that
+    /// retention may delete segments whose leaves it holds (see `tree_synced`). Without
+    /// retention nothing waits for it, and the sync would stall hashing: it queues
+    /// behind the sealed segment's own writeback (~50 ms for 128 MiB here).
     fn sync_tree_after_seal(&self, evidence: &mut Evidence) -> Result<()> {
         let tail_base = self.shared.visible.lock().tail_base;
-        if tail_base == evidence.tree_sync_tail_base {
+        if tail_base == evidence.tree_sync_tail_base || !self.shared.config.has_retention() {
             return Ok(());
         }
         self.sync_tree(evidence)?;
@@ -338,7 +358,15 @@ impl Topic {
         let mut slot = self.shared.evidence.lock();
         let Some(evidence) = slot.as_mut() else { return Ok(()) };
         if evidence.broken.is_none() {
-            while self.hash_pending(evidence)? > 0 {}
+            // The log syncs while the tree catches up: one waits on the disk, the other
+            // on the CPU (the checkpoint below then finds the log durable).
+            let end = self.end_offset();
+            let (hashed, synced) = std::thread::scope(|s| {
+                let sync = s.spawn(|| self.sync_through(end));
+                (self.hash_visible(evidence), sync.join())
+            });
+            synced.map_err(|_| tamper(self.name(), None, "the log sync thread panicked"))??;
+            hashed?;
             if evidence.last_checkpoint.map(|c| c.0) != Some(evidence.tree.size()) {
                 self.checkpoint_now(evidence)?;
             }
@@ -352,7 +380,7 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
     loop {
         let Some(shared) = weak.upgrade() else { return };
         let topic = Topic { shared };
-        // Lock order: evidence before visible, as in `hash_pending`.
+        // Lock order: evidence before visible, as in `hash_pass`.
         let size = topic.shared.evidence.lock().as_ref().map_or(0, |e| e.tree.size());
         {
             let mut visible = topic.shared.visible.lock();
@@ -365,7 +393,7 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
         }
         let mut slot = topic.shared.evidence.lock();
         let Some(evidence) = slot.as_mut() else { return };
-        let result = topic.hash_pass(evidence, false).and_then(|_| {
+        let result = topic.hash_pass(evidence, u64::MAX, false).and_then(|_| {
             if topic.checkpoint_due(evidence) {
                 topic.checkpoint_now(evidence).map(|_| ())
             } else {

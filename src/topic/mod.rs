@@ -220,16 +220,22 @@ impl Topic {
 }
 
 impl TopicShared {
+    /// Counts `segment` among the mapped ones, unloading the least recently loaded
+    /// beyond [`LOADED_SEGMENTS_MAX`].
+    pub(crate) fn track_loaded(&self, segment: &Arc<SealedSegment>) {
+        let mut loaded = self.loaded.lock();
+        loaded.push_back(Arc::clone(segment));
+        while loaded.len() > LOADED_SEGMENTS_MAX {
+            if let Some(old) = loaded.pop_front() {
+                old.unload();
+            }
+        }
+    }
+
     /// Loads a sealed segment, keeping at most [`LOADED_SEGMENTS_MAX`] mapped.
     pub(crate) fn load_sealed(&self, segment: &Arc<SealedSegment>) -> Result<Arc<crate::segment::SealedData>> {
         if !segment.is_loaded() {
-            let mut loaded = self.loaded.lock();
-            loaded.push_back(Arc::clone(segment));
-            while loaded.len() > LOADED_SEGMENTS_MAX {
-                if let Some(old) = loaded.pop_front() {
-                    old.unload();
-                }
-            }
+            self.track_loaded(segment);
         }
         // Index files are rewritten only by the appender, and not for a segment whose seal
         // is still pending (the sealer writes them once its log is synced).

@@ -55,7 +55,7 @@ impl Topic {
                 "tamper evidence is off for this topic (tamper_evidence = false)",
             )
         })?;
-        while self.hash_pending(evidence)? > 0 {}
+        self.hash_visible(evidence)?;
         f(evidence)
     }
 

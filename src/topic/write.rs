@@ -266,6 +266,7 @@ impl Topic {
         writer.index_buf.clear();
         writer.time_buf.clear();
         let old = std::mem::replace(&mut writer.active, new);
+        let sealed = Arc::new(SealedSegment::just_sealed(&shared.dir, old.base, &old.log, index.clone()));
         shared.sealing.push(PendingSeal {
             next_base: writer.next_offset,
             path,
@@ -273,11 +274,10 @@ impl Topic {
             index,
         });
         let new_tail = Arc::new(super::TailSegment::open(&shared.dir, writer.next_offset)?);
+        shared.track_loaded(&sealed);
         {
             let mut segments = shared.segments.write();
-            segments
-                .sealed
-                .push(Arc::new(SealedSegment::new(&shared.dir, old.base)));
+            segments.sealed.push(sealed);
             segments.tail = new_tail;
         }
         // Background seals that fall behind (segments filled faster than they are synced)
