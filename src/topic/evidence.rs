@@ -27,8 +27,11 @@ use crate::{Error, Offset, Result};
 pub const MERKLE_DIR: &str = "merkle";
 /// File of a topic's signed checkpoints.
 pub const CHECKPOINTS_FILE: &str = "checkpoints.log";
-/// Records from which a pass hashes on two threads.
+/// Records from which a catch-up hashes on two threads.
 const PARALLEL_LEAVES_MIN: u64 = 8192;
+/// Leaves per chunk of a two-thread catch-up (128 KiB of hashes; at most four chunks are
+/// in flight).
+const CATCH_UP_CHUNK_LEAVES: usize = 4096;
 /// Leaves hashed per pass of the tree thread. A pass holds its leaves, their new
 /// interior nodes and the tree file bytes (~128 bytes a leaf) in memory: 16 Ki leaves keep
 /// that near 2 MiB however far the tree lags (64 Ki made the memory peak grow with it).
@@ -155,26 +158,63 @@ impl Topic {
         })
     }
 
-    /// Hashes every record the tree lacks up to the visible end as it is now, in
-    /// passes, on two threads for large passes (the caller is waiting). Records appended
+    /// Hashes every record the tree lacks up to the visible end as it is now (the
+    /// caller is waiting: close, `checkpoint()`, `verify`, proofs). Records appended
     /// meanwhile are left for later: hashing to a moving end could chase a fast appender
-    /// for as long as it appends.
+    /// for as long as it appends. Large catch-ups run on two threads as a pipeline: a
+    /// helper hashes two chunks of leaves in three while this thread hashes the third
+    /// and appends every chunk's leaves to the tree in order (the interior nodes and
+    /// the file writes are about a third of the work, and only this thread can do them).
     pub(crate) fn hash_visible(&self, evidence: &mut Evidence) -> Result<()> {
-        let end = self.end_offset().0;
-        while evidence.tree.size() < end {
-            if self.hash_pass(evidence, end, true)? == 0 {
-                break;
-            }
+        if let Some(reason) = &evidence.broken {
+            return Err(tamper(self.name(), None, reason.clone()));
         }
-        Ok(())
+        let from = evidence.tree.size();
+        let end = self.end_offset().0;
+        if end.saturating_sub(from) < PARALLEL_LEAVES_MIN {
+            while self.hash_pass(evidence, end)? > 0 {}
+            return Ok(());
+        }
+        let chunks: Vec<(u64, u64)> = (from..end)
+            .step_by(CATCH_UP_CHUNK_LEAVES)
+            .map(|a| (a, (a + CATCH_UP_CHUNK_LEAVES as u64).min(end)))
+            .collect();
+        let helper_takes = |i: usize| i % 3 != 2;
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Hash>>>(2);
+            let chunks = &chunks;
+            let helper = s.spawn(move || {
+                for (_, &(a, b)) in chunks.iter().enumerate().filter(|&(i, _)| helper_takes(i)) {
+                    let leaves = self.leaves(a, b);
+                    let failed = leaves.is_err();
+                    // The receiver is gone when this thread's chunk failed.
+                    if tx.send(leaves).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let appended = (|| {
+                for (i, &(a, b)) in chunks.iter().enumerate() {
+                    let leaves = if helper_takes(i) {
+                        rx.recv()
+                            .map_err(|_| tamper(self.name(), None, "a hashing thread stopped"))??
+                    } else {
+                        self.leaves(a, b)?
+                    };
+                    evidence.tree.append_leaves(&leaves).map_err(audit_err)?;
+                }
+                Ok(())
+            })();
+            drop(rx);
+            let joined = helper.join().map_err(|_| tamper(self.name(), None, "a hashing thread panicked"));
+            appended.and(joined)
+        })
     }
 
-    /// Hashes up to one pass of the records in `[tree size, limit)` that are visible;
-    /// returns how many. `parallel` allows a second thread for large passes. The
-    /// background thread does not use it while appends run: on two cores a second
-    /// hashing thread would take the appender's core. Catch-ups (close, verify, prove)
-    /// do, since the caller is waiting for them.
-    fn hash_pass(&self, evidence: &mut Evidence, limit: u64, parallel: bool) -> Result<u64> {
+    /// Hashes up to one pass of the records in `[tree size, limit)` that are visible
+    /// (on this thread: the background thread runs beside the appender, and on two
+    /// cores a second hashing thread would take the appender's core); returns how many.
+    fn hash_pass(&self, evidence: &mut Evidence, limit: u64) -> Result<u64> {
         if let Some(reason) = &evidence.broken {
             return Err(tamper(self.name(), None, reason.clone()));
         }
@@ -184,21 +224,7 @@ impl Topic {
             return Ok(0);
         }
         let end = end.min(from + LEAVES_PER_PASS as u64);
-        // Large passes hash two halves on two threads: leaf hashing is most of the tree's
-        // cost, and the appender spends much of its time in the kernel copying bytes.
-        let leaves = if parallel && end - from >= PARALLEL_LEAVES_MIN {
-            let mid = from + (end - from) / 2;
-            let (first, second) = std::thread::scope(|s| {
-                let first = s.spawn(|| self.leaves(from, mid));
-                let second = self.leaves(mid, end);
-                (first.join(), second)
-            });
-            let mut first = first.map_err(|_| tamper(self.name(), None, "a hashing thread panicked"))??;
-            first.extend(second?);
-            first
-        } else {
-            self.leaves(from, end)?
-        };
+        let leaves = self.leaves(from, end)?;
         evidence.tree.append_leaves(&leaves).map_err(audit_err)?;
         Ok(leaves.len() as u64)
     }
@@ -393,7 +419,7 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
         }
         let mut slot = topic.shared.evidence.lock();
         let Some(evidence) = slot.as_mut() else { return };
-        let result = topic.hash_pass(evidence, u64::MAX, false).and_then(|_| {
+        let result = topic.hash_pass(evidence, u64::MAX).and_then(|_| {
             if topic.checkpoint_due(evidence) {
                 topic.checkpoint_now(evidence).map(|_| ())
             } else {

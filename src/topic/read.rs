@@ -26,6 +26,8 @@ pub(crate) struct BatchCursor {
     pos: u64,
     expected: Offset,
     batch_pos: u64,
+    /// A tail batch's buffer handed back by the caller (see [`BatchCursor::recycle`]).
+    spare: Vec<u8>,
 }
 
 impl BatchCursor {
@@ -49,6 +51,7 @@ impl BatchCursor {
                 pos,
                 expected,
                 batch_pos: pos,
+                spare: Vec::new(),
             });
         }
         let idx = segments.sealed.partition_point(|s| s.base <= offset).saturating_sub(1);
@@ -80,6 +83,7 @@ impl BatchCursor {
             pos,
             expected: header.base_offset,
             batch_pos: pos,
+            spare: Vec::new(),
         })
     }
 
@@ -122,7 +126,8 @@ impl BatchCursor {
                     } else if self.pos >= visible.tail_bytes {
                         return Ok(None);
                     } else {
-                        let (_, bytes) = segment::read_batch_at(&tail.file, &tail.path, self.pos, visible.tail_bytes)?;
+                        let mut bytes = std::mem::take(&mut self.spare);
+                        segment::read_batch_into(&tail.file, &tail.path, self.pos, visible.tail_bytes, &mut bytes)?;
                         let header = self.check(&bytes, &tail.path)?;
                         Some((header, BatchBytes::Owned(bytes)))
                     }
@@ -141,6 +146,15 @@ impl BatchCursor {
                     }
                 }
             }
+        }
+    }
+
+    /// Takes back a batch's bytes once the caller is done with them: the next tail
+    /// batch is read into the same buffer (a reader following the active segment, like
+    /// the tree thread, would otherwise allocate and fault in a fresh one per batch).
+    pub fn recycle(&mut self, bytes: BatchBytes) {
+        if let BatchBytes::Owned(buf) = bytes {
+            self.spare = buf;
         }
     }
 
@@ -332,6 +346,7 @@ impl Topic {
                     return Ok(next);
                 }
             }
+            cursor.recycle(bytes);
         }
         Ok(next)
     }

@@ -23,8 +23,11 @@ use crate::index::SegmentIndex;
 use crate::topic::TopicShared;
 use crate::{segment, Error, Offset, Result};
 
-/// Seals that may wait in the background before a roll seals them itself.
+/// Seals that may wait in the background: a roll that would queue more first waits for
+/// the oldest to complete (the appender is then paced by the disk, one segment behind).
 pub(crate) const PENDING_SEALS_MAX: usize = 1;
+/// How long a roll waiting for a background seal sleeps between looks at it.
+const SEAL_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A rolled segment whose seal is not yet durable.
 pub(crate) struct PendingSeal {
@@ -44,6 +47,9 @@ pub(crate) struct Sealing {
     order: Mutex<()>,
     /// Seals queued and not yet complete.
     pending: AtomicUsize,
+    /// Signalled after each seal (rolls waiting for the oldest wait on it).
+    sealed: parking_lot::Condvar,
+    sealed_lock: Mutex<()>,
     /// Every segment below this base offset is durably sealed (mirrors `sealed.offset`).
     through: AtomicU64,
 }
@@ -88,6 +94,10 @@ impl TopicShared {
             };
             let result = self.seal(&seal);
             self.sealing.pending.fetch_sub(1, Ordering::AcqRel);
+            {
+                let _signal = self.sealing.sealed_lock.lock();
+                self.sealing.sealed.notify_all();
+            }
             if let Err(e) = result {
                 let cause = format!("sealing {} failed: {e}", seal.path.display());
                 self.commit.poison(cause.clone());
@@ -95,6 +105,34 @@ impl TopicShared {
                     topic: self.name.clone(),
                     cause,
                 });
+            }
+        }
+    }
+
+    /// Waits until at most [`PENDING_SEALS_MAX`] seals are pending (a roll queueing one
+    /// too many), sealing them here if no thread is. Fails once the topic is poisoned.
+    pub(crate) fn wait_for_oldest_seal(&self) -> Result<()> {
+        loop {
+            if self.sealing.pending() <= PENDING_SEALS_MAX {
+                return Ok(());
+            }
+            if let Some(cause) = self.commit.poisoned() {
+                return Err(Error::Poisoned {
+                    topic: self.name.clone(),
+                    cause,
+                });
+            }
+            let mut signal = self.sealing.sealed_lock.lock();
+            if self.sealing.pending() <= PENDING_SEALS_MAX {
+                return Ok(());
+            }
+            // A seal thread is working if it holds the order lock; if none is (it
+            // failed, or could not start), seal here.
+            if self.sealing.order.is_locked() {
+                self.sealing.sealed.wait_for(&mut signal, SEAL_WAIT_SLICE);
+            } else {
+                drop(signal);
+                return self.seal_pending();
             }
         }
     }

@@ -281,10 +281,12 @@ impl Topic {
             segments.tail = new_tail;
         }
         // Background seals that fall behind (segments filled faster than they are synced)
-        // make the appender wait, so at most a couple of segments are ever unsealed.
-        if shared.durability == Durability::Always || shared.sealing.pending() > super::seal::PENDING_SEALS_MAX {
+        // make the appender wait for the oldest, so at most a couple of segments are
+        // ever unsealed.
+        if shared.durability == Durability::Always {
             shared.seal_pending()?;
         } else {
+            shared.wait_for_oldest_seal()?;
             super::seal::seal_in_background(shared);
         }
         shared.commit.mark_synced(writer.next_offset);
