@@ -98,3 +98,57 @@ fn a_failed_tree_write_is_an_error_not_a_panic_and_the_tree_recovers() {
     assert_eq!(report.tree_size, 300);
     store.close().unwrap();
 }
+
+/// A background seal (durability `none`, many small segments) whose fdatasync fails
+/// poisons the topic: the appending process stops with an error naming the failed seal
+/// instead of hanging in a roll that waits for that seal, and the store reopens with
+/// every record it holds intact.
+#[test]
+fn a_failed_background_seal_stops_the_appender_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_trailkeep");
+    let created = Command::new(bin)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["topics", "create", "t", "--segment-bytes", "4096"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let input: String = (0..400).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "p".repeat(80))).collect();
+    let mut child = Command::new(bin)
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["append", "t", "--durability", "none"])
+        .env("TRAILKEEP_FAILPOINT_ERROR", "seal.sync:3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Paced, so that the lines make many small batches and many rolls.
+        for line in input.lines() {
+            if writeln!(stdin, "{line}").is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert!(!out.status.success(), "the append must fail after the injected seal failure");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("injected fdatasync failure") || stderr.contains("sealing"),
+        "{stderr}"
+    );
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("t").unwrap();
+    let end = topic.end_offset().0;
+    assert!(end > 0 && end < 400, "the store holds {end} records");
+    for o in 0..end {
+        let record = topic.read(Offset(o)).unwrap();
+        assert!(record.value.starts_with(format!("{{\"n\":{o},").as_bytes()), "record {o}");
+    }
+}

@@ -138,9 +138,12 @@ impl TopicShared {
     }
 
     fn seal(&self, seal: &PendingSeal) -> Result<()> {
-        seal.log
-            .sync_data()
-            .context(|| format!("fdatasync of {}", seal.path.display()))?;
+        let synced = if crate::failpoint::fails("seal.sync") {
+            Err(std::io::Error::other("injected fdatasync failure (failpoint seal.sync)"))
+        } else {
+            seal.log.sync_data()
+        };
+        synced.context(|| format!("fdatasync of {}", seal.path.display()))?;
         crate::failpoint::hit("roll.after_sync");
         crate::wal::release_reserved(&seal.log, &seal.path)?;
         segment::write_index_files(&seal.path, &seal.index)?;
