@@ -154,6 +154,13 @@ fn fresh(root: &Path, name: &str) -> BenchResult<PathBuf> {
     Ok(dir)
 }
 
+/// Writes back every file system's dirty data before a timed run, so that one system's
+/// leftover writeback (SQLite with synchronous=OFF leaves its whole database dirty) does
+/// not land in the next system's time. Every system starts from the same state.
+fn settle() {
+    rustix::fs::sync();
+}
+
 fn remove(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -215,6 +222,7 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
             .map(|k| fresh(root, &format!("append-{k}")))
             .collect::<BenchResult<_>>()?;
         for k in 0..APPEND_SYSTEMS {
+            settle();
             let system = (k + rep) % APPEND_SYSTEMS;
             let d = &dirs[system];
             let mut trailkeep = |name: &'static str, compression, tamper| -> BenchResult<()> {
@@ -252,6 +260,7 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
 
         p("full replay");
         for k in 0..3 {
+            settle();
             match (k + rep) % 3 {
                 0 => {
                     let (t, c) = tk::replay(&dirs[0])?;
@@ -297,6 +306,7 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
             p(&format!("durable append, {writers} writer(s)"));
             for k in 0..3 {
                 let d = fresh(root, "durable")?;
+                settle();
                 match (k + rep) % 3 {
                     0 => samples.add(workload, "tk", rate(count, tk::durable(&d, &data, count, writers)?)),
                     1 => {
