@@ -120,6 +120,10 @@ impl<'a> LeafHeaders<'a> for &'a [(String, Vec<u8>)] {
 
 /// Where encoded bytes go; one encoder serves both the byte form and the
 /// streaming hash so the two can never disagree.
+/// Leaf bytes besides the key, headers and value: version, offset, append time, event
+/// time flag and value, key flag, header count, value length.
+const LEAF_FIXED_BYTES: usize = 1 + 8 + 8 + 1 + 8 + 1 + 4 + 4;
+
 trait Sink {
     fn put(&mut self, bytes: &[u8]);
 }
@@ -172,9 +176,35 @@ impl<'a, H: LeafHeaders<'a>> LeafRecord<'a, H> {
     /// [`AuditError::FieldTooLong`] if a field exceeds [`LEAF_FIELD_BYTES_MAX`]
     /// (nothing is appended then).
     pub fn encode_to(&self, out: &mut Vec<u8>) -> Result<()> {
-        self.check_lengths()?;
-        out.reserve(self.encoded_len());
-        self.encode_into(out);
+        // One pass over the headers (the hot path of the tree thread: headers stored in
+        // a batch are parsed on every walk): the count is patched in after them, and a
+        // field over the limit takes back what was appended.
+        check_len("key", self.key.map_or(0, <[u8]>::len))?;
+        let start = out.len();
+        out.reserve(LEAF_FIXED_BYTES + self.key.map_or(0, <[u8]>::len) + self.value.len());
+        self.encode_head(out);
+        let count_at = out.len();
+        out.put(&[0; 4]);
+        let mut count = 0usize;
+        let mut checked = Ok(());
+        for (name, value) in self.headers.leaf_headers() {
+            checked = check_len("header name", name.len()).and_then(|()| check_len("header value", value.len()));
+            if checked.is_err() {
+                break;
+            }
+            put_bytes(out, name);
+            put_bytes(out, value);
+            count += 1;
+        }
+        let checked = checked
+            .and_then(|()| check_len("header count", count))
+            .and_then(|()| check_len("value", self.value.len()));
+        if let Err(e) = checked {
+            out.truncate(start);
+            return Err(e);
+        }
+        out[count_at..count_at + 4].copy_from_slice(&(count as u32).to_le_bytes());
+        put_bytes(out, self.value);
         Ok(())
     }
 
@@ -193,11 +223,11 @@ impl<'a, H: LeafHeaders<'a>> LeafRecord<'a, H> {
     fn encoded_len(&self) -> usize {
         let headers: usize = self.headers.leaf_headers().map(|(n, v)| 8 + n.len() + v.len()).sum();
         let key = self.key.map_or(0, |k| 4 + k.len());
-        1 + 8 + 8 + 1 + 8 + 1 + key + 4 + headers + 4 + self.value.len()
+        LEAF_FIXED_BYTES + key + headers + self.value.len()
     }
 
-    /// Lengths must have passed `check_lengths`, so the `as u32` casts are exact.
-    fn encode_into(&self, sink: &mut impl Sink) {
+    /// Version, offset, times and key: everything before the header count.
+    fn encode_head(&self, sink: &mut impl Sink) {
         sink.put(&[LEAF_VERSION]);
         sink.put(&self.offset.to_le_bytes());
         sink.put(&self.timestamp_us.to_le_bytes());
@@ -215,6 +245,11 @@ impl<'a, H: LeafHeaders<'a>> LeafRecord<'a, H> {
                 put_bytes(sink, k);
             }
         }
+    }
+
+    /// Lengths must have passed `check_lengths`, so the `as u32` casts are exact.
+    fn encode_into(&self, sink: &mut impl Sink) {
+        self.encode_head(sink);
         sink.put(&(self.headers.leaf_headers().count() as u32).to_le_bytes());
         for (name, value) in self.headers.leaf_headers() {
             put_bytes(sink, name);
