@@ -1,0 +1,81 @@
+//! Buffered append + close of bench-like records (264-byte JSON values, a 32-byte key, an
+//! event time; batches of 1,000), tamper evidence on and off alternating in one run;
+//! prints each run and the medians with close counted (what `trailkeep bench` compares).
+//! Used to compare builds side by side (copy the binary of each, run them in turns).
+//!
+//! `cargo run --release --example tamper_timing [records] [reps] [on|off]`
+use std::time::Instant;
+use trailkeep::{Durability, HeaderList, RecordFields, Store, TopicConfig};
+
+fn main() -> trailkeep::Result<()> {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let reps: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let only: Option<bool> = std::env::args().nth(3).map(|a| a == "on");
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut v = format!("{{\"gen_ai.operation.name\":\"chat\",\"gen_ai.request.model\":\"claude-sonnet-4\",\"i\":{i},\"trace\":\"{:032x}\",\"usage\":{{\"in\":{},\"out\":{}}},\"tool\":\"web_search\",\"status\":\"ok\"", i * 7919, i % 977, i % 313).into_bytes();
+            while v.len() < 263 { v.push(b' '); }
+            v.push(b'}');
+            v
+        })
+        .collect();
+    let keys: Vec<[u8; 32]> = (0..n)
+        .map(|i| {
+            let mut k = [b'0'; 32];
+            k[..8].copy_from_slice(&(i as u64 / 5).to_le_bytes());
+            k
+        })
+        .collect();
+    let mut res: Vec<(bool, f64, f64)> = Vec::new();
+    for rep in 0..reps {
+        for te in [true, false] {
+            if only.is_some_and(|o| o != te) {
+                continue;
+            }
+            let dir = tempfile::tempdir_in("/tmp").unwrap();
+            let store = Store::builder(dir.path()).durability(Durability::Buffered).open()?;
+            let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;
+            let t = Instant::now();
+            let mut buf = Vec::with_capacity(1000);
+            let mut i = 0;
+            while i < n {
+                let end = (i + 1000).min(n);
+                buf.clear();
+                buf.extend((i..end).map(|j| RecordFields {
+                    event_time_us: Some(1_735_689_600_000_000 + j as i64 * 1000),
+                    key: Some(&keys[j][..]),
+                    headers: HeaderList::Owned(&[]),
+                    value: &values[j],
+                }));
+                topic.append_fields(&buf)?;
+                i = end;
+            }
+            let a = t.elapsed().as_secs_f64();
+            drop(topic);
+            store.close()?;
+            let c = t.elapsed().as_secs_f64();
+            println!(
+                "rep {rep} te={te}: append {:.2} M/s, +close {:.2} M/s",
+                n as f64 / a / 1e6,
+                n as f64 / c / 1e6
+            );
+            res.push((te, a, c));
+        }
+    }
+    let med = |te: bool, f: &dyn Fn(&(bool, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = res.iter().filter(|r| r.0 == te).map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let (on, off) = (med(true, &|r| r.2), med(false, &|r| r.2));
+    println!(
+        "median close-inclusive: on {:.1} ms, off {:.1} ms, ratio {:.2}",
+        on * 1e3,
+        off * 1e3,
+        off / on
+    );
+    Ok(())
+}
