@@ -114,7 +114,9 @@ fn a_failed_background_seal_stops_the_appender_with_an_error() {
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let input: String = (0..400).map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "p".repeat(80))).collect();
+    let input: String = (0..400)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "p".repeat(80)))
+        .collect();
     let mut child = Command::new(bin)
         .arg("--dir")
         .arg(dir.path())
@@ -137,7 +139,10 @@ fn a_failed_background_seal_stops_the_appender_with_an_error() {
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
-    assert!(!out.status.success(), "the append must fail after the injected seal failure");
+    assert!(
+        !out.status.success(),
+        "the append must fail after the injected seal failure"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("injected fdatasync failure") || stderr.contains("sealing"),
@@ -149,6 +154,9 @@ fn a_failed_background_seal_stops_the_appender_with_an_error() {
     assert!(end > 0 && end < 400, "the store holds {end} records");
     for o in 0..end {
         let record = topic.read(Offset(o)).unwrap();
-        assert!(record.value.starts_with(format!("{{\"n\":{o},").as_bytes()), "record {o}");
+        assert!(
+            record.value.starts_with(format!("{{\"n\":{o},").as_bytes()),
+            "record {o}"
+        );
     }
 }

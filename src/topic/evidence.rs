@@ -206,7 +206,9 @@ impl Topic {
                 Ok(())
             })();
             drop(rx);
-            let joined = helper.join().map_err(|_| tamper(self.name(), None, "a hashing thread panicked"));
+            let joined = helper
+                .join()
+                .map_err(|_| tamper(self.name(), None, "a hashing thread panicked"));
             appended.and(joined)
         })
     }

@@ -139,7 +139,9 @@ impl TopicShared {
 
     fn seal(&self, seal: &PendingSeal) -> Result<()> {
         let synced = if crate::failpoint::fails("seal.sync") {
-            Err(std::io::Error::other("injected fdatasync failure (failpoint seal.sync)"))
+            Err(std::io::Error::other(
+                "injected fdatasync failure (failpoint seal.sync)",
+            ))
         } else {
             seal.log.sync_data()
         };

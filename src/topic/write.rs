@@ -266,7 +266,12 @@ impl Topic {
         writer.index_buf.clear();
         writer.time_buf.clear();
         let old = std::mem::replace(&mut writer.active, new);
-        let sealed = Arc::new(SealedSegment::just_sealed(&shared.dir, old.base, &old.log, index.clone()));
+        let sealed = Arc::new(SealedSegment::just_sealed(
+            &shared.dir,
+            old.base,
+            &old.log,
+            index.clone(),
+        ));
         shared.sealing.push(PendingSeal {
             next_base: writer.next_offset,
             path,
