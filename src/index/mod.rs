@@ -6,12 +6,13 @@
 
 pub mod file;
 pub mod keys;
+mod time;
 
-use std::sync::Arc;
-
-use crate::segment::batch::{read_u32, read_u64};
+use crate::segment::batch::read_u32;
 use crate::Offset;
 use file::IndexKind;
+use time::{around, time_entry_at, RawTimes};
+pub use time::{decode_time_entries, TimeEntry, TimeEntryBytes, TimeLookup};
 
 /// Bytes of log between two index entries (an entry is added at the first batch past this).
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -31,31 +32,12 @@ pub struct OffsetEntry {
     pub position: u32,
 }
 
-/// One time index entry: the batch starting with `relative_offset` has append time `timestamp_us`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimeEntry {
-    /// Append time of that batch (all its records share it).
-    pub timestamp_us: u64,
-    /// Offset of the batch's first record, minus the segment's base offset.
-    pub relative_offset: u32,
-}
-
 impl OffsetEntry {
     /// The entry's encoding.
     pub fn to_bytes(self) -> [u8; OFFSET_ENTRY_BYTES] {
         let mut b = [0; OFFSET_ENTRY_BYTES];
         b[..4].copy_from_slice(&self.relative_offset.to_le_bytes());
         b[4..].copy_from_slice(&self.position.to_le_bytes());
-        b
-    }
-}
-
-impl TimeEntry {
-    /// The entry's encoding.
-    pub fn to_bytes(self) -> [u8; TIME_ENTRY_BYTES] {
-        let mut b = [0; TIME_ENTRY_BYTES];
-        b[..8].copy_from_slice(&self.timestamp_us.to_le_bytes());
-        b[8..].copy_from_slice(&self.relative_offset.to_le_bytes());
         b
     }
 }
@@ -90,108 +72,6 @@ pub fn decode_offset_entries(bytes: &[u8], log_bytes: u64) -> (Vec<OffsetEntry>,
     (entries, complete)
 }
 
-/// Decodes time index bytes, framed or legacy: a valid prefix with strictly increasing
-/// timestamps and relative offsets; `complete` as for [`decode_offset_entries`].
-pub fn decode_time_entries(bytes: &[u8]) -> (Vec<TimeEntry>, bool) {
-    let entries_bytes = match file::parse(IndexKind::Time, bytes) {
-        file::Parsed::Legacy(b) | file::Parsed::Framed(_, b) => b,
-        file::Parsed::Bad(_) => return (Vec::new(), false),
-    };
-    let mut entries = Vec::with_capacity(entries_bytes.len() / TIME_ENTRY_BYTES);
-    for chunk in entries_bytes.chunks_exact(TIME_ENTRY_BYTES) {
-        let entry = time_entry_at(chunk, 0);
-        let ordered = entries.last().is_none_or(|last: &TimeEntry| {
-            entry.timestamp_us > last.timestamp_us && entry.relative_offset > last.relative_offset
-        });
-        if !ordered {
-            return (entries, false);
-        }
-        entries.push(entry);
-    }
-    let complete = entries.len() * TIME_ENTRY_BYTES == entries_bytes.len();
-    (entries, complete)
-}
-
-fn time_entry_at(bytes: &[u8], i: usize) -> TimeEntry {
-    TimeEntry {
-        timestamp_us: read_u64(bytes, i * TIME_ENTRY_BYTES),
-        relative_offset: read_u32(bytes, i * TIME_ENTRY_BYTES + 8),
-    }
-}
-
-/// The entries of a trusted time index file, searched in place: a mapping of the file
-/// (or its bytes) kept alive with the segment, never decoded into structs, so a large
-/// exact index costs page cache rather than heap.
-#[derive(Clone)]
-pub struct TimeEntryBytes {
-    bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
-    start: usize,
-    count: usize,
-}
-
-impl std::fmt::Debug for TimeEntryBytes {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimeEntryBytes").field("count", &self.count).finish()
-    }
-}
-
-impl TimeEntryBytes {
-    /// `count` entries at byte `start` of `bytes`; None when they do not fit, or are not
-    /// strictly increasing in both fields (checked once here, so lookups can rely on it).
-    pub fn new(bytes: Arc<dyn AsRef<[u8]> + Send + Sync>, start: usize, count: usize) -> Option<TimeEntryBytes> {
-        let end = count.checked_mul(TIME_ENTRY_BYTES)?.checked_add(start)?;
-        let entries = bytes.as_ref().as_ref().get(start..end)?;
-        let mut last: Option<TimeEntry> = None;
-        for i in 0..count {
-            let e = time_entry_at(entries, i);
-            if last.is_some_and(|l| e.timestamp_us <= l.timestamp_us || e.relative_offset <= l.relative_offset) {
-                return None;
-            }
-            last = Some(e);
-        }
-        Some(TimeEntryBytes { bytes, start, count })
-    }
-
-    fn entries(&self) -> &[u8] {
-        let all = (*self.bytes).as_ref();
-        &all[self.start..self.start + self.count * TIME_ENTRY_BYTES]
-    }
-}
-
-/// Random access to time entries, however they are held.
-trait TimeColumn {
-    fn len(&self) -> usize;
-    fn timestamp_us(&self, i: usize) -> u64;
-    fn entry(&self, i: usize) -> TimeEntry;
-}
-
-impl TimeColumn for [TimeEntry] {
-    fn len(&self) -> usize {
-        <[TimeEntry]>::len(self)
-    }
-    fn timestamp_us(&self, i: usize) -> u64 {
-        self[i].timestamp_us
-    }
-    fn entry(&self, i: usize) -> TimeEntry {
-        self[i]
-    }
-}
-
-/// Entry bytes of a time index (whole entries only).
-struct RawTimes<'a>(&'a [u8]);
-
-impl TimeColumn for RawTimes<'_> {
-    fn len(&self) -> usize {
-        self.0.len() / TIME_ENTRY_BYTES
-    }
-    fn timestamp_us(&self, i: usize) -> u64 {
-        read_u64(self.0, i * TIME_ENTRY_BYTES)
-    }
-    fn entry(&self, i: usize) -> TimeEntry {
-        time_entry_at(self.0, i)
-    }
-}
-
 /// How far the time entries of an index can be trusted to be complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exactness {
@@ -205,19 +85,6 @@ enum Exactness {
     Observed { from: u32 },
     /// Sparse hints (older files): confirm against the log and walk.
     Hints,
-}
-
-/// What the time index says about seek by time T within its segment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TimeLookup {
-    /// The batch starting at this relative offset holds the first record with append
-    /// time >= T.
-    Found(u32),
-    /// No batch the index covers has an append time >= T.
-    NotHere,
-    /// The index cannot say: walk batch headers from this entry (its time is < T; it is
-    /// a hint to confirm), or from the start of the segment.
-    Walk(Option<TimeEntry>),
 }
 
 /// The in-memory indexes of one segment: the sparse offset index, and the time index
@@ -554,249 +421,10 @@ impl SegmentIndex {
     }
 }
 
-/// [`partition_by_time`], with the entries on either side of the partition.
-fn around<C: TimeColumn + ?Sized>(times: &C, timestamp_us: u64) -> (usize, Option<TimeEntry>, Option<TimeEntry>) {
-    let i = partition_by_time(times, timestamp_us);
-    let before = i.checked_sub(1).map(|j| times.entry(j));
-    let at = (i < times.len()).then(|| times.entry(i));
-    (i, before, at)
-}
-
-/// Index of the first time entry with a timestamp >= `timestamp_us` (like
-/// `partition_point`). Append times grow roughly linearly, so a few interpolation steps
-/// narrow the range before a binary search finishes it: a seek touches a handful of
-/// cache lines of a large index instead of one per halving.
-fn partition_by_time<C: TimeColumn + ?Sized>(times: &C, timestamp_us: u64) -> usize {
-    let (mut lo, mut hi) = (0usize, times.len());
-    for _ in 0..4 {
-        if hi - lo <= 16 {
-            break;
-        }
-        let (first, last) = (times.timestamp_us(lo), times.timestamp_us(hi - 1));
-        if timestamp_us <= first {
-            return lo;
-        }
-        if timestamp_us > last {
-            return hi;
-        }
-        // first < timestamp_us <= last, so the guess lies in (lo, hi - 1].
-        let span = u128::from(last - first).max(1);
-        let guess = lo + ((u128::from(timestamp_us - first) * (hi - 1 - lo) as u128) / span) as usize;
-        let guess = guess.clamp(lo + 1, hi - 1);
-        if times.timestamp_us(guess) < timestamp_us {
-            lo = guess + 1;
-            // The answer is near the guess: try a short step before going back to guessing.
-            let probe = (guess + 8).min(hi);
-            if probe < hi && times.timestamp_us(probe - 1) >= timestamp_us {
-                hi = probe;
-            }
-        } else {
-            hi = guess + 1;
-            let probe = guess.saturating_sub(8).max(lo);
-            if probe > lo && times.timestamp_us(probe) < timestamp_us {
-                lo = probe + 1;
-            }
-        }
-    }
-    // Binary search over [lo, hi).
-    let mut size = hi - lo;
-    while size > 0 {
-        let half = size / 2;
-        let mid = lo + half;
-        if times.timestamp_us(mid) < timestamp_us {
-            lo = mid + 1;
-            size -= half + 1;
-        } else {
-            size = half;
-        }
-    }
-    lo
-}
-
 /// Converts an absolute offset to one relative to `base`, if it fits.
 pub fn relative(base: Offset, offset: Offset) -> Option<u32> {
     offset.0.checked_sub(base.0).and_then(|d| u32::try_from(d).ok())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn zero_filled_tail_is_not_trusted() {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(
-            &OffsetEntry {
-                relative_offset: 0,
-                position: 0,
-            }
-            .to_bytes(),
-        );
-        bytes.extend_from_slice(
-            &OffsetEntry {
-                relative_offset: 10,
-                position: 5000,
-            }
-            .to_bytes(),
-        );
-        bytes.extend_from_slice(&[0u8; 64]);
-        let (entries, complete) = decode_offset_entries(&bytes, 10_000);
-        assert_eq!(entries.len(), 2);
-        assert!(!complete);
-    }
-
-    #[test]
-    fn positions_past_the_log_end_the_prefix() {
-        let mut bytes = Vec::new();
-        bytes.extend_from_slice(
-            &OffsetEntry {
-                relative_offset: 0,
-                position: 0,
-            }
-            .to_bytes(),
-        );
-        bytes.extend_from_slice(
-            &OffsetEntry {
-                relative_offset: 3,
-                position: 9000,
-            }
-            .to_bytes(),
-        );
-        let (entries, complete) = decode_offset_entries(&bytes, 8000);
-        assert_eq!(entries.len(), 1);
-        assert!(!complete);
-    }
-
-    #[test]
-    fn interpolated_search_agrees_with_partition_point() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        for len in [0usize, 1, 2, 17, 100, 1000, 5000] {
-            let mut ts = 1_000u64;
-            let times: Vec<TimeEntry> = (0..len)
-                .map(|i| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    ts += 1 + state % if i % 97 == 0 { 100_000 } else { 50 };
-                    TimeEntry {
-                        timestamp_us: ts,
-                        relative_offset: i as u32,
-                    }
-                })
-                .collect();
-            let probes = times
-                .iter()
-                .flat_map(|t| [t.timestamp_us - 1, t.timestamp_us, t.timestamp_us + 1]);
-            for probe in probes.chain([0, u64::MAX]) {
-                let want = times.partition_point(|e| e.timestamp_us < probe);
-                assert_eq!(
-                    partition_by_time(times.as_slice(), probe),
-                    want,
-                    "len {len}, probe {probe}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn sparse_entries_every_interval() {
-        let mut index = SegmentIndex::default();
-        let mut added = 0;
-        for i in 0..100u32 {
-            let (o, _) = index.observe_batch(i, i * 1000, u64::from(i));
-            added += usize::from(o.is_some());
-        }
-        assert_eq!(added, index.offsets.len());
-        assert_eq!(index.offsets.len(), 20);
-        assert_eq!(index.floor_offset(9).unwrap().relative_offset, 5);
-        assert_eq!(index.floor_time(11), Some(10));
-        assert_eq!(index.floor_time(0), None);
-    }
-
-    /// Batches (relative offset, position, time) with runs of equal times.
-    fn batches() -> Vec<(u32, u32, u64)> {
-        let times = [5u64, 5, 7, 7, 7, 9, 12, 12, 13, 20, 20, 20, 21];
-        times
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| (i as u32 * 3, i as u32 * 1500, t))
-            .collect()
-    }
-
-    fn naive(batches: &[(u32, u32, u64)], t: u64) -> TimeLookup {
-        batches
-            .iter()
-            .find(|b| b.2 >= t)
-            .map_or(TimeLookup::NotHere, |b| TimeLookup::Found(b.0))
-    }
-
-    #[test]
-    fn an_observed_index_is_exact() {
-        let mut index = SegmentIndex::default();
-        for &(rel, pos, t) in &batches() {
-            index.observe_batch(rel, pos, t);
-        }
-        for t in 0..25 {
-            assert_eq!(index.lookup_time(t), naive(&batches(), t), "t {t}");
-        }
-    }
-
-    #[test]
-    fn an_index_observed_mid_way_trusts_only_answers_after_its_first_entry_then_completes() {
-        let all = batches();
-        // Opened at the second batch of a run of 7s: its entry claims 7 starts there.
-        let split = 3;
-        let mut index = SegmentIndex::observing_from(Vec::new(), all[split].1);
-        for &(rel, pos, t) in &all[split..] {
-            index.observe_new_batch(rel, pos, t);
-        }
-        for t in 0..25 {
-            match index.lookup_time(t) {
-                TimeLookup::Walk(_) => assert!(t <= 7, "t {t}"),
-                found => assert_eq!(found, naive(&all, t), "t {t}"),
-            }
-        }
-        let mut prefix = SegmentIndex::default();
-        for &(rel, pos, t) in &all[..split] {
-            prefix.observe_batch(rel, pos, t);
-        }
-        index.complete_with_prefix(prefix);
-        assert!(index.is_time_exact());
-        for t in 0..25 {
-            assert_eq!(index.lookup_time(t), naive(&all, t), "t {t}");
-        }
-    }
-
-    #[test]
-    fn re_encoding_after_a_failed_call_falls_back_to_hints() {
-        let mut index = SegmentIndex::default();
-        index.observe_batch(0, 0, 5);
-        index.observe_batch(3, 100, 6);
-        index.observe_batch(3, 100, 8);
-        assert!(!index.is_time_exact());
-        assert!(matches!(index.lookup_time(7), TimeLookup::Walk(Some(_))));
-    }
-
-    #[test]
-    fn trusted_bytes_are_searched_in_place() {
-        let mut index = SegmentIndex::default();
-        for &(rel, pos, t) in &batches() {
-            index.observe_batch(rel, pos, t);
-        }
-        let (_, time_file) = index.encode_files(Offset(0), 1 << 20);
-        let file::Parsed::Framed(header, entries) = file::parse(IndexKind::Time, &time_file) else {
-            panic!("not framed");
-        };
-        assert_eq!(header.flags, file::FLAG_TIME_EXACT);
-        let count = entries.len() / TIME_ENTRY_BYTES;
-        let bytes = TimeEntryBytes::new(Arc::new(time_file.clone()), file::INDEX_HEADER_BYTES, count).unwrap();
-        let trusted = SegmentIndex::from_trusted(index.offsets.clone(), bytes, true);
-        for t in 0..25 {
-            assert_eq!(trusted.lookup_time(t), naive(&batches(), t), "t {t}");
-        }
-        // Out of order entries are refused.
-        let mut bad = time_file;
-        bad.swap(file::INDEX_HEADER_BYTES, file::INDEX_HEADER_BYTES + TIME_ENTRY_BYTES);
-        assert!(TimeEntryBytes::new(Arc::new(bad), file::INDEX_HEADER_BYTES, count).is_none());
-    }
-}
+mod tests;
