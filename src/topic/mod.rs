@@ -3,6 +3,7 @@
 //! **Invariant:** readers in this process see records up to `Visible::end` only; with
 //! `Durability::Always` that is the durable end, so nobody reads an unacknowledged record.
 
+mod batches;
 pub mod config;
 pub(crate) mod evidence;
 mod query;
