@@ -172,6 +172,14 @@ fn confirm_seals(dir: &Path) -> Result<Vec<PathBuf>> {
                         ),
                     ));
                 }
+                // The torn segment becomes the active one. Readers in other processes
+                // may have it mapped (to them it was sealed), so its torn tail is not
+                // cut in place, which would leave their mappings past the end of the
+                // file (SIGBUS): its valid prefix replaces it as a new file (atomic
+                // replace), and their mappings keep the old one.
+                if scan.valid_bytes < bytes.len() as u64 {
+                    crate::fsutil::write_atomic(&path, &bytes[..scan.valid_bytes as usize])?;
+                }
                 let mut dropped = Vec::new();
                 for &later in &bases[i + 1..] {
                     let segment = segment::SealedSegment::new(dir, later);
