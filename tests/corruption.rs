@@ -694,7 +694,10 @@ fn a_torn_segment_whose_seal_was_not_durable_ends_the_log_and_drops_later_segmen
         let report = topic.recover().unwrap();
         let held_len = held.metadata().unwrap().len();
         let expected_held = if zeros { len } else { cut };
-        assert_eq!(held_len, expected_held, "{label}: the file a reader holds was cut in place");
+        assert_eq!(
+            held_len, expected_held,
+            "{label}: the file a reader holds was cut in place"
+        );
         let dropped: Vec<PathBuf> = segments[2..].iter().map(|&(b, _)| log_path(copy.path(), b)).collect();
         assert_eq!(report.dropped_segments, dropped, "{label}");
         // The log is the longest prefix of whole batches that survived.
