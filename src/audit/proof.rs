@@ -78,7 +78,7 @@ fn check_size(src: &impl NodeSource, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// RFC 9162 §2.1.3.1 PATH(index, D[0:size]), leaf sibling first.
+/// RFC 9162 §2.1.3.1 PATH(index, D\[0:size\]), leaf sibling first.
 ///
 /// # Errors
 /// [`AuditError::IndexOutOfRange`] unless `index < size`;
@@ -108,7 +108,7 @@ pub fn inclusion_proof(src: &impl NodeSource, index: u64, size: u64) -> Result<V
     Ok(path)
 }
 
-/// RFC 9162 §2.1.4.1 PROOF(old_size, D[0:new_size]); empty when
+/// RFC 9162 §2.1.4.1 PROOF(old_size, D\[0:new_size\]); empty when
 /// `old_size` is 0 or equals `new_size`.
 ///
 /// # Errors

@@ -4,7 +4,7 @@
 //! systems of a workload run one after another, starting with a different system each
 //! time, so that drift of the machine (page cache, thermal, neighbours) hits them alike.
 //! Figures are medians over repetitions. Peak memory is measured in child processes (see
-//! [`mem`]). Temporary files live under `--work-dir` (else the system temp dir) and are
+//! `mem`). Temporary files live under `--work-dir` (else the system temp dir) and are
 //! removed at the end, also on error.
 
 mod data;

@@ -22,7 +22,7 @@ pub struct MirrorArgs {
     /// Remote topic name (one local topic only) [default: the local name]
     #[arg(long)]
     pub remote_topic: Option<String>,
-    /// Consumer group holding each topic's position [default: mirror.<remote topic>]
+    /// Consumer group holding each topic's position [default: `mirror.<remote topic>`]
     #[arg(long)]
     pub group: Option<String>,
     /// Fail instead of creating a missing remote topic.

@@ -63,7 +63,7 @@ enum TierAction {
         #[arg(long)]
         download: bool,
         /// The store's checkpoint signing key, kept apart (it is never uploaded): installed
-        /// as <dir>/keys/checkpoint.key so stored checkpoints verify and new ones continue.
+        /// as `<dir>/keys/checkpoint.key` so stored checkpoints verify and new ones continue.
         #[arg(long)]
         signing_key: Option<std::path::PathBuf>,
     },

@@ -42,7 +42,7 @@ impl OffsetEntry {
     }
 }
 
-/// Decodes offset index bytes, framed (see [`file`]) or legacy. Returns the entries that
+/// Decodes offset index bytes, framed (see [`file`](mod@file)) or legacy. Returns the entries that
 /// form a valid prefix: strictly increasing relative offsets and positions, the first
 /// (0, 0), positions below `log_bytes`. A trailing partial entry or the first out-of-order
 /// entry ends the prefix; `complete` says whether every entry was used. A framed file
@@ -384,7 +384,7 @@ impl SegmentIndex {
     }
 
     /// The two index files of a sealed segment with base `base` whose log is `log_bytes`
-    /// long: framed (see [`file`]), the time index flagged exact when it is.
+    /// long: framed (see [`file`](mod@file)), the time index flagged exact when it is.
     pub fn encode_files(&self, base: Offset, log_bytes: u64) -> (Vec<u8>, Vec<u8>) {
         let mut offsets = Vec::with_capacity(self.offsets.len() * OFFSET_ENTRY_BYTES);
         for e in &self.offsets {

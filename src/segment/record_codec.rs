@@ -136,7 +136,7 @@ fn decode_record(payload: &[u8], start: usize) -> Result<(RecordFields<'_>, usiz
     ))
 }
 
-/// Iterates headers that [`decode_record`] has already validated.
+/// Iterates headers that `decode_record` has already validated.
 pub struct EncodedHeaders<'a> {
     remaining: u16,
     cursor: Cursor<'a>,
