@@ -1324,3 +1324,63 @@ fn retention_racing_the_tree_thread_never_loses_leaves() {
         );
     }
 }
+
+/// `checkpoint()` and `verify()` called while another thread keeps appending cover at
+/// least everything appended before the call (they hash up to the end they see, not
+/// chasing the appender), their checkpoints verify, and after the appender stops the
+/// whole log verifies against the last of them.
+#[test]
+fn checkpoints_while_another_thread_appends_cover_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let topic = store
+        .create_topic("t", TopicConfig::default().segment_bytes(64 << 10))
+        .unwrap();
+    let verifier = NoteVerifier::parse(&store.verifier_key().unwrap()).unwrap();
+    append_range(&topic, 0..200);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let appended = std::thread::scope(|s| {
+        // Appends until told to stop (at least 2,000, at most 30,000 records: verify
+        // takes longer as the log grows, and the appender must not outrun it forever).
+        let appender = s.spawn(|| {
+            let mut i = 200;
+            while (!stop.load(std::sync::atomic::Ordering::SeqCst) || i < 2_000) && i < 30_000 {
+                assert_eq!(topic.append(&new_record(i)).unwrap(), Offset(i));
+                i += 1;
+            }
+            i
+        });
+        let mut sizes = Vec::new();
+        for _ in 0..5 {
+            let before = topic.end_offset().0;
+            let text = topic.checkpoint().unwrap();
+            let cp = trailkeep::audit::Checkpoint::parse_and_verify(&text, &verifier).unwrap();
+            assert!(
+                cp.size >= before,
+                "a checkpoint of {} records after {before} were appended",
+                cp.size
+            );
+            sizes.push(cp.size);
+            let before = topic.end_offset().0;
+            let report = topic.verify(None, &mut |_| {}).unwrap();
+            assert!(
+                report.tree_size >= before,
+                "verify covered {} of {before} records",
+                report.tree_size
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            sizes.windows(2).all(|w| w[0] <= w[1]),
+            "checkpoint sizes went back: {sizes:?}"
+        );
+        appender.join().unwrap()
+    });
+    assert_eq!(topic.end_offset(), Offset(appended));
+    let last = topic.checkpoint().unwrap();
+    let cp = trailkeep::audit::Checkpoint::parse_and_verify(&last, &verifier).unwrap();
+    assert_eq!(cp.size, appended);
+    store.close().unwrap();
+    let report = verify_dir(dir.path(), Some((&last, &verifier))).unwrap();
+    assert_eq!(report.tree_size, appended);
+}

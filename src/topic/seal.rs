@@ -47,6 +47,8 @@ pub(crate) struct Sealing {
     order: Mutex<()>,
     /// Seals queued and not yet complete.
     pending: AtomicUsize,
+    /// A seal thread is running (see [`seal_in_background`]).
+    sealer_running: std::sync::atomic::AtomicBool,
     /// Signalled after each seal (rolls waiting for the oldest wait on it).
     sealed: parking_lot::Condvar,
     sealed_lock: Mutex<()>,
@@ -157,18 +159,36 @@ impl TopicShared {
 }
 
 /// Seals the queued segments on a short-lived thread (on the caller's if none can start).
+/// At most one such thread runs per topic: one that is running takes the new seal in its
+/// loop. (Spawning one per roll piled up thousands of threads waiting for the `order`
+/// lock while the first kept sealing small segments as fast as they rolled.)
 pub(crate) fn seal_in_background(shared: &Arc<TopicShared>) {
-    fn seal(topic: &TopicShared) {
-        if let Err(e) = topic.seal_pending() {
-            tracing::error!(topic = %topic.name, error = %e, "sealing a rolled segment failed");
-        }
+    if shared.sealing.sealer_running.swap(true, Ordering::AcqRel) {
+        return;
     }
     let topic = Arc::clone(shared);
     let spawned = std::thread::Builder::new()
         .name("trailkeep-seal".into())
-        .spawn(move || seal(&topic));
+        .spawn(move || run_sealer(&topic));
     if let Err(e) = spawned {
         tracing::warn!(topic = %shared.name, error = %e, "cannot start a seal thread; sealing inline");
-        seal(shared);
+        run_sealer(shared);
+    }
+}
+
+/// The seal thread's body: drains the queue; a seal queued after the drain but before
+/// the thread said it stopped has no thread to take it, so it drains again.
+fn run_sealer(topic: &TopicShared) {
+    loop {
+        let result = topic.seal_pending();
+        topic.sealing.sealer_running.store(false, Ordering::Release);
+        if let Err(e) = result {
+            tracing::error!(topic = %topic.name, error = %e, "sealing a rolled segment failed");
+            return;
+        }
+        let queued = !topic.sealing.queue.lock().is_empty();
+        if !queued || topic.sealing.sealer_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
     }
 }
