@@ -129,8 +129,11 @@ pub(crate) fn lines(plan: &Plan, samples: &Samples, extra: &Extra) -> Vec<Line> 
         .other("JSON lines, fdatasync every 1,000", "jl_sync", None);
     // The same baseline against trailkeep without the tree thread beside the appender
     // (checksums and indexes only): shown, not judged (the target is on the defaults).
-    section!(WORKLOADS[0].to_owned(), Unit::RecPerSec, "append", "tk_plain")
-        .other("JSON lines, no sync, vs trailkeep tamper evidence off", "jl", None);
+    section!(WORKLOADS[0].to_owned(), Unit::RecPerSec, "append", "tk_plain").other(
+        "JSON lines, no sync, vs trailkeep tamper evidence off",
+        "jl",
+        None,
+    );
     for (title, w, n, writers) in [
         (WORKLOADS[1], "durable1", plan.durable1, 1),
         (WORKLOADS[2], "durable64", plan.durable64, plan.writers),
