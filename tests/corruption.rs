@@ -578,10 +578,10 @@ fn a_missing_middle_segment_is_a_gap_naming_the_offsets() {
             .iter(Offset(0))
             .find_map(Result::err)
             .expect("iteration must stop at the gap");
-        assert!(
-            matches!(err, Error::Gap { from, to, .. } if from == Offset(missing) && to == Offset(after)),
-            "{err:?}"
-        );
+        let Error::Gap { from, to, .. } = err else {
+            panic!("expected Gap, got {err:?}");
+        };
+        assert_eq!((from, to), (Offset(missing), Offset(after)), "the gap's ends");
         let mut seen = 0;
         let err = topic
             .scan(Offset(0), |_| {

@@ -261,18 +261,18 @@ fn locate(root: &Path, offset: u64) -> (PathBuf, Vec<u8>, Vec<Batch>, usize) {
 
 #[track_caller]
 fn assert_tamper_at(result: &trailkeep::Result<VerifyReport>, offset: u64, what: &str) {
-    assert!(
-        matches!(result, Err(Error::Tamper { offset: Some(o), .. }) if *o == Offset(offset)),
-        "{what}: expected Error::Tamper at offset {offset}, got {result:?}"
-    );
+    let Err(Error::Tamper { offset: Some(at), .. }) = result else {
+        panic!("{what}: expected Error::Tamper at offset {offset}, got {result:?}");
+    };
+    assert_eq!(*at, Offset(offset), "{what}: the offset the tamper error names");
 }
 
 #[track_caller]
 fn assert_tamper_reason(result: &trailkeep::Result<VerifyReport>, needle: &str, what: &str) {
-    assert!(
-        matches!(result, Err(Error::Tamper { reason, .. }) if reason.contains(needle)),
-        "{what}: expected Error::Tamper saying {needle:?}, got {result:?}"
-    );
+    let Err(Error::Tamper { reason, .. }) = result else {
+        panic!("{what}: expected Error::Tamper saying {needle:?}, got {result:?}");
+    };
+    assert!(reason.contains(needle), "{what}: expected {needle:?} in the reason {reason:?}");
 }
 
 // ------------------------------------------------ naive RFC 6962, written from the RFC
@@ -538,11 +538,12 @@ fn removed_oldest_sealed_segment_without_retention_is_not_reported_ok() {
         let _ = std::fs::remove_file(topic_dir(work.path()).join(format!("{base:020}.{ext}")));
     }
     let result = verify_dir(work.path(), None);
-    assert!(
-        matches!(&result, Err(Error::Gap { .. } | Error::Tamper { .. })),
-        "records 0..{} deleted by hand, no retention configured: verify said {result:?}",
-        segs[1].0
-    );
+    let Err(Error::Gap { .. } | Error::Tamper { .. }) = &result else {
+        panic!(
+            "records 0..{} deleted by hand, no retention configured: verify said {result:?}",
+            segs[1].0
+        );
+    };
 }
 
 #[test]
@@ -1307,10 +1308,10 @@ fn retention_racing_the_tree_thread_never_loses_leaves() {
             next += 500;
         }
         let report = topic.verify(None, &mut |_| {});
-        assert!(
-            matches!(&report, Ok(r) if r.tree_size == next),
-            "round {round}: {report:?}"
-        );
+        let Ok(report) = report else {
+            panic!("round {round}: {report:?}");
+        };
+        assert_eq!(report.tree_size, next, "round {round}: tree size");
         topic.checkpoint().unwrap();
         topic.apply_retention().unwrap();
         let start = topic.start_offset().0;

@@ -108,10 +108,10 @@ fn a_second_instance_sees_appends_across_rolls_and_retention_after_refresh() {
         "rolls {rolls_seen}, deletions {deletions_seen}"
     );
     // The readers cannot append while the writer holds the lock.
-    assert!(
-        matches!(early.append(&record(0)), Err(Error::Locked { .. })),
-        "a reader appended while the writer holds the lock"
-    );
+    let refused = early.append(&record(0));
+    let Err(Error::Locked { .. }) = refused else {
+        panic!("a reader appended while the writer holds the lock: {refused:?}");
+    };
     writer_store.close().unwrap();
 }
 
@@ -193,10 +193,10 @@ fn a_reader_inside_a_segment_deleted_by_retention_never_returns_wrong_data() {
     assert_same(&reader, &writer, "after refresh");
     // Scanning from an offset retention deleted is an error that says what is held.
     let err = reader.scan(Offset(0), |_| ControlFlow::Continue(())).unwrap_err();
-    assert!(
-        matches!(err, Error::OffsetOutOfRange { start, .. } if start == writer.start_offset()),
-        "{err:?}"
-    );
+    let Error::OffsetOutOfRange { start, .. } = err else {
+        panic!("expected OffsetOutOfRange, got {err:?}");
+    };
+    assert_eq!(start, writer.start_offset(), "the error names the first offset held");
 }
 
 #[test]
