@@ -272,7 +272,10 @@ fn assert_tamper_reason(result: &trailkeep::Result<VerifyReport>, needle: &str, 
     let Err(Error::Tamper { reason, .. }) = result else {
         panic!("{what}: expected Error::Tamper saying {needle:?}, got {result:?}");
     };
-    assert!(reason.contains(needle), "{what}: expected {needle:?} in the reason {reason:?}");
+    assert!(
+        reason.contains(needle),
+        "{what}: expected {needle:?} in the reason {reason:?}"
+    );
 }
 
 // ------------------------------------------------ naive RFC 6962, written from the RFC

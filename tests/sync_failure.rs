@@ -5,19 +5,28 @@
 #![cfg(feature = "failpoints")]
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use trailkeep::{Offset, Store};
 
-#[test]
-fn failed_sync_poisons_and_loses_nothing_acknowledged() {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_trailkeep");
-    let mut child = Command::new(bin)
+/// Runs `trailkeep append t <args>` with the injected failure `failpoint` (`name:N`),
+/// feeding `lines` (pausing `pause(i)` after line `i`) until the process stops reading;
+/// returns its output.
+fn append_with_failure(
+    dir: &Path,
+    args: &[&str],
+    failpoint: &str,
+    lines: Vec<String>,
+    pause: impl Fn(usize) -> Duration + Send + 'static,
+) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trailkeep"))
         .arg("--dir")
-        .arg(dir.path())
-        .args(["append", "t", "--print-offsets"])
-        .env("TRAILKEEP_FAILPOINT_ERROR", "wal.sync:4")
+        .arg(dir)
+        .args(["append", "t"])
+        .args(args)
+        .env("TRAILKEEP_FAILPOINT_ERROR", failpoint)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -25,15 +34,25 @@ fn failed_sync_poisons_and_loses_nothing_acknowledged() {
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
-        for i in 0..50 {
-            if writeln!(stdin, "{{\"n\":{i}}}").is_err() {
+        for (i, line) in lines.into_iter().enumerate() {
+            if writeln!(stdin, "{line}").is_err() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(2));
+            std::thread::sleep(pause(i));
         }
     });
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
+    out
+}
+
+#[test]
+fn failed_sync_poisons_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = (0..50).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let out = append_with_failure(dir.path(), &["--print-offsets"], "wal.sync:4", lines, |_| {
+        Duration::from_millis(2)
+    });
     assert!(
         !out.status.success(),
         "the append must fail after the injected sync failure"
@@ -61,26 +80,10 @@ fn failed_sync_poisons_and_loses_nothing_acknowledged() {
 #[test]
 fn a_failed_tree_write_is_an_error_not_a_panic_and_the_tree_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_trailkeep");
-    let mut child = Command::new(bin)
-        .arg("--dir")
-        .arg(dir.path())
-        .args(["append", "t"])
-        .env("TRAILKEEP_FAILPOINT_ERROR", "tree.write:2")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    for i in 0..300 {
-        writeln!(stdin, "{{\"n\":{i}}}").unwrap();
-        if i % 50 == 0 {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
+    let lines = (0..300).map(|i| format!("{{\"n\":{i}}}")).collect();
+    let out = append_with_failure(dir.path(), &[], "tree.write:2", lines, |i| {
+        Duration::from_millis(if i % 50 == 0 { 20 } else { 0 })
+    });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     // The records were appended and synced: the append succeeds, and the tree's failure
@@ -114,31 +117,13 @@ fn a_failed_background_seal_stops_the_appender_with_an_error() {
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let input: String = (0..400)
-        .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "p".repeat(80)))
+    let lines = (0..400)
+        .map(|i| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(80)))
         .collect();
-    let mut child = Command::new(bin)
-        .arg("--dir")
-        .arg(dir.path())
-        .args(["append", "t", "--durability", "none"])
-        .env("TRAILKEEP_FAILPOINT_ERROR", "seal.sync:3")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        // Paced, so that the lines make many small batches and many rolls.
-        for line in input.lines() {
-            if writeln!(stdin, "{line}").is_err() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+    // Paced, so that the lines make many small batches and many rolls.
+    let out = append_with_failure(dir.path(), &["--durability", "none"], "seal.sync:3", lines, |_| {
+        Duration::from_millis(1)
     });
-    let out = child.wait_with_output().unwrap();
-    feeder.join().unwrap();
     assert!(
         !out.status.success(),
         "the append must fail after the injected seal failure"

@@ -192,6 +192,21 @@ pub trait LazyBytes: Send + Sync {
 }
 
 impl SealedData {
+    /// A mapped segment whose first and last batch headers (`first`, `last`) confirm
+    /// `index`.
+    fn confirmed(map: Arc<Mmap>, index: SegmentIndex, first: &BatchHeader, last: &BatchHeader) -> SealedData {
+        SealedData {
+            bytes: map.len() as u64,
+            map: Some(map),
+            index,
+            end_offset: last.end_offset(),
+            first_timestamp_us: first.timestamp_us,
+            last_timestamp_us: last.timestamp_us,
+            lazy: None,
+            key_index: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The numbers kept after the mapping is dropped.
     pub fn summary(&self) -> Summary {
         Summary {
@@ -387,32 +402,14 @@ fn sealed_from_index(log: &File, base: Offset, index: SegmentIndex) -> Option<Se
     let map = Arc::new(mmap::map_sealed(log).ok()?);
     let header_at = |pos: u64| BatchHeader::decode_header_only(map.get(usize::try_from(pos).ok()?..)?).ok();
     let (first, last) = index_files::confirm_ends(&index.offsets, base, bytes, header_at)?;
-    Some(SealedData {
-        map: Some(Arc::clone(&map)),
-        index,
-        end_offset: last.end_offset(),
-        first_timestamp_us: first.timestamp_us,
-        last_timestamp_us: last.timestamp_us,
-        bytes,
-        lazy: None,
-        key_index: std::sync::OnceLock::new(),
-    })
+    Some(SealedData::confirmed(map, index, &first, &last))
 }
 
 /// Uses the index files if they describe this log and the log confirms their first and
 /// last entries (see `index_files::load`); None means "rebuild from the log".
 fn confirm_index_files(path: &Path, base: Offset, map: &Arc<Mmap>) -> Option<SealedData> {
     let (index, first, last) = index_files::load(path, base, map)?;
-    Some(SealedData {
-        map: Some(Arc::clone(map)),
-        index,
-        end_offset: last.end_offset(),
-        first_timestamp_us: first.timestamp_us,
-        last_timestamp_us: last.timestamp_us,
-        bytes: map.len() as u64,
-        lazy: None,
-        key_index: std::sync::OnceLock::new(),
-    })
+    Some(SealedData::confirmed(Arc::clone(map), index, &first, &last))
 }
 
 /// The result of walking a segment's batches from the start.
@@ -511,14 +508,8 @@ pub fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<V
     Ok(buf)
 }
 
-/// Reads the batch at `pos` of an active segment whose valid bytes end at `limit`.
-pub fn read_batch_at(file: &File, path: &Path, pos: u64, limit: u64) -> Result<(BatchHeader, Vec<u8>)> {
-    let mut bytes = Vec::new();
-    let header = read_batch_into(file, path, pos, limit, &mut bytes)?;
-    Ok((header, bytes))
-}
-
-/// As [`read_batch_at`], into `buf` (replacing its contents, reusing its allocation).
+/// Reads the batch at `pos` of an active segment whose valid bytes end at `limit` into
+/// `buf` (replacing its contents, reusing its allocation).
 pub fn read_batch_into(file: &File, path: &Path, pos: u64, limit: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {
     if limit < pos + BATCH_HEADER_BYTES as u64 {
         return Err(corrupt(path, pos, "batch header runs past the written data"));
@@ -531,7 +522,7 @@ pub fn read_batch_into(file: &File, path: &Path, pos: u64, limit: u64, buf: &mut
     if pos + len > limit {
         return Err(corrupt(path, pos, "batch runs past the written data"));
     }
-    buf.clear();
+    // Every byte is overwritten by the read: only a longer buffer needs new (zeroed) bytes.
     buf.resize(len as usize, 0);
     file.read_exact_at(buf, pos)
         .context(|| format!("reading {len} bytes at byte {pos} of {}", path.display()))?;

@@ -184,7 +184,8 @@ impl Topic {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Hash>>>(2);
             let chunks = &chunks;
             let helper = s.spawn(move || {
-                for (_, &(a, b)) in chunks.iter().enumerate().filter(|&(i, _)| helper_takes(i)) {
+                let mine = chunks.iter().enumerate().filter(|&(i, _)| helper_takes(i));
+                for &(a, b) in mine.map(|(_, chunk)| chunk) {
                     let leaves = self.leaves(a, b);
                     let failed = leaves.is_err();
                     // The receiver is gone when this thread's chunk failed.
@@ -292,13 +293,13 @@ impl Topic {
         // The log and the tree sync side by side (the device overlaps them; in a row
         // they were most of a bulk load's close). The order between them does not
         // matter: a tree synced past a log that then loses records is trimmed at open.
-        let (log, tree) = std::thread::scope(|s| {
-            let tree = s.spawn(|| self.sync_tree(evidence));
-            let log = self.sync_through(Offset(size));
-            (log, tree.join())
-        });
+        let (log, tree) = self.beside(
+            "tree sync",
+            || self.sync_tree(evidence),
+            || self.sync_through(Offset(size)),
+        );
         log?;
-        tree.map_err(|_| tamper(self.name(), None, "the tree sync thread panicked"))??;
+        tree?;
         let checkpoint = Checkpoint {
             origin: evidence.origin.clone(),
             size,
@@ -325,6 +326,25 @@ impl Topic {
         self.sync_tree(evidence)?;
         evidence.tree_sync_tail_base = tail_base;
         Ok(())
+    }
+
+    /// Runs `there` on a second thread while `here` runs on this one (a sync beside other
+    /// work); returns both results, `here`'s first. A panic of the second thread is a
+    /// tamper-evidence error naming `what`.
+    fn beside<H, T: Send>(
+        &self,
+        what: &str,
+        there: impl FnOnce() -> Result<T> + Send,
+        here: impl FnOnce() -> Result<H>,
+    ) -> (Result<H>, Result<T>) {
+        std::thread::scope(|s| {
+            let thread = s.spawn(there);
+            let here = here();
+            let there = thread
+                .join()
+                .unwrap_or_else(|_| Err(tamper(self.name(), None, format!("the {what} thread panicked"))));
+            (here, there)
+        })
     }
 
     /// Makes the tree durable; retention may then delete the segments holding its leaves
@@ -389,11 +409,8 @@ impl Topic {
             // The log syncs while the tree catches up: one waits on the disk, the other
             // on the CPU (the checkpoint below then finds the log durable).
             let end = self.end_offset();
-            let (hashed, synced) = std::thread::scope(|s| {
-                let sync = s.spawn(|| self.sync_through(end));
-                (self.hash_visible(evidence), sync.join())
-            });
-            synced.map_err(|_| tamper(self.name(), None, "the log sync thread panicked"))??;
+            let (hashed, synced) = self.beside("log sync", || self.sync_through(end), || self.hash_visible(evidence));
+            synced?;
             hashed?;
             if evidence.last_checkpoint.map(|c| c.0) != Some(evidence.tree.size()) {
                 self.checkpoint_now(evidence)?;

@@ -25,7 +25,7 @@ use crate::{segment, Error, Offset, Result};
 
 /// Seals that may wait in the background: a roll that would queue more first waits for
 /// the oldest to complete (the appender is then paced by the disk, one segment behind).
-pub(crate) const PENDING_SEALS_MAX: usize = 1;
+const PENDING_SEALS_MAX: usize = 1;
 /// How long a roll waiting for a background seal sleeps between looks at it.
 const SEAL_WAIT_SLICE: std::time::Duration = std::time::Duration::from_millis(20);
 
