@@ -84,9 +84,16 @@ impl Topic {
                 let file = self.dir().join(crate::segment::file_name(start, crate::segment::LOG_EXT));
                 return Err(Error::Gap { topic: self.name().to_owned(), from: recorded, to: start, file });
             }
-            if tree.size() != end.0 {
-                return Err(tamper(self, None, format!("the tree holds {} leaves, the log ends at {end}", tree.size())));
+            // The tree holds every record visible when this call began; an appender may
+            // have added more since (checked by a later call), never fewer.
+            if tree.size() > end.0 || tree.size() < start.0 {
+                return Err(tamper(
+                    self,
+                    None,
+                    format!("the tree holds {} leaves, the log holds [{start}, {end})", tree.size()),
+                ));
             }
+            let end = Offset(tree.size());
             let mut records = 0u64;
             let mut mismatch = None;
             let mut computed = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
