@@ -9,6 +9,9 @@
 //!     test binary re-runs itself as the appending child (test `failpoint_child`, which does
 //!     nothing unless `TRAILKEEP_CRASH_CHILD` is set), with tiny segments and retention so
 //!     that it rolls and deletes, and dies at the n-th time it reaches the point.
+//! (c) Group commit: a child (test `threaded_child`) runs 16 threads of durable
+//!     single-record appends and is killed at a random moment; each thread's printed
+//!     acknowledgements must be there, and every record there must be one a thread wrote.
 //!
 //! Random choices come from one seed, printed at the start; `CRASH_SEED=<n>` replays it.
 #![cfg(feature = "failpoints")]
@@ -378,4 +381,123 @@ fn cli_appender_killed_at_random_moments_loses_no_acknowledged_record() {
     eprintln!("cli: {rounds} kills, {} acknowledged records, {stats:?}", acked.len());
     assert!(stats.segments > 2, "no segment roll happened");
     assert!(acked.len() as u64 > rounds, "too few acknowledgements to mean anything");
+}
+
+// ------------------------------------------------- (c) many appenders, one group commit
+
+const THREADED_ENV: &str = "TRAILKEEP_CRASH_THREADED";
+const WRITERS: u64 = 16;
+
+/// What writer `w` appends as its `seq`-th record: the parent checks acknowledged ones
+/// byte for byte, and that every record there is one a writer could have appended.
+fn writer_value(w: u64, seq: u64) -> Vec<u8> {
+    let pad = ((w * 31 + seq * 7) % 200) as usize;
+    format!("w{w}-{seq}-{}", "q".repeat(pad)).into_bytes()
+}
+
+/// The appending child of (c): `WRITERS` threads, one durable single-record append per
+/// call, until it is killed. Does nothing in a normal test run.
+#[test]
+fn threaded_child() {
+    let Ok(dir) = std::env::var(THREADED_ENV) else { return };
+    let store = Store::builder(&dir).durability(Durability::Always).open().unwrap();
+    let topic = match store.topic(TOPIC) {
+        Ok(t) => t,
+        // Segments of ~4,000 records: a few rolls over the rounds, but most kills land
+        // between them (a roll writes out everything buffered).
+        Err(_) => store
+            .create_topic(TOPIC, TopicConfig::default().segment_bytes(1 << 20).retention_bytes(3 << 20))
+            .unwrap(),
+    };
+    let out = std::sync::Mutex::new(std::io::stdout());
+    std::thread::scope(|s| {
+        for w in 0..WRITERS {
+            let (topic, out) = (&topic, &out);
+            s.spawn(move || {
+                // Bounded so that a child nobody kills still ends (the parent then fails).
+                for seq in 0..200_000 {
+                    let o = topic.append(&NewRecord::new(writer_value(w, seq))).unwrap();
+                    let mut out = out.lock().unwrap();
+                    writeln!(out, "ACK {o} {w} {seq}").unwrap();
+                    out.flush().unwrap();
+                }
+            });
+        }
+    });
+}
+
+/// Parses "ACK offset writer seq".
+fn threaded_ack(line: &str) -> Option<(u64, Vec<u8>)> {
+    let mut parts = line.strip_prefix("ACK ")?.split(' ');
+    let offset = parts.next()?.parse().ok()?;
+    let w = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.trim().parse().ok()?;
+    Some((offset, writer_value(w, seq)))
+}
+
+#[test]
+fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record() {
+    let seed = seed("threaded");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked_values = std::collections::HashMap::new();
+    for round in 0..6 {
+        let label = format!("round {round} (CRASH_SEED={seed})");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "threaded_child", "--nocapture", "--test-threads=1"])
+            .env(THREADED_ENV, dir.path())
+            .env_remove("TRAILKEEP_FAILPOINT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Read without pause, so that no writer waits on a full pipe at the kill (an
+        // acknowledgement held back there would hide a record acknowledged too early).
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines() {
+                // A line cut by the kill has no parsable end; it is no acknowledgement.
+                if let Some(ack) = line.ok().as_deref().and_then(threaded_ack) {
+                    if tx.send(ack).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let kill_after = 20 + rng.below(1500);
+        let mut round_acks = Vec::new();
+        while (round_acks.len() as u64) < kill_after {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(ack) => round_acks.push(ack),
+                Err(e) => panic!("{label}: the child stopped acknowledging ({e})"),
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.below(2000)));
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+        assert_eq!(rc, 0, "{label}: kill failed");
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{label}: the child ended on its own");
+        reader.join().unwrap();
+        round_acks.extend(rx.try_iter());
+        for (o, value) in round_acks {
+            // Recovery may cut unacknowledged records and their offsets be used again,
+            // but an acknowledged offset never is.
+            let before = acked_values.insert(o, value);
+            assert!(before.is_none(), "{label}: offset {o} acknowledged twice");
+        }
+        let mut acked: Vec<u64> = acked_values.keys().copied().collect();
+        acked.sort_unstable();
+        let (store, topic) = verify(dir.path(), &acked, &|o| acked_values.get(&o).cloned(), &label);
+        // Every record there, acknowledged or not, is one some writer appended.
+        for r in topic.iter(topic.start_offset()) {
+            let r = r.unwrap();
+            let text = String::from_utf8(r.value.clone()).unwrap();
+            let mut parts = text.splitn(3, '-');
+            let w: u64 = parts.next().and_then(|p| p.strip_prefix('w')?.parse().ok()).unwrap();
+            let seq: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap();
+            assert_eq!(r.value, writer_value(w, seq), "{label}: offset {} holds other bytes", r.offset);
+        }
+        store.close().unwrap();
+    }
 }

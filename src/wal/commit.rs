@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,10 +18,13 @@ use crate::{Error, Offset, Result};
 /// most of them could go back to sleep cost more than the fdatasync itself.
 #[derive(Default)]
 pub(crate) struct GroupCommit {
-    synced: std::sync::atomic::AtomicU64,
+    synced: AtomicU64,
     poisoned_flag: std::sync::atomic::AtomicBool,
     poisoned: Mutex<Option<String>>,
     waits: Mutex<Waits>,
+    /// `waits.leaders` and `waits.covering`, for waiters that look without the lock.
+    leaders_now: AtomicUsize,
+    covering_now: AtomicU64,
 }
 
 /// Who waits for which offset to be durable, and whether a leader is syncing.
@@ -36,9 +39,14 @@ struct Waits {
 }
 
 /// Syncs that may run at once. fdatasyncs of one file overlap on this machine's disk
-/// (two threads: 1.5-2x the syncs per second of one), so while one sync runs, appenders
-/// it does not cover start the next instead of waiting for it to end.
-const SYNC_LEADERS_MAX: usize = 2;
+/// (two threads: 1.5-2x the syncs per second of one), and while waiters slept that made
+/// two leaders the faster choice; since waiters yield before sleeping
+/// ([`GroupCommit::wait_turn`]), one leader at a time is: 64 writers on 2 cores, 200-230 k
+/// acknowledged appends/s against 155-170 k with two (each round covers more records).
+const SYNC_LEADERS_MAX: usize = 1;
+
+/// Yields a waiter makes before it sleeps (see [`GroupCommit::wait_turn`]).
+const WAIT_YIELDS: usize = 10;
 
 struct Waiter {
     target: u64,
@@ -94,6 +102,7 @@ impl GroupCommit {
                     false
                 } else {
                     waits.leaders += 1;
+                    self.leaders_now.store(waits.leaders, Ordering::Release);
                     true
                 }
             };
@@ -102,10 +111,38 @@ impl GroupCommit {
                 self.finish_round();
                 led?;
             } else {
-                // Woken when a sync covers `target`, to lead, or spuriously: all re-checked.
-                std::thread::park();
+                self.wait_turn(target.0);
             }
         }
+    }
+
+    /// Waits until a sync covers `target` or this waiter may lead the next one: a few
+    /// yields first, then sleep until woken (to lead, covered, or spuriously: the caller
+    /// re-checks). While appenders keep coming, a yield hands the core to one about to
+    /// write instead of idling it, and a waiter whose sync ends meanwhile returns without
+    /// sleeping or being woken. Measured: 64 writers on 2 cores, 125 k → 220 k
+    /// acknowledged appends/s (a sleeping waiter costs a futex wake-up and, with the
+    /// other core idle, an inter-processor interrupt — a VM exit on a virtual machine).
+    /// With nobody else runnable a yield returns at once: a lone appender spends a few
+    /// µs before sleeping through its ~200 µs fdatasync.
+    fn wait_turn(&self, target: u64) {
+        for _ in 0..WAIT_YIELDS {
+            std::thread::yield_now();
+            if self.synced.load(Ordering::Acquire) >= target
+                || self.poisoned_flag.load(Ordering::Acquire)
+                || self.may_lead(target)
+            {
+                return;
+            }
+        }
+        std::thread::park();
+    }
+
+    /// Whether a waiter for `target` would lead if it asked now (racy: re-checked under
+    /// the lock).
+    fn may_lead(&self, target: u64) -> bool {
+        let leaders = self.leaders_now.load(Ordering::Acquire);
+        leaders < SYNC_LEADERS_MAX && !(leaders > 0 && self.covering_now.load(Ordering::Acquire) >= target)
     }
 
     /// Ends a leader's round: wakes the waiters it made durable, and one of the others
@@ -129,6 +166,7 @@ impl GroupCommit {
             let mut waits = self.waits.lock();
             if round_ended {
                 waits.leaders -= 1;
+                self.leaders_now.store(waits.leaders, Ordering::Release);
             }
             let (leaders, covering) = (waits.leaders, waits.covering);
             let mut leader_wanted = round_ended;
@@ -162,6 +200,7 @@ impl GroupCommit {
             Ok(Some(work)) => {
                 let mut waits = self.waits.lock();
                 waits.covering = waits.covering.max(work.end.0);
+                self.covering_now.store(waits.covering, Ordering::Release);
                 work
             }
             Ok(None) => {
