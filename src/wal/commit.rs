@@ -45,8 +45,15 @@ struct Waits {
 /// acknowledged appends/s against 155-170 k with two (each round covers more records).
 const SYNC_LEADERS_MAX: usize = 1;
 
-/// Yields a waiter makes before it sleeps (see [`GroupCommit::wait_turn`]).
+/// Yields a waiter makes before it sleeps (see [`GroupCommit::wait_turn`]), when it
+/// waits among at least [`CROWD_MIN`] waiters.
 const WAIT_YIELDS: usize = 10;
+
+/// Waiters (this one included) from which a waiter yields before sleeping: fewer
+/// appenders than that leave the cores idle anyway, and a yield to a busy thread
+/// that is not an appender (a consumer, the tree thread, another program) may keep
+/// the waiter off the core for that thread's whole time slice after its sync ended.
+const CROWD_MIN: usize = 8;
 
 struct Waiter {
     target: u64,
@@ -87,7 +94,8 @@ impl GroupCommit {
             if self.synced.load(Ordering::Acquire) >= target.0 {
                 return Ok(());
             }
-            let lead = {
+            // `Some(waiters)` to wait, `None` to lead.
+            let wait = {
                 let mut waits = self.waits.lock();
                 if self.synced.load(Ordering::Acquire) >= target.0 || self.poisoned_flag.load(Ordering::Acquire) {
                     continue;
@@ -99,25 +107,25 @@ impl GroupCommit {
                         target: target.0,
                         thread: me.clone(),
                     });
-                    false
+                    Some(waits.waiters.len())
                 } else {
                     waits.leaders += 1;
                     self.leaders_now.store(waits.leaders, Ordering::Release);
-                    true
+                    None
                 }
             };
-            if lead {
+            if let Some(crowd) = wait {
+                self.wait_turn(target.0, crowd);
+            } else {
                 let led = self.lead(topic, target, &snapshot, &publish);
                 self.finish_round();
                 led?;
-            } else {
-                self.wait_turn(target.0);
             }
         }
     }
 
-    /// Waits until a sync covers `target` or this waiter may lead the next one: a few
-    /// yields first, then sleep until woken (to lead, covered, or spuriously: the caller
+    /// Waits until a sync covers `target` or this waiter may lead the next one: among
+    /// `crowd` waiters (at least [`CROWD_MIN`]), a few yields first; then sleep until woken (to lead, covered, or spuriously: the caller
     /// re-checks). While appenders keep coming, a yield hands the core to one about to
     /// write instead of idling it, and a waiter whose sync ends meanwhile returns without
     /// sleeping or being woken. Measured: 64 writers on 2 cores, 125 k → 220 k
@@ -125,8 +133,9 @@ impl GroupCommit {
     /// other core idle, an inter-processor interrupt — a VM exit on a virtual machine).
     /// With nobody else runnable a yield returns at once: a lone appender spends a few
     /// µs before sleeping through its ~200 µs fdatasync.
-    fn wait_turn(&self, target: u64) {
-        for _ in 0..WAIT_YIELDS {
+    fn wait_turn(&self, target: u64, crowd: usize) {
+        let yields = if crowd >= CROWD_MIN { WAIT_YIELDS } else { 0 };
+        for _ in 0..yields {
             std::thread::yield_now();
             if self.synced.load(Ordering::Acquire) >= target
                 || self.poisoned_flag.load(Ordering::Acquire)
