@@ -225,3 +225,41 @@ fn a_reader_sees_a_recovered_topic_after_the_writer_reopens() {
     assert!(reader.refresh().unwrap());
     assert_same(&reader, &writer, "after the second writer");
 }
+
+/// Tail batches are read through a read-ahead (64 KiB): many small batches per read,
+/// batches larger than it, and batches across its end all come back exactly, both for an
+/// iterator that follows the appender and for reads started anywhere.
+#[test]
+fn tail_batches_of_every_size_around_the_read_ahead_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.create_topic(TOPIC, TopicConfig::default()).unwrap();
+    let value = |i: usize, len: usize| -> Vec<u8> { (0..len).map(|k| (i * 31 + k * 7) as u8).collect() };
+    let mut want: Vec<Vec<u8>> = Vec::new();
+    let mut follower = topic.iter(Offset(0));
+    let mut followed = Vec::new();
+    for round in 0..40usize {
+        // (records, bytes each): small ones, one larger than the read-ahead, a batch of
+        // several large ones, medium ones, one just under the read-ahead.
+        let (count, len) = [(50, 100), (1, 70_000), (3, 30_000), (20, 3_000), (1, 65_000)][round % 5];
+        let records: Vec<NewRecord> = (0..count)
+            .map(|k| NewRecord::new(value(want.len() + k, len + round)))
+            .collect();
+        if round % 2 == 0 {
+            for r in &records {
+                topic.append(r).unwrap();
+            }
+        } else {
+            topic.append_batch(&records).unwrap();
+        }
+        want.extend(records.iter().map(|r| r.value.clone()));
+        followed.extend(follower.by_ref().map(|r| r.unwrap().value));
+        assert_eq!(followed.len(), want.len(), "round {round}: the follower missed records");
+    }
+    assert!(followed == want, "the follower read other bytes");
+    assert_eq!(topic.stats().unwrap().segments, 1, "everything should be in the tail");
+    for start in [0, 1, 49, 50, 51, 52, 123, 500, want.len() - 1] {
+        let got: Vec<Vec<u8>> = topic.iter(Offset(start as u64)).map(|r| r.unwrap().value).collect();
+        assert!(got == want[start..], "reading from {start}");
+    }
+}

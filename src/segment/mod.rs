@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 
 use crate::error::IoContext;
 use crate::index::{self, OffsetEntry, SegmentIndex, TimeEntry};
-use crate::segment::batch::{BatchHeader, DecodeError, BATCH_HEADER_BYTES};
+use crate::segment::batch::{BatchHeader, DecodeError};
 use crate::{Error, Offset, Result};
 
 /// Extension of segment log files.
@@ -506,27 +506,6 @@ pub fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<V
     file.read_exact_at(&mut buf, pos)
         .context(|| format!("reading {len} bytes at byte {pos} of {}", path.display()))?;
     Ok(buf)
-}
-
-/// Reads the batch at `pos` of an active segment whose valid bytes end at `limit` into
-/// `buf` (replacing its contents, reusing its allocation).
-pub fn read_batch_into(file: &File, path: &Path, pos: u64, limit: u64, buf: &mut Vec<u8>) -> Result<BatchHeader> {
-    if limit < pos + BATCH_HEADER_BYTES as u64 {
-        return Err(corrupt(path, pos, "batch header runs past the written data"));
-    }
-    let mut head = [0u8; BATCH_HEADER_BYTES];
-    file.read_exact_at(&mut head, pos)
-        .context(|| format!("reading a batch header at byte {pos} of {}", path.display()))?;
-    let header = BatchHeader::decode_header_only(&head).map_err(|e| corrupt_at(path, pos, e))?;
-    let len = u64::from(header.batch_bytes);
-    if pos + len > limit {
-        return Err(corrupt(path, pos, "batch runs past the written data"));
-    }
-    // Every byte is overwritten by the read: only a longer buffer needs new (zeroed) bytes.
-    buf.resize(len as usize, 0);
-    file.read_exact_at(buf, pos)
-        .context(|| format!("reading {len} bytes at byte {pos} of {}", path.display()))?;
-    Ok(header)
 }
 
 /// Index entries that observe_batch would add, as one log write's worth of file bytes.

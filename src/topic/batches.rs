@@ -5,9 +5,11 @@
 //! **Invariant:** every batch the cursor hands out has passed its checksum and starts at
 //! the offset the previous one ended at; a gap or a mismatch is an `Err`, never skipped.
 
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::error::IoContext;
 use crate::index;
 use crate::segment::batch::{self, BatchHeader, BATCH_HEADER_BYTES};
 use crate::segment::{self, BatchBytes, SealedData, SealedSegment};
@@ -29,6 +31,48 @@ pub(crate) struct BatchCursor {
     batch_pos: u64,
     /// A tail batch's buffer handed back by the caller (see [`BatchCursor::recycle`]).
     spare: Vec<u8>,
+    /// Tail bytes read ahead of `pos`.
+    ahead: ReadAhead,
+}
+
+/// Bytes of the tail read at once by a cursor: one `pread` serves the many small batches
+/// that follow each other under single-record durable appends (the tree thread, following
+/// 64 durable appenders, made two `pread`s per record); larger batches are read whole.
+const TAIL_READ_AHEAD_BYTES: u64 = 64 << 10;
+
+/// `[start, start + bytes.len())` of the tail file with base offset `base`, all below
+/// the visible end when read (bytes there never change: the file only grows, and
+/// recovery replaces it by a new file rather than rewriting it).
+#[derive(Default)]
+struct ReadAhead {
+    base: Offset,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+impl ReadAhead {
+    fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// Whether `[pos, pos + len)` of `tail` was read ahead.
+    fn holds(&self, tail: &TailSegment, pos: u64, len: u64) -> bool {
+        self.base == tail.base && pos >= self.start && pos + len <= self.end()
+    }
+
+    /// Reads from `pos` up to [`TAIL_READ_AHEAD_BYTES`], not past `limit`.
+    fn fill(&mut self, tail: &TailSegment, pos: u64, limit: u64) -> Result<()> {
+        let len = limit.saturating_sub(pos).min(TAIL_READ_AHEAD_BYTES) as usize;
+        self.bytes.resize(len, 0);
+        self.base = tail.base;
+        self.start = pos;
+        let read = tail.file.read_exact_at(&mut self.bytes, pos);
+        if let Err(e) = read {
+            self.bytes.clear();
+            return Err(e).context(|| format!("reading {len} bytes at byte {pos} of {}", tail.path.display()));
+        }
+        Ok(())
+    }
 }
 
 impl BatchCursor {
@@ -53,6 +97,7 @@ impl BatchCursor {
                 expected,
                 batch_pos: pos,
                 spare: Vec::new(),
+                ahead: ReadAhead::default(),
             });
         }
         let idx = segments.sealed.partition_point(|s| s.base <= offset).saturating_sub(1);
@@ -85,6 +130,7 @@ impl BatchCursor {
             expected: header.base_offset,
             batch_pos: pos,
             spare: Vec::new(),
+            ahead: ReadAhead::default(),
         })
     }
 
@@ -128,7 +174,8 @@ impl BatchCursor {
                         return Ok(None);
                     } else {
                         let mut bytes = std::mem::take(&mut self.spare);
-                        segment::read_batch_into(&tail.file, &tail.path, self.pos, visible.tail_bytes, &mut bytes)?;
+                        let tail = Arc::clone(tail);
+                        self.read_tail_batch(&tail, visible.tail_bytes, &mut bytes)?;
                         let header = self.check(&bytes, &tail.path)?;
                         Some((header, BatchBytes::Owned(bytes)))
                     }
@@ -148,6 +195,37 @@ impl BatchCursor {
                 }
             }
         }
+    }
+
+    /// Reads the tail batch at `pos`, whose file holds valid bytes up to `limit`, into
+    /// `buf` (replacing its contents, reusing its allocation): what the read-ahead holds
+    /// is copied, the rest read.
+    fn read_tail_batch(&mut self, tail: &TailSegment, limit: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let pos = self.pos;
+        let head = BATCH_HEADER_BYTES as u64;
+        if limit < pos + head {
+            return Err(segment::corrupt(&tail.path, pos, "batch header runs past the written data"));
+        }
+        if !self.ahead.holds(tail, pos, head) {
+            self.ahead.fill(tail, pos, limit)?;
+        }
+        let at = (pos - self.ahead.start) as usize;
+        let header = BatchHeader::decode_header_only(&self.ahead.bytes[at..])
+            .map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
+        let len = u64::from(header.batch_bytes);
+        if pos + len > limit {
+            return Err(segment::corrupt(&tail.path, pos, "batch runs past the written data"));
+        }
+        let have = (self.ahead.end() - pos).min(len) as usize;
+        buf.clear();
+        buf.extend_from_slice(&self.ahead.bytes[at..at + have]);
+        if have < len as usize {
+            buf.resize(len as usize, 0);
+            tail.file
+                .read_exact_at(&mut buf[have..], pos + have as u64)
+                .context(|| format!("reading {len} bytes at byte {pos} of {}", tail.path.display()))?;
+        }
+        Ok(())
     }
 
     /// Takes back a batch's bytes once the caller is done with them: the next tail
