@@ -453,12 +453,18 @@ fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record()
             .unwrap();
         // Read without pause, so that no writer waits on a full pipe at the kill (an
         // acknowledgement held back there would hide a record acknowledged too early).
-        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
-            for line in stdout.lines() {
-                // A line cut by the kill has no parsable end; it is no acknowledgement.
-                if let Some(ack) = line.ok().as_deref().and_then(threaded_ack) {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match stdout.read_line(&mut line) {
+                    // A line cut by the kill (no newline) is no acknowledgement.
+                    Ok(_) if line.ends_with('\n') => {}
+                    _ => return,
+                }
+                if let Some(ack) = threaded_ack(&line) {
                     if tx.send(ack).is_err() {
                         return;
                     }
