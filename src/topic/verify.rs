@@ -61,7 +61,9 @@ impl Topic {
 
     /// Recomputes everything: every batch checksum, every record's leaf against the
     /// tree, every stored checkpoint's signature and root, and, when given, an external
-    /// checkpoint (which the store must contain: a smaller store is a rollback).
+    /// checkpoint (which the store must contain: a smaller store is a rollback). Covers
+    /// the records visible when called; records appended meanwhile are left to the next
+    /// call.
     /// `progress` is called with the number of records checked so far.
     ///
     /// # Errors
