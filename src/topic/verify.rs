@@ -56,6 +56,8 @@ impl Topic {
             )
         })?;
         self.hash_visible(evidence)?;
+        #[cfg(test)]
+        tests::AFTER_HASH.with_borrow_mut(|hook| hook.as_mut().map(|h| h()));
         f(evidence)
     }
 
@@ -321,4 +323,42 @@ pub fn verify_record_inclusion(record: &Record, bundle: &str, vkey: &str) -> Res
     )
     .map_err(|e| fail(e.to_string()))?;
     bundle.verify(&leaf, &verifier).map_err(|e| fail(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use crate::{NewRecord, Offset, Store, TopicConfig};
+
+    thread_local! {
+        /// Runs between catching the tree up and checking it (this thread only).
+        pub(super) static AFTER_HASH: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    /// An append between the tree's catch-up and the check is no tampering: `verify`
+    /// covers the records visible when it was called (it once compared the tree with the
+    /// log end read again, and failed whenever an appender ran beside it).
+    #[test]
+    fn verify_covers_what_was_visible_when_an_append_lands_during_it() {
+        let store = Store::temporary().unwrap();
+        let topic = store.create_topic("t", TopicConfig::default()).unwrap();
+        for i in 0..10u32 {
+            topic.append(&NewRecord::new(i.to_le_bytes().to_vec())).unwrap();
+        }
+        let appender = topic.clone();
+        AFTER_HASH.with_borrow_mut(|hook| {
+            *hook = Some(Box::new(move || {
+                appender.append(&NewRecord::new(b"during verify".to_vec())).unwrap();
+            }))
+        });
+        let report = topic.verify(None, &mut |_| {});
+        AFTER_HASH.with_borrow_mut(|hook| *hook = None);
+        let report = report.unwrap();
+        assert_eq!((report.records, report.tree_size), (10, 10));
+        assert_eq!(topic.end_offset(), Offset(11));
+        let report = topic.verify(None, &mut |_| {}).unwrap();
+        assert_eq!((report.records, report.tree_size), (11, 11));
+        store.close().unwrap();
+    }
 }
