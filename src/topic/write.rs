@@ -103,16 +103,16 @@ impl Topic {
             first: written.first,
             count: written.end.0 - written.first.0,
         };
-        let snapshot = sync_target(writer);
+        let visible = Visible {
+            tail_base: writer.active.base,
+            end: writer.next_offset,
+            tail_bytes: writer.active.bytes,
+        };
         drop(guard);
         if shared.durability == Durability::Always {
             self.sync_through(written.end)?;
         } else {
-            shared.publish(Visible {
-                tail_base: snapshot.base,
-                end: snapshot.end,
-                tail_bytes: snapshot.bytes,
-            });
+            shared.publish(visible);
         }
         Ok(appended)
     }
