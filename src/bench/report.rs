@@ -23,7 +23,24 @@ impl Samples {
     pub(crate) fn get(&self, workload: &'static str, system: &'static str) -> &[f64] {
         self.map.get(&(workload, system)).map_or(&[], Vec::as_slice)
     }
+
+    /// Half the spread of a cell's samples as a fraction of their median; None with
+    /// fewer than two samples.
+    pub(crate) fn spread(&self, workload: &'static str, system: &'static str) -> Option<f64> {
+        let v = self.get(workload, system);
+        let m = self.median(workload, system)?;
+        if v.len() < 2 || m <= 0.0 {
+            return None;
+        }
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        Some((hi - lo) / 2.0 / m)
+    }
 }
+
+/// Spread (± around the median) above which a judged ratio is marked uncertain.
+pub(crate) const NOISY_SPREAD: f64 = 0.25;
 
 pub(crate) fn median(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
@@ -131,6 +148,8 @@ pub(crate) struct Line {
     pub ratio: Option<f64>,
     pub target: String,
     pub met: Option<bool>,
+    /// A judged ratio whose figures varied more than [`NOISY_SPREAD`].
+    pub noisy: bool,
 }
 
 impl Line {
@@ -152,6 +171,12 @@ impl Line {
     pub(crate) fn ratio_target(mut self, min: f64) -> Line {
         self.target = format!(">= {min}x");
         self.met = self.ratio.map(|r| r >= min);
+        self
+    }
+
+    /// Marks the judgement uncertain (see [`NOISY_SPREAD`]).
+    pub(crate) fn noisy(mut self, noisy: bool) -> Line {
+        self.noisy = noisy;
         self
     }
 
@@ -204,6 +229,7 @@ pub(crate) fn table(lines: &[Line]) -> String {
             None if line.target.is_empty() => "",
             None => "n/a",
         };
+        let met = if line.noisy { format!("{met} (noisy)") } else { met.to_owned() };
         let _ = writeln!(
             out,
             "{}",
@@ -212,7 +238,7 @@ pub(crate) fn table(lines: &[Line]) -> String {
                 &line.figure,
                 &ratio_text(line),
                 &line.target,
-                met
+                &met
             )
         );
     }
@@ -259,6 +285,19 @@ mod tests {
         assert_eq!(advantage(Unit::RecPerSec, 4.0, 1.0), Some(4.0));
         assert_eq!(advantage(Unit::Seconds, 1.0, 4.0), Some(4.0));
         let t = table(&[Line::new("w", "s", "1").ratio(Some(5.0)).ratio_target(4.0)]);
-        assert!(t.contains("5.00x") && t.contains("yes"), "{t}");
+        assert!(t.contains("5.00x") && t.contains("yes") && !t.contains("noisy"), "{t}");
+        let t = table(&[Line::new("w", "s", "1").ratio(Some(0.5)).ratio_target(4.0).noisy(true)]);
+        assert!(t.contains("NO (noisy)"), "{t}");
+    }
+
+    #[test]
+    fn spread_is_half_the_range_over_the_median() {
+        let mut samples = Samples::default();
+        samples.add("w", "a", 10.0);
+        assert_eq!(samples.spread("w", "a"), None, "one sample has no spread");
+        samples.add("w", "a", 6.0);
+        samples.add("w", "a", 8.0);
+        assert_eq!(samples.spread("w", "a"), Some(0.25));
+        assert_eq!(samples.spread("w", "b"), None);
     }
 }

@@ -48,14 +48,9 @@ fn figure(samples: &Samples, unit: Unit, w: &'static str, s: &'static str) -> St
     let Some(m) = samples.median(w, s) else {
         return "—".into();
     };
-    let v = samples.get(w, s);
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    if v.len() > 1 && m > 0.0 && unit != Unit::Bytes {
-        format!("{} ±{:.0}%", unit.format(m), (hi - lo) / 2.0 / m * 100.0)
-    } else {
-        unit.format(m)
+    match samples.spread(w, s) {
+        Some(spread) if unit != Unit::Bytes => format!("{} ±{:.0}%", unit.format(m), spread * 100.0),
+        _ => unit.format(m),
     }
 }
 
@@ -94,7 +89,9 @@ impl Section<'_> {
         )
         .ratio(ratio);
         if let Some(min) = target {
-            line = line.ratio_target(min);
+            let spread = |s| self.samples.spread(self.workload, s).unwrap_or(0.0);
+            let noisy = spread(self.trailkeep).max(spread(system)) > report::NOISY_SPREAD;
+            line = line.ratio_target(min).noisy(noisy);
         }
         self.lines.push(line);
         self
@@ -280,7 +277,10 @@ pub(crate) fn notes(plan: &Plan) -> Vec<String> {
     };
     vec![
         "ratio: how many times better trailkeep is than that system (throughput: trailkeep / it; time, latency, bytes, memory: it / trailkeep); > 1 means trailkeep is ahead.".into(),
-        "target: from PRODUCT.md, checked on this run's ratio; met: yes / NO / n/a.".into(),
+        format!(
+            "target: from PRODUCT.md, checked on this run's ratio; met: yes / NO / n/a; (noisy): one of the two figures varied by more than ±{:.0}% over the repetitions (the machine or its disk was busy): run again before judging that ratio.",
+            report::NOISY_SPREAD * 100.0
+        ),
         "Systems run round-robin within each repetition (a different one first each time); ± is half the spread of the repetitions.".into(),
         "Buffered append and replay time the calls only (open and close untimed); trailkeep Buffered seals rolled segments in the background and syncs the log for a checkpoint (at most one per 250 ms).".into(),
         "Tamper evidence: append + close, so the tree thread's hashing and final checkpoint are counted; ratio = on / off.".into(),
