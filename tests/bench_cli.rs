@@ -44,6 +44,13 @@ fn quick_bench_prints_the_complete_table() {
     // Progress goes to stderr only on a terminal; here stderr is a pipe.
     assert!(stderr.trim().is_empty(), "unexpected stderr: {stderr}");
 
+    // The disk is looked at before and after the workloads.
+    for look in ["  at the start: 4 KiB append + fdatasync p50 ", "  at the end:   4 KiB append + fdatasync p50 "] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(look) && l.contains("written + fdatasync at")),
+            "no {look:?} line in:\n{stdout}"
+        );
+    }
     let header = stdout
         .lines()
         .find(|l| l.starts_with("workload"))

@@ -8,6 +8,7 @@
 //! removed at the end, also on error.
 
 mod data;
+mod disk;
 mod jsonl;
 mod mem;
 mod report;
@@ -198,6 +199,14 @@ pub fn run(args: BenchArgs) -> Result<(), CliError> {
 
 fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
     let progress = Progress::new();
+    progress.step("looking at the disk".into());
+    let disk_size = if plan.records >= 100_000 {
+        disk::ProbeSize { syncs: 200, write_mib: 256 }
+    } else {
+        disk::ProbeSize { syncs: 20, write_mib: 16 }
+    };
+    settle();
+    let disk_at_start = disk::probe(root, &disk_size)?;
     progress.step(format!("generating {} events", plan.records));
     let data = Dataset::generate(plan.records, plan.seed);
     let mut samples = Samples::default();
@@ -344,9 +353,15 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
             extra.memory.push((size, records, system, usage));
         }
     }
+    progress.step("looking at the disk again".into());
+    settle();
+    let disk_at_end = disk::probe(root, &disk_size)?;
     progress.0.finish_and_clear();
 
     println!("trailkeep bench — {}", report::machine());
+    println!("disk under {}", work.display());
+    println!("  at the start: {}", disk_at_start.describe());
+    println!("  at the end:   {}", disk_at_end.describe());
     println!(
         "{} records of {} bytes on average (AI-audit JSON events, seed {}), {} repetition(s), medians; \
          SQLite {} (bundled); files in {}",
