@@ -8,7 +8,11 @@ use trailkeep::{NewRecord, Store, TopicConfig};
 fn main() -> trailkeep::Result<()> {
     let threads: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let per_thread: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(300);
-    for te in std::env::args().nth(3).map(|a| vec![a == "on"]).unwrap_or(vec![false, true]) {
+    for te in std::env::args()
+        .nth(3)
+        .map(|a| vec![a == "on"])
+        .unwrap_or(vec![false, true])
+    {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path())?;
         let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;

@@ -45,9 +45,14 @@ fn quick_bench_prints_the_complete_table() {
     assert!(stderr.trim().is_empty(), "unexpected stderr: {stderr}");
 
     // The disk is looked at before and after the workloads.
-    for look in ["  at the start: 4 KiB append + fdatasync p50 ", "  at the end:   4 KiB append + fdatasync p50 "] {
+    for look in [
+        "  at the start: 4 KiB append + fdatasync p50 ",
+        "  at the end:   4 KiB append + fdatasync p50 ",
+    ] {
         assert!(
-            stdout.lines().any(|l| l.starts_with(look) && l.contains("written + fdatasync at")),
+            stdout
+                .lines()
+                .any(|l| l.starts_with(look) && l.contains("written + fdatasync at")),
             "no {look:?} line in:\n{stdout}"
         );
     }

@@ -406,7 +406,10 @@ fn threaded_child() {
         // Segments of ~4,000 records: a few rolls over the rounds, but most kills land
         // between them (a roll writes out everything buffered).
         Err(_) => store
-            .create_topic(TOPIC, TopicConfig::default().segment_bytes(1 << 20).retention_bytes(3 << 20))
+            .create_topic(
+                TOPIC,
+                TopicConfig::default().segment_bytes(1 << 20).retention_bytes(3 << 20),
+            )
             .unwrap(),
     };
     let out = std::sync::Mutex::new(std::io::stdout());
@@ -483,7 +486,11 @@ fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record()
         let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
         assert_eq!(rc, 0, "{label}: kill failed");
         let status = child.wait().unwrap();
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{label}: the child ended on its own");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "{label}: the child ended on its own"
+        );
         reader.join().unwrap();
         round_acks.extend(rx.try_iter());
         for (o, value) in round_acks {
@@ -502,7 +509,12 @@ fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record()
             let mut parts = text.splitn(3, '-');
             let w: u64 = parts.next().and_then(|p| p.strip_prefix('w')?.parse().ok()).unwrap();
             let seq: u64 = parts.next().and_then(|p| p.parse().ok()).unwrap();
-            assert_eq!(r.value, writer_value(w, seq), "{label}: offset {} holds other bytes", r.offset);
+            assert_eq!(
+                r.value,
+                writer_value(w, seq),
+                "{label}: offset {} holds other bytes",
+                r.offset
+            );
         }
         store.close().unwrap();
     }

@@ -83,7 +83,14 @@ mod tests {
         assert!(probe.sync_p50 > Duration::ZERO && probe.sync_p50 <= probe.sync_p99);
         assert!(probe.write_bytes_per_s > 0.0);
         let text = probe.describe();
-        assert!(text.contains("fdatasync p50") && text.contains("2.0 MiB written"), "{text}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the probe file was left");
+        assert!(
+            text.contains("fdatasync p50") && text.contains("2.0 MiB written"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "the probe file was left"
+        );
     }
 }

@@ -201,9 +201,15 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
     let progress = Progress::new();
     progress.step("looking at the disk".into());
     let disk_size = if plan.records >= 100_000 {
-        disk::ProbeSize { syncs: 200, write_mib: 256 }
+        disk::ProbeSize {
+            syncs: 200,
+            write_mib: 256,
+        }
     } else {
-        disk::ProbeSize { syncs: 20, write_mib: 16 }
+        disk::ProbeSize {
+            syncs: 20,
+            write_mib: 16,
+        }
     };
     settle();
     let disk_at_start = disk::probe(root, &disk_size)?;

@@ -229,7 +229,11 @@ pub(crate) fn table(lines: &[Line]) -> String {
             None if line.target.is_empty() => "",
             None => "n/a",
         };
-        let met = if line.noisy { format!("{met} (noisy)") } else { met.to_owned() };
+        let met = if line.noisy {
+            format!("{met} (noisy)")
+        } else {
+            met.to_owned()
+        };
         let _ = writeln!(
             out,
             "{}",

@@ -204,7 +204,11 @@ impl BatchCursor {
         let pos = self.pos;
         let head = BATCH_HEADER_BYTES as u64;
         if limit < pos + head {
-            return Err(segment::corrupt(&tail.path, pos, "batch header runs past the written data"));
+            return Err(segment::corrupt(
+                &tail.path,
+                pos,
+                "batch header runs past the written data",
+            ));
         }
         if !self.ahead.holds(tail, pos, head) {
             self.ahead.fill(tail, pos, limit)?;
