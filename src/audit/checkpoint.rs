@@ -307,10 +307,10 @@ mod tests {
         for body in cases {
             let (verifier, text) = signed_body(&body);
             let err = Checkpoint::parse_and_verify(&text, &verifier).unwrap_err();
-            assert!(
-                matches!(err, AuditError::Text { what: "checkpoint", .. }),
-                "{body:?}: {err}"
-            );
+            let AuditError::Text { what, .. } = &err else {
+                panic!("{body:?}: expected a text error, got {err}");
+            };
+            assert_eq!(*what, "checkpoint", "{body:?}: {err}");
         }
     }
 
