@@ -5,23 +5,23 @@ use std::sync::Arc;
 use super::time::partition_by_time;
 use super::*;
 
+/// Offset index file bytes for `(relative_offset, position)` entries.
+fn offset_entry_bytes(entries: &[(u32, u32)]) -> Vec<u8> {
+    entries
+        .iter()
+        .flat_map(|&(relative_offset, position)| {
+            OffsetEntry {
+                relative_offset,
+                position,
+            }
+            .to_bytes()
+        })
+        .collect()
+}
+
 #[test]
 fn zero_filled_tail_is_not_trusted() {
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(
-        &OffsetEntry {
-            relative_offset: 0,
-            position: 0,
-        }
-        .to_bytes(),
-    );
-    bytes.extend_from_slice(
-        &OffsetEntry {
-            relative_offset: 10,
-            position: 5000,
-        }
-        .to_bytes(),
-    );
+    let mut bytes = offset_entry_bytes(&[(0, 0), (10, 5000)]);
     bytes.extend_from_slice(&[0u8; 64]);
     let (entries, complete) = decode_offset_entries(&bytes, 10_000);
     assert_eq!(entries.len(), 2);
@@ -30,21 +30,7 @@ fn zero_filled_tail_is_not_trusted() {
 
 #[test]
 fn positions_past_the_log_end_the_prefix() {
-    let mut bytes = Vec::new();
-    bytes.extend_from_slice(
-        &OffsetEntry {
-            relative_offset: 0,
-            position: 0,
-        }
-        .to_bytes(),
-    );
-    bytes.extend_from_slice(
-        &OffsetEntry {
-            relative_offset: 3,
-            position: 9000,
-        }
-        .to_bytes(),
-    );
+    let bytes = offset_entry_bytes(&[(0, 0), (3, 9000)]);
     let (entries, complete) = decode_offset_entries(&bytes, 8000);
     assert_eq!(entries.len(), 1);
     assert!(!complete);

@@ -42,7 +42,8 @@ const TAIL_READ_AHEAD_BYTES: u64 = 64 << 10;
 
 /// `[start, start + bytes.len())` of the tail file with base offset `base`, all below
 /// the visible end when read (bytes there never change: the file only grows, and
-/// recovery replaces it by a new file rather than rewriting it).
+/// recovery replaces it by a new file rather than rewriting it). A cursor reads batches
+/// through one; a walk over the tail's headers reads its window through another.
 #[derive(Default)]
 struct ReadAhead {
     base: Offset,
@@ -60,9 +61,14 @@ impl ReadAhead {
         self.base == tail.base && pos >= self.start && pos + len <= self.end()
     }
 
-    /// Reads from `pos` up to [`TAIL_READ_AHEAD_BYTES`], not past `limit`.
-    fn fill(&mut self, tail: &TailSegment, pos: u64, limit: u64) -> Result<()> {
-        let len = limit.saturating_sub(pos).min(TAIL_READ_AHEAD_BYTES) as usize;
+    /// The bytes read from `pos` on (`pos` must be held).
+    fn from(&self, pos: u64) -> &[u8] {
+        &self.bytes[(pos - self.start) as usize..]
+    }
+
+    /// Reads up to `window` bytes from `pos`, not past `limit`.
+    fn fill(&mut self, tail: &TailSegment, pos: u64, limit: u64, window: u64) -> Result<()> {
+        let len = limit.saturating_sub(pos).min(window) as usize;
         self.bytes.resize(len, 0);
         self.base = tail.base;
         self.start = pos;
@@ -70,6 +76,39 @@ impl ReadAhead {
         if let Err(e) = read {
             self.bytes.clear();
             return Err(e).context(|| format!("reading {len} bytes at byte {pos} of {}", tail.path.display()));
+        }
+        Ok(())
+    }
+
+    /// Reads the batch at `pos` of `tail`, whose file holds valid bytes up to `limit`,
+    /// into `buf` (replacing its contents, reusing its allocation): what is read ahead
+    /// is copied, the rest read.
+    fn read_batch(&mut self, tail: &TailSegment, pos: u64, limit: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let head = BATCH_HEADER_BYTES as u64;
+        if limit < pos + head {
+            return Err(segment::corrupt(
+                &tail.path,
+                pos,
+                "batch header runs past the written data",
+            ));
+        }
+        if !self.holds(tail, pos, head) {
+            self.fill(tail, pos, limit, TAIL_READ_AHEAD_BYTES)?;
+        }
+        let header =
+            BatchHeader::decode_header_only(self.from(pos)).map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
+        let len = u64::from(header.batch_bytes);
+        if pos + len > limit {
+            return Err(segment::corrupt(&tail.path, pos, "batch runs past the written data"));
+        }
+        let have = (self.end() - pos).min(len) as usize;
+        buf.clear();
+        buf.extend_from_slice(&self.from(pos)[..have]);
+        if have < len as usize {
+            buf.resize(len as usize, 0);
+            tail.file
+                .read_exact_at(&mut buf[have..], pos + have as u64)
+                .context(|| format!("reading {len} bytes at byte {pos} of {}", tail.path.display()))?;
         }
         Ok(())
     }
@@ -174,8 +213,7 @@ impl BatchCursor {
                         return Ok(None);
                     } else {
                         let mut bytes = std::mem::take(&mut self.spare);
-                        let tail = Arc::clone(tail);
-                        self.read_tail_batch(&tail, visible.tail_bytes, &mut bytes)?;
+                        self.ahead.read_batch(tail, self.pos, visible.tail_bytes, &mut bytes)?;
                         let header = self.check(&bytes, &tail.path)?;
                         Some((header, BatchBytes::Owned(bytes)))
                     }
@@ -195,41 +233,6 @@ impl BatchCursor {
                 }
             }
         }
-    }
-
-    /// Reads the tail batch at `pos`, whose file holds valid bytes up to `limit`, into
-    /// `buf` (replacing its contents, reusing its allocation): what the read-ahead holds
-    /// is copied, the rest read.
-    fn read_tail_batch(&mut self, tail: &TailSegment, limit: u64, buf: &mut Vec<u8>) -> Result<()> {
-        let pos = self.pos;
-        let head = BATCH_HEADER_BYTES as u64;
-        if limit < pos + head {
-            return Err(segment::corrupt(
-                &tail.path,
-                pos,
-                "batch header runs past the written data",
-            ));
-        }
-        if !self.ahead.holds(tail, pos, head) {
-            self.ahead.fill(tail, pos, limit)?;
-        }
-        let at = (pos - self.ahead.start) as usize;
-        let header = BatchHeader::decode_header_only(&self.ahead.bytes[at..])
-            .map_err(|e| segment::corrupt_at(&tail.path, pos, e))?;
-        let len = u64::from(header.batch_bytes);
-        if pos + len > limit {
-            return Err(segment::corrupt(&tail.path, pos, "batch runs past the written data"));
-        }
-        let have = (self.ahead.end() - pos).min(len) as usize;
-        buf.clear();
-        buf.extend_from_slice(&self.ahead.bytes[at..at + have]);
-        if have < len as usize {
-            buf.resize(len as usize, 0);
-            tail.file
-                .read_exact_at(&mut buf[have..], pos + have as u64)
-                .context(|| format!("reading {len} bytes at byte {pos} of {}", tail.path.display()))?;
-        }
-        Ok(())
     }
 
     /// Takes back a batch's bytes once the caller is done with them: the next tail
@@ -361,13 +364,12 @@ pub(super) fn seek_in_tail(
         }
         _ => (0, None),
     };
-    let (mut window, mut window_start) = (Vec::new(), 0u64);
+    let mut window = ReadAhead::default();
     while pos + BATCH_HEADER_BYTES as u64 <= limit {
-        if pos < window_start || pos + BATCH_HEADER_BYTES as u64 > window_start + window.len() as u64 {
-            window = tail.read_range(pos, (pos + TAIL_WALK_WINDOW_BYTES).min(limit))?;
-            window_start = pos;
+        if !window.holds(tail, pos, BATCH_HEADER_BYTES as u64) {
+            window.fill(tail, pos, limit, TAIL_WALK_WINDOW_BYTES)?;
         }
-        let decoded = BatchHeader::decode_header_only(&window[(pos - window_start) as usize..]);
+        let decoded = BatchHeader::decode_header_only(window.from(pos));
         if let Some(base) = unconfirmed.take() {
             if decoded.as_ref().map_or(true, |h| h.base_offset.0 != base) {
                 pos = 0; // The index entry does not match the log: walk from the start.
