@@ -66,3 +66,15 @@ pub fn fails(name: &str) -> bool {
 pub fn fails(_name: &str) -> bool {
     false
 }
+
+/// `file.sync_data()`, or an injected failure when the failpoint `name` fails (see
+/// [`fails`]): the one place an fdatasync failure is injected.
+pub fn sync_data(name: &str, file: &std::fs::File) -> std::io::Result<()> {
+    if fails(name) {
+        Err(std::io::Error::other(format!(
+            "injected fdatasync failure (failpoint {name})"
+        )))
+    } else {
+        file.sync_data()
+    }
+}

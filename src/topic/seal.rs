@@ -140,14 +140,8 @@ impl TopicShared {
     }
 
     fn seal(&self, seal: &PendingSeal) -> Result<()> {
-        let synced = if crate::failpoint::fails("seal.sync") {
-            Err(std::io::Error::other(
-                "injected fdatasync failure (failpoint seal.sync)",
-            ))
-        } else {
-            seal.log.sync_data()
-        };
-        synced.context(|| format!("fdatasync of {}", seal.path.display()))?;
+        crate::failpoint::sync_data("seal.sync", &seal.log)
+            .context(|| format!("fdatasync of {}", seal.path.display()))?;
         crate::failpoint::hit("roll.after_sync");
         crate::wal::release_reserved(&seal.log, &seal.path)?;
         segment::write_index_files(&seal.path, &seal.index)?;

@@ -225,11 +225,7 @@ impl GroupCommit {
                 return Err(e);
             }
         };
-        let result = if crate::failpoint::fails("wal.sync") {
-            Err(std::io::Error::other("injected fdatasync failure (failpoint wal.sync)"))
-        } else {
-            work.log.sync_data()
-        };
+        let result = crate::failpoint::sync_data("wal.sync", &work.log);
         crate::failpoint::hit("wal.after_sync");
         match result {
             Ok(()) => {
