@@ -50,7 +50,10 @@ fn append_with_failure(
 fn failed_sync_poisons_and_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let lines = (0..50).map(|i| format!("{{\"n\":{i}}}")).collect();
-    let out = append_with_failure(dir.path(), &["--print-offsets"], "wal.sync:4", lines, |_| {
+    // The second sync fails: the CLI appends what it has read as one batch, and while
+    // fdatasync is slow (milliseconds on a throttled disk) 50 lines may take only a few
+    // syncs.
+    let out = append_with_failure(dir.path(), &["--print-offsets"], "wal.sync:2", lines, |_| {
         Duration::from_millis(2)
     });
     assert!(
@@ -81,8 +84,11 @@ fn failed_sync_poisons_and_loses_nothing_acknowledged() {
 fn a_failed_tree_write_is_an_error_not_a_panic_and_the_tree_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let lines = (0..300).map(|i| format!("{{\"n\":{i}}}")).collect();
+    // Pauses long enough for the tree thread to write (and sign its first checkpoint,
+    // three fdatasyncs) between bursts even on a slow disk, so that its second write
+    // fails in the background and not in close's final catch-up.
     let out = append_with_failure(dir.path(), &[], "tree.write:2", lines, |i| {
-        Duration::from_millis(if i % 50 == 0 { 20 } else { 0 })
+        Duration::from_millis(if i % 50 == 0 { 100 } else { 0 })
     });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
