@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use trailkeep::{Compression, Durability, Error, NewRecord, Offset, Record, Store, Topic, TopicConfig};
 
+#[path = "support/files.rs"]
+mod files;
+
 const TOPIC: &str = "t";
 
 struct Template {
@@ -109,24 +112,11 @@ fn build(segment_bytes: u64, compression: Compression, n: u64) -> Template {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 impl Template {
     /// A fresh copy of the template store.
     fn copy(&self) -> tempfile::TempDir {
         let tmp = tempfile::tempdir().unwrap();
-        copy_dir(&self.root, tmp.path());
+        files::copy_dir(&self.root, tmp.path());
         tmp
     }
 

@@ -45,6 +45,9 @@ use trailkeep::{
     verify_record_inclusion, Durability, Error, NewRecord, Offset, Record, Store, Topic, TopicConfig, VerifyReport,
 };
 
+#[path = "support/files.rs"]
+mod files;
+
 const T: &str = "t";
 const CHILD_ENV: &str = "TRAILKEEP_EVIDENCE_CHILD";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -123,19 +126,6 @@ fn build(config: TopicConfig, n: u64) -> tempfile::TempDir {
     append_range(&topic, 0..n);
     store.close().unwrap();
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Opens the store, verifies `t` (optionally against an external checkpoint), closes.
@@ -470,7 +460,7 @@ fn changed_value_key_or_time_with_fixed_crc_is_named_by_offset_in_sealed_and_act
     ];
     for &(what, offset) in cases {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(template.path(), work.path());
+        files::copy_dir(template.path(), work.path());
         let (path, mut bytes, list, i) = locate(work.path(), offset);
         let b = list[i].clone();
         let (key, value) = record_parts(&bytes, &b);
@@ -513,7 +503,7 @@ fn removed_sealed_segment_in_the_middle_fails_verify_naming_the_missing_offsets(
     assert!(segs.len() >= 4, "want several segments, got {}", segs.len());
     for victim in 1..segs.len() - 1 {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(template.path(), work.path());
+        files::copy_dir(template.path(), work.path());
         let (base, _) = segs[victim];
         let next = segs[victim + 1].0;
         for ext in ["log", "index", "timeindex"] {
@@ -560,7 +550,7 @@ fn two_records_swapped_with_offsets_and_crcs_patched_are_named() {
         ("active", active + 2),
     ] {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(template.path(), work.path());
+        files::copy_dir(template.path(), work.path());
         let (path, bytes, list, i) = locate(work.path(), first);
         let (a, b) = (list[i].clone(), list[i + 1].clone());
         assert_eq!((a.count, b.count, b.base), (1, 1, first + 1));
@@ -599,7 +589,7 @@ fn damaged_tree_file_or_stored_checkpoint_fails_verify() {
     // A leaf hash in merkle.tree changed (leaf 5 is hash number 2*5 - popcount(5) = 8).
     {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(template.path(), work.path());
+        files::copy_dir(template.path(), work.path());
         let path = topic_dir(work.path()).join("merkle").join("merkle.tree");
         let mut bytes = std::fs::read(&path).unwrap();
         assert_eq!(&bytes[..8], b"TKMERKLE");
@@ -617,7 +607,7 @@ fn damaged_tree_file_or_stored_checkpoint_fails_verify() {
     // The root of a stored checkpoint changed and its frame CRC fixed: the signature fails.
     {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(template.path(), work.path());
+        files::copy_dir(template.path(), work.path());
         let path = topic_dir(work.path()).join("checkpoints.log");
         let mut bytes = std::fs::read(&path).unwrap();
         let len = u32_at(&bytes, 0) as usize;
@@ -645,7 +635,7 @@ fn rollback_passes_plain_verify_but_fails_against_an_external_checkpoint() {
         append_range(&topic, 0..60);
         store.close().unwrap();
     }
-    copy_dir(&topic_dir(dir.path()), saved.path());
+    files::copy_dir(&topic_dir(dir.path()), saved.path());
     let (early, late) = {
         let store = open(dir.path());
         let topic = store.topic(T).unwrap();
@@ -669,9 +659,9 @@ fn rollback_passes_plain_verify_but_fails_against_an_external_checkpoint() {
 
     // (a) the whole topic directory restored from the earlier copy.
     let work = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), work.path());
+    files::copy_dir(dir.path(), work.path());
     std::fs::remove_dir_all(topic_dir(work.path())).unwrap();
-    copy_dir(saved.path(), &topic_dir(work.path()));
+    files::copy_dir(saved.path(), &topic_dir(work.path()));
     let plain = verify_dir(work.path(), None).unwrap();
     assert_eq!(plain.tree_size, 60);
     assert_eq!(
@@ -684,7 +674,7 @@ fn rollback_passes_plain_verify_but_fails_against_an_external_checkpoint() {
     // (b) the log cut at a batch boundary and the checkpoints file cut to match; the tree
     // file is left longer (the engine trims it to the log on open).
     let work = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), work.path());
+    files::copy_dir(dir.path(), work.path());
     let keep = 80u64;
     for (base, path) in segments(work.path()) {
         let bytes = std::fs::read(&path).unwrap();
@@ -740,7 +730,7 @@ fn rewritten_history_with_the_same_key_and_store_id_fails_the_external_checkpoin
     ] {
         let forged = tempfile::tempdir().unwrap();
         std::fs::create_dir(forged.path().join("topics")).unwrap();
-        copy_dir(&original.path().join("keys"), &forged.path().join("keys"));
+        files::copy_dir(&original.path().join("keys"), &forged.path().join("keys"));
         std::fs::copy(original.path().join("store.id"), forged.path().join("store.id")).unwrap();
         {
             let store = open(forged.path());
@@ -813,7 +803,7 @@ fn forged_signatures_other_keys_and_other_origins_fail() {
     // A stored checkpoint signed by another key is caught by plain verify too.
     {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), work.path());
+        files::copy_dir(dir.path(), work.path());
         let path = topic_dir(work.path()).join("checkpoints.log");
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.extend_from_slice(&(resigned.len() as u32).to_le_bytes());

@@ -21,6 +21,9 @@ use base64::Engine;
 use trailkeep::audit::{self, Checkpoint, NoteSigner, NoteVerifier};
 use trailkeep::{verify_record_inclusion, Durability, NewRecord, Offset, Store, TopicConfig};
 
+#[path = "support/files.rs"]
+mod files;
+
 const T: &str = "t";
 
 fn tk(dir: &Path, args: &[&str]) -> Output {
@@ -92,19 +95,6 @@ fn topic_dir(root: &Path) -> PathBuf {
     root.join("topics").join(T)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 fn u32_at(b: &[u8], p: usize) -> u32 {
     u32::from_le_bytes(b[p..p + 4].try_into().unwrap())
 }
@@ -158,7 +148,7 @@ fn vkey_verifies_stored_checkpoints_and_external_checkpoints_catch_rollback() {
     let outside = tempfile::tempdir().unwrap();
     append(dir.path(), 0..40);
     let old_cp = ok(dir.path(), &["checkpoint", T]);
-    copy_dir(&topic_dir(dir.path()), saved.path());
+    files::copy_dir(&topic_dir(dir.path()), saved.path());
     append(dir.path(), 40..90);
     let vkey = ok(dir.path(), &["checkpoint", T, "--vkey"]).trim().to_owned();
     let v = NoteVerifier::parse(&vkey).unwrap();
@@ -217,7 +207,7 @@ fn vkey_verifies_stored_checkpoints_and_external_checkpoints_catch_rollback() {
 
     // Roll the topic back to the copy taken at 40 records.
     std::fs::remove_dir_all(topic_dir(dir.path())).unwrap();
-    copy_dir(saved.path(), &topic_dir(dir.path()));
+    files::copy_dir(saved.path(), &topic_dir(dir.path()));
     let out = ok(dir.path(), &["verify", T]);
     assert!(out.contains("tree size 40"), "{out}");
     let old_file = outside.path().join("old.checkpoint");

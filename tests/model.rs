@@ -32,10 +32,14 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+
 use trailkeep::{
     CommitMode, Compression, Consumer, ConsumerConfig, Durability, Error, NewRecord, Offset, OutOfRangePolicy, Record,
     ResetTo, RetentionReport, StartAt, Store, Topic, TopicConfig,
 };
+
+#[path = "support/files.rs"]
+mod files;
 
 const TOPIC: &str = "model";
 
@@ -317,7 +321,10 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-/// Segment logs of the topic: (base offset, file size), oldest first.
+/// Segment logs of the topic: (base offset, end of the last whole batch), oldest first.
+/// The end is found by walking the batch headers (magic, length), not by the file's size:
+/// under `Durability::Always` the active segment's file goes on past its last batch with
+/// zeros written ahead (FORMAT.md, "Segment").
 fn logs(dir: &Path) -> Vec<(u64, u64)> {
     let mut v: Vec<(u64, u64)> = std::fs::read_dir(dir)
         .unwrap()
@@ -325,7 +332,10 @@ fn logs(dir: &Path) -> Vec<(u64, u64)> {
             let e = e.unwrap();
             let name = e.file_name().into_string().ok()?;
             let stem = name.strip_suffix(".log")?;
-            Some((stem.parse().ok()?, e.metadata().unwrap().len()))
+            Some((
+                stem.parse().ok()?,
+                files::batches_end(&std::fs::read(e.path()).unwrap()),
+            ))
         })
         .collect();
     v.sort_unstable();

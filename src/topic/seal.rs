@@ -37,6 +37,8 @@ pub(crate) struct PendingSeal {
     pub log: Arc<File>,
     /// The segment's complete index (with its final entry).
     pub index: SegmentIndex,
+    /// The end of its last batch.
+    pub bytes: u64,
 }
 
 /// The seals waiting, and how far sealing is durable.
@@ -140,10 +142,10 @@ impl TopicShared {
     }
 
     fn seal(&self, seal: &PendingSeal) -> Result<()> {
+        crate::wal::release_reserved(&seal.log, &seal.path, seal.bytes)?;
         crate::failpoint::sync_data("seal.sync", &seal.log)
             .context(|| format!("fdatasync of {}", seal.path.display()))?;
         crate::failpoint::hit("roll.after_sync");
-        crate::wal::release_reserved(&seal.log, &seal.path)?;
         segment::write_index_files(&seal.path, &seal.index)?;
         crate::failpoint::hit("roll.after_index");
         segment::write_sealed_through(&self.dir, seal.next_base)?;

@@ -259,6 +259,10 @@ impl Topic {
                 cause,
             });
         }
+        if writer.deferred {
+            // Zeros written ahead go before the segment is mapped as sealed.
+            crate::wal::release_reserved(&writer.active.log, &path, writer.active.bytes)?;
+        }
         let index = self.final_index(writer);
         let new = ActiveFile::create(&shared.dir, writer.next_offset)?;
         crate::failpoint::hit("roll.after_create");
@@ -277,6 +281,7 @@ impl Topic {
             path,
             log: Arc::clone(&old.log),
             index,
+            bytes: old.bytes,
         });
         let new_tail = Arc::new(super::TailSegment::open(&shared.dir, writer.next_offset)?);
         shared.track_loaded(&sealed);
@@ -319,7 +324,7 @@ impl Topic {
         let sealed = self.shared.seal_pending();
         let result = sealed
             .and_then(|()| writer.flush())
-            .and_then(|()| crate::wal::release_reserved(&writer.active.log, &path))
+            .and_then(|()| crate::wal::release_reserved(&writer.active.log, &path, writer.active.bytes))
             .and_then(|()| {
                 writer
                     .active

@@ -2,7 +2,8 @@
 //!
 //! The log is the only truth: the active segment is walked batch by batch with full
 //! checks; a torn tail (a batch cut short, or a tail of zeros, with nothing valid after
-//! it) is truncated and reported; bad bytes *followed by* valid batches are corruption in
+//! it) is truncated and reported (zeros alone, which an appender under
+//! `Durability::Always` writes ahead of its records, quietly); bad bytes *followed by* valid batches are corruption in
 //! the middle of the log and stop the open with an error naming file and byte.
 
 use std::fs::{self, OpenOptions};
@@ -22,8 +23,12 @@ pub struct RecoveryReport {
     pub segment: PathBuf,
     /// Valid bytes kept.
     pub kept_bytes: u64,
-    /// Bytes of a torn tail that were truncated.
+    /// Bytes of a torn tail that were truncated (`zero_bytes` included).
     pub truncated_bytes: u64,
+    /// Of those, the zeros that ended the file: space an appender under
+    /// `Durability::Always` wrote ahead of its records, or blocks a crash left unwritten.
+    /// Truncating them loses nothing.
+    pub zero_bytes: u64,
     /// Records the torn tail's first batch header announced (0 when unreadable).
     pub truncated_records: u64,
     /// Leftover temporary and orphan index files deleted.
@@ -96,13 +101,28 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
     }
     let log = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .open(&path)
         .context(|| format!("opening active segment {}", path.display()))?;
+    report.zero_bytes = bytes[scan.valid_bytes as usize..]
+        .iter()
+        .rev()
+        .take_while(|&&b| b == 0)
+        .count() as u64;
     if report.truncated_bytes > 0 {
         log.set_len(scan.valid_bytes)
             .and_then(|()| log.sync_all())
             .context(|| format!("truncating torn tail of {}", path.display()))?;
+    }
+    if report.truncated_bytes == report.zero_bytes {
+        if report.zero_bytes > 0 {
+            tracing::debug!(
+                segment = %path.display(),
+                zero_bytes = report.zero_bytes,
+                "cut the zeros after the last batch"
+            );
+        }
+    } else {
         tracing::warn!(
             segment = %path.display(),
             kept_bytes = report.kept_bytes,
