@@ -263,3 +263,31 @@ fn tail_batches_of_every_size_around_the_read_ahead_read_back_exactly() {
         assert!(got == want[start..], "reading from {start}");
     }
 }
+
+/// An acknowledged durable append is readable at once by the thread that made it, also
+/// when another thread's sync covered it (the sync's leader makes the records visible
+/// before it says they are durable) and across rolls.
+#[test]
+fn a_durable_append_is_readable_as_soon_as_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store
+        .create_topic("t", TopicConfig::default().segment_bytes(64 << 10))
+        .unwrap();
+    std::thread::scope(|s| {
+        for w in 0..16u64 {
+            let topic = topic.clone();
+            s.spawn(move || {
+                for i in 0..400u64 {
+                    let value = format!("writer {w} record {i}");
+                    let at = topic.append(&NewRecord::new(value.clone())).unwrap();
+                    let back = topic
+                        .read(at)
+                        .unwrap_or_else(|e| panic!("writer {w} record {i} at {at:?}: {e}"));
+                    assert_eq!(back.value, value.as_bytes(), "writer {w} record {i} at {at:?}");
+                }
+            });
+        }
+    });
+    assert_eq!(topic.end_offset(), Offset(16 * 400));
+}

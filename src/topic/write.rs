@@ -299,12 +299,12 @@ impl Topic {
             shared.wait_for_oldest_seal()?;
             super::seal::seal_in_background(shared);
         }
-        shared.commit.mark_synced(writer.next_offset);
         shared.publish(Visible {
             tail_base: writer.next_offset,
             end: writer.next_offset,
             tail_bytes: 0,
         });
+        shared.commit.mark_synced(writer.next_offset);
         self.apply_retention_locked()?;
         Ok(())
     }
@@ -332,12 +332,8 @@ impl Topic {
                     .sync_data()
                     .context(|| format!("syncing {}", path.display()))
             });
-        match &result {
-            Ok(()) => {
-                self.shared.commit.mark_synced(writer.next_offset);
-                self.write_tail_index(&writer);
-            }
-            Err(e) => self.shared.commit.poison(e.to_string()),
+        if let Err(e) = &result {
+            self.shared.commit.poison(e.to_string());
         }
         let v = sync_target(&writer);
         self.shared.publish(Visible {
@@ -345,6 +341,10 @@ impl Topic {
             end: v.end,
             tail_bytes: v.bytes,
         });
+        if result.is_ok() {
+            self.shared.commit.mark_synced(writer.next_offset);
+            self.write_tail_index(&writer);
+        }
         result.and(evidence)
     }
 

@@ -229,8 +229,10 @@ impl GroupCommit {
         crate::failpoint::hit("wal.after_sync");
         match result {
             Ok(()) => {
-                self.synced.fetch_max(work.end.0, Ordering::AcqRel);
+                // Visible before durable: a waiter returns as soon as it sees `synced`
+                // cover it, and its caller may read what it appended at once.
                 publish(&work);
+                self.synced.fetch_max(work.end.0, Ordering::AcqRel);
                 Ok(())
             }
             Err(e) => {
@@ -245,7 +247,8 @@ impl GroupCommit {
         }
     }
 
-    /// Marks everything below `end` durable (after a roll or close synced it).
+    /// Marks everything below `end` durable (after a roll or close synced it). The caller
+    /// has made it visible first.
     pub fn mark_synced(&self, end: Offset) {
         self.synced.fetch_max(end.0, Ordering::AcqRel);
         self.wake_covered();
