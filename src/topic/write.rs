@@ -136,11 +136,14 @@ impl Topic {
             end,
             || self.current_sync_target(),
             |t| {
-                shared.publish(Visible {
+                shared.set_visible(Visible {
                     tail_base: t.base,
                     end: t.end,
                     tail_bytes: t.bytes,
-                })
+                });
+            },
+            || {
+                shared.appended.notify_all();
             },
         )
     }
@@ -395,14 +398,22 @@ pub(crate) fn sync_target(writer: &Writer) -> SyncTarget {
 impl TopicShared {
     /// Makes `v` visible to readers if it moves forward.
     pub(crate) fn publish(&self, v: Visible) {
-        let mut current = self.visible.lock();
-        if v.end > current.end
-            || v.tail_base > current.tail_base
-            || (v.tail_base == current.tail_base && v.tail_bytes > current.tail_bytes)
-        {
-            *current = v;
+        if self.set_visible(v) {
             self.appended.notify_all();
         }
+    }
+
+    /// Moves the visible end forward to `v` (never back); whether it moved. Readers
+    /// waiting for new records are not woken: see [`TopicShared::publish`].
+    pub(crate) fn set_visible(&self, v: Visible) -> bool {
+        let mut current = self.visible.lock();
+        let moved = v.end > current.end
+            || v.tail_base > current.tail_base
+            || (v.tail_base == current.tail_base && v.tail_bytes > current.tail_bytes);
+        if moved {
+            *current = v;
+        }
+        moved
     }
 }
 
