@@ -5,7 +5,10 @@
 //!
 //! `cargo run --release --example tamper_timing [records] [reps] [on|off]`
 use std::time::Instant;
-use trailkeep::{Durability, HeaderList, RecordFields, Store, TopicConfig};
+use trailkeep::{Durability, Store, TopicConfig};
+
+#[path = "support/bench_records.rs"]
+mod bench_records;
 
 fn main() -> trailkeep::Result<()> {
     let n: usize = std::env::args()
@@ -14,21 +17,8 @@ fn main() -> trailkeep::Result<()> {
         .unwrap_or(1_000_000);
     let reps: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(3);
     let only: Option<bool> = std::env::args().nth(3).map(|a| a == "on");
-    let values: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            let mut v = format!("{{\"gen_ai.operation.name\":\"chat\",\"gen_ai.request.model\":\"claude-sonnet-4\",\"i\":{i},\"trace\":\"{:032x}\",\"usage\":{{\"in\":{},\"out\":{}}},\"tool\":\"web_search\",\"status\":\"ok\"", i * 7919, i % 977, i % 313).into_bytes();
-            while v.len() < 263 { v.push(b' '); }
-            v.push(b'}');
-            v
-        })
-        .collect();
-    let keys: Vec<[u8; 32]> = (0..n)
-        .map(|i| {
-            let mut k = [b'0'; 32];
-            k[..8].copy_from_slice(&(i as u64 / 5).to_le_bytes());
-            k
-        })
-        .collect();
+    let values = bench_records::values(n);
+    let keys = bench_records::keys(n);
     let mut res: Vec<(bool, f64, f64)> = Vec::new();
     for rep in 0..reps {
         for te in [true, false] {
@@ -39,20 +29,7 @@ fn main() -> trailkeep::Result<()> {
             let store = Store::builder(dir.path()).durability(Durability::Buffered).open()?;
             let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;
             let t = Instant::now();
-            let mut buf = Vec::with_capacity(1000);
-            let mut i = 0;
-            while i < n {
-                let end = (i + 1000).min(n);
-                buf.clear();
-                buf.extend((i..end).map(|j| RecordFields {
-                    event_time_us: Some(1_735_689_600_000_000 + j as i64 * 1000),
-                    key: Some(&keys[j][..]),
-                    headers: HeaderList::Owned(&[]),
-                    value: &values[j],
-                }));
-                topic.append_fields(&buf)?;
-                i = end;
-            }
+            bench_records::append_batches(&topic, &values, &keys, n)?;
             let a = t.elapsed().as_secs_f64();
             drop(topic);
             store.close()?;

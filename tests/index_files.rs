@@ -17,6 +17,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 use trailkeep::{Durability, NewRecord, Offset, Store, Topic, TopicConfig};
 
+#[path = "support/files.rs"]
+mod files;
+
 const TOPIC: &str = "t";
 /// Framed index files start with these magics (FORMAT.md, "Index file header").
 const TIME_MAGIC: &[u8] = b"TKT1";
@@ -67,17 +70,7 @@ fn check_seeks(topic: &Topic, label: &str) -> Result<(), String> {
 
 /// Sealed segment logs, oldest first (the newest log is the active one).
 fn sealed_logs(root: &Path) -> Vec<PathBuf> {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(topic_dir(root))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "log")
-                && p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .collect();
-    logs.sort();
+    let mut logs = files::segment_logs(&topic_dir(root));
     logs.pop();
     logs
 }

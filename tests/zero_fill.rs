@@ -37,19 +37,7 @@ fn append(topic: &Topic, range: std::ops::Range<u64>) {
 
 /// The topic's segment logs, oldest first.
 fn logs(root: &Path) -> Vec<PathBuf> {
-    let dir = root.join("topics").join(TOPIC);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "log")
-                && p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .collect();
-    v.sort();
-    v
+    files::segment_logs(&root.join("topics").join(TOPIC))
 }
 
 /// (end of the batches, file size) of a segment log.

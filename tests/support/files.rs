@@ -1,7 +1,7 @@
 //! File helpers shared by the test crates that look at a store's files directly.
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Copies the directory tree `from` to `to` (the files of a store as they are now: with
 /// an appender open, what a crash would leave).
@@ -32,4 +32,21 @@ pub fn batches_end(log: &[u8]) -> u64 {
         pos += n;
     }
     pos as u64
+}
+
+/// The segment logs in a topic's directory (files named `<20 digits>.log`), oldest first;
+/// the newest is the active one.
+pub fn segment_logs(topic_dir: &Path) -> Vec<PathBuf> {
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(topic_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "log")
+                && p.file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    logs.sort();
+    logs
 }
