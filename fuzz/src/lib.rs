@@ -403,7 +403,11 @@ fn topic_dir(store_dir: &Path) -> PathBuf {
 }
 
 fn open_store(dir: &Path) -> Option<Store> {
-    Store::builder(dir).durability(Durability::Buffered).open().ok()
+    open_store_with(dir, Durability::Buffered)
+}
+
+fn open_store_with(dir: &Path, durability: Durability) -> Option<Store> {
+    Store::builder(dir).durability(durability).open().ok()
 }
 
 /// Everything readable from the start, by `iter` and by `scan`; checks that both agree and
@@ -485,7 +489,9 @@ fn log_files(dir: &Path) -> Vec<PathBuf> {
 /// A topic gets `batches % 6` valid appends through the API (bit 0: zstd, bit 1: 4 KiB
 /// segments so some are sealed), then the bytes are appended to the active segment
 /// (bit 2: written over it at the splice position instead; bit 3: CRCs fixed; bit 4: the
-/// active segment's index files replaced by the bytes too). Reopening and appending must
+/// active segment's index files replaced by the bytes too; bit 5: reopened under
+/// `Durability::Always`, whose appender writes zeros ahead of its records and writes each
+/// record at its position). Reopening and appending must
 /// return Ok or Err; after Ok every record reads back with dense offsets, and when the
 /// bytes were only appended, every record written before is still there.
 pub fn check_recovery(data: &[u8]) {
@@ -526,7 +532,14 @@ pub fn check_recovery(data: &[u8]) {
         fs::write(active.with_extension("index"), &garbage[..half]).expect("writing index");
         fs::write(active.with_extension("timeindex"), &garbage[half..]).expect("writing time index");
     }
-    let Some(store) = open_store(dir.path()) else { return };
+    let durability = if flags & 32 != 0 {
+        Durability::Always
+    } else {
+        Durability::Buffered
+    };
+    let Some(store) = open_store_with(dir.path(), durability) else {
+        return;
+    };
     let Ok(topic) = store.topic(TOPIC) else { return };
     // A reader looking before recovery (index files as found) must cope too.
     if let Ok(records) = read_all(&topic) {
@@ -553,7 +566,7 @@ pub fn check_recovery(data: &[u8]) {
     check_seek_time(&topic, &records, &time_probes(&records));
     // What recovery left on disk (truncated log, rebuilt indexes) reopens to the same records.
     let _ = store.close();
-    let store = open_store(dir.path()).expect("reopening");
+    let store = open_store_with(dir.path(), durability).expect("reopening");
     let topic = store.topic(TOPIC).expect("the topic is still there");
     let again = read_all(&topic).expect("reading after reopen");
     assert_eq!(again, records, "reopen shows other records");
