@@ -101,6 +101,7 @@ fn sealed_segments_of_an_always_appender_end_with_their_last_batch() {
     }
     let (end, len) = ends(files.last().unwrap());
     assert!(len > end, "the active segment has no zeros ahead ({len} bytes)");
+    assert!(len <= 4096, "zeros written past the segment size bound: {len} bytes");
 
     let reader_store = Store::open(dir.path()).unwrap();
     let reader = reader_store.topic(TOPIC).unwrap();

@@ -220,6 +220,7 @@ impl Topic {
             time_buf: Vec::new(),
             last_batch: None,
             deferred: shared.durability == Durability::Always,
+            segment_bytes: shared.config.segment_bytes,
             _lock: lock,
         })
     }

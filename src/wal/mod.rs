@@ -106,16 +106,25 @@ impl ActiveFile {
     ///   writes and an fdatasync each: 147 µs → 90 µs (p50). The zeros after the last
     ///   batch are cut off when the segment is sealed or closed, and by recovery after a
     ///   crash (FORMAT.md, "Active segment").
-    fn reserve(&mut self, end: u64, zeros: bool) {
+    ///
+    /// Nothing is reserved past `limit` (the segment's size bound) beyond what `end` needs:
+    /// a topic of small segments does not write a MiB of zeros for each.
+    fn reserve(&mut self, end: u64, zeros: bool, limit: u64) {
         if end <= self.reserved {
             return;
         }
+        if limit <= self.reserved {
+            // Past the bound (a first batch larger than it): the write extends the file.
+            self.reserved = end;
+            return;
+        }
+        let ahead = |chunk: u64| (end - self.reserved).max(chunk.min(limit - self.reserved));
         let result = if zeros {
-            let len = (end - self.reserved).max(ZERO_FILL_BYTES);
+            let len = ahead(ZERO_FILL_BYTES);
             let filled = self.filled_zeros(len);
             filled.map(|()| len)
         } else {
-            let len = (end - self.reserved).max(PREALLOCATE_BYTES);
+            let len = ahead(PREALLOCATE_BYTES);
             rustix::fs::fallocate(&*self.log, rustix::fs::FallocateFlags::KEEP_SIZE, self.reserved, len)
                 .map(|()| len)
                 .map_err(std::io::Error::from)
@@ -178,6 +187,8 @@ pub(crate) struct Writer {
     /// for every waiting appender), and space ahead is written with zeros
     /// ([`ActiveFile::reserve`]); otherwise each append writes at once.
     pub deferred: bool,
+    /// The topic's segment size bound: no space is reserved past it.
+    pub segment_bytes: u64,
     pub payload: Vec<u8>,
     pub index_buf: Vec<u8>,
     pub time_buf: Vec<u8>,
@@ -261,8 +272,11 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.active
-            .reserve(self.active.bytes + self.buf.len() as u64, self.deferred);
+        self.active.reserve(
+            self.active.bytes + self.buf.len() as u64,
+            self.deferred,
+            self.segment_bytes,
+        );
         let path = &self.active.path;
         // Positional: with zeros written ahead, the file's end is not the log's end.
         self.active
