@@ -2,6 +2,8 @@
 //! event time; batches of 1,000), tamper evidence on and off alternating in one run;
 //! prints each run and the medians with close counted (what `trailkeep bench` compares).
 //! Used to compare builds side by side (copy the binary of each, run them in turns).
+//! On Linux each run also splits the appender's time: on a CPU, waiting for one, blocked
+//! (`/proc/thread-self/schedstat`).
 //!
 //! `cargo run --release --example tamper_timing [records] [reps] [on|off]`
 use std::time::Instant;
@@ -28,15 +30,26 @@ fn main() -> trailkeep::Result<()> {
             let dir = tempfile::tempdir_in("/tmp").unwrap();
             let store = Store::builder(dir.path()).durability(Durability::Buffered).open()?;
             let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;
+            let sched = schedstat();
             let t = Instant::now();
             bench_records::append_batches(&topic, &values, &keys, n)?;
             let a = t.elapsed().as_secs_f64();
+            let split = sched.zip(schedstat()).map(|((c0, q0), (c1, q1))| {
+                let (cpu, queued) = (c1 - c0, q1 - q0);
+                format!(
+                    " [on a CPU {:.1} ms, waiting for one {:.1} ms, blocked {:.1} ms]",
+                    cpu * 1e3,
+                    queued * 1e3,
+                    (a - cpu - queued).max(0.0) * 1e3
+                )
+            });
             drop(topic);
             store.close()?;
             let c = t.elapsed().as_secs_f64();
             println!(
-                "rep {rep} te={te}: append {:.2} M/s, +close {:.2} M/s",
+                "rep {rep} te={te}: append {:.2} M/s{}, +close {:.2} M/s",
                 n as f64 / a / 1e6,
+                split.unwrap_or_default(),
                 n as f64 / c / 1e6
             );
             res.push((te, a, c));
@@ -55,4 +68,11 @@ fn main() -> trailkeep::Result<()> {
         off / on
     );
     Ok(())
+}
+
+/// This thread's time on a CPU and waiting in a run queue, in seconds (Linux only).
+fn schedstat() -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    Some((fields.next()?? / 1e9, fields.next()?? / 1e9))
 }
