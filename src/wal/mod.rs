@@ -105,7 +105,7 @@ impl ActiveFile {
     ///   the inode too. Measured on this project's machine (ext4, virtual disk), 8 KiB
     ///   writes and an fdatasync each: 147 µs → 90 µs (p50). The zeros after the last
     ///   batch are cut off when the segment is sealed or closed, and by recovery after a
-    ///   crash (FORMAT.md, "Active segment").
+    ///   crash (FORMAT.md, "Segment").
     ///
     /// Nothing is reserved past `limit` (the segment's size bound) beyond what `end` needs:
     /// a topic of small segments does not write a MiB of zeros for each.

@@ -3,8 +3,9 @@
 //! The log is the only truth: the active segment is walked batch by batch with full
 //! checks; a torn tail (a batch cut short, or a tail of zeros, with nothing valid after
 //! it) is truncated and reported (zeros alone, which an appender under
-//! `Durability::Always` writes ahead of its records, quietly); bad bytes *followed by* valid batches are corruption in
-//! the middle of the log and stop the open with an error naming file and byte.
+//! `Durability::Always` writes ahead of its records, quietly); bad bytes *followed by*
+//! valid batches are corruption in the middle of the log and stop the open with an error
+//! naming file and byte.
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
