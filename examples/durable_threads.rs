@@ -16,6 +16,7 @@ fn main() -> trailkeep::Result<()> {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path())?;
         let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;
+        topic.recover()?;
         let t = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|_| {
