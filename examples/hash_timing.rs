@@ -10,26 +10,22 @@ use std::time::{Duration, Instant};
 use trailkeep::audit::{self, batch::LevelScratch, Frontier, Hash, LeafBatch};
 use trailkeep::{Durability, NewRecord, Offset, Store, TopicConfig};
 
+#[path = "support/thread_time.rs"]
+mod thread_time;
+
 fn median(mut runs: Vec<Duration>) -> Duration {
     runs.sort();
     runs[runs.len() / 2]
-}
-
-/// This thread's CPU time (Linux `/proc/thread-self/schedstat`): on a shared machine it
-/// moves far less than wall time, which also counts waiting for a core.
-fn thread_cpu() -> Option<Duration> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    Some(Duration::from_nanos(text.split_whitespace().next()?.parse().ok()?))
 }
 
 /// Median of 3 runs of `f`, by CPU time where the platform tells it (else wall time).
 fn time(label: &str, n: usize, mut f: impl FnMut()) -> Duration {
     let (mut walls, mut cpus) = (Vec::new(), Vec::new());
     for _ in 0..3 {
-        let (t, c) = (Instant::now(), thread_cpu());
+        let (t, c) = (Instant::now(), thread_time::schedstat().map(|(cpu, _)| cpu));
         f();
         walls.push(t.elapsed());
-        cpus.push(c.zip(thread_cpu()).map(|(a, b)| b - a));
+        cpus.push(c.zip(thread_time::schedstat().map(|(cpu, _)| cpu)).map(|(a, b)| b - a));
     }
     let wall = median(walls);
     let cpu = cpus.into_iter().collect::<Option<Vec<_>>>().map(median);

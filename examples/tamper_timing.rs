@@ -11,6 +11,8 @@ use trailkeep::{Durability, Store, TopicConfig};
 
 #[path = "support/bench_records.rs"]
 mod bench_records;
+#[path = "support/thread_time.rs"]
+mod thread_time;
 
 fn main() -> trailkeep::Result<()> {
     let n: usize = std::env::args()
@@ -33,12 +35,12 @@ fn main() -> trailkeep::Result<()> {
             // The append lock, recovery and tamper evidence's files, outside the timing
             // (as `trailkeep bench` does).
             topic.recover()?;
-            let sched = schedstat();
+            let sched = thread_time::schedstat();
             let t = Instant::now();
             bench_records::append_batches(&topic, &values, &keys, n)?;
             let a = t.elapsed().as_secs_f64();
-            let split = sched.zip(schedstat()).map(|((c0, q0), (c1, q1))| {
-                let (cpu, queued) = (c1 - c0, q1 - q0);
+            let split = sched.zip(thread_time::schedstat()).map(|((c0, q0), (c1, q1))| {
+                let (cpu, queued) = ((c1 - c0).as_secs_f64(), (q1 - q0).as_secs_f64());
                 format!(
                     " [on a CPU {:.1} ms, waiting for one {:.1} ms, blocked {:.1} ms]",
                     cpu * 1e3,
@@ -71,11 +73,4 @@ fn main() -> trailkeep::Result<()> {
         off / on
     );
     Ok(())
-}
-
-/// This thread's time on a CPU and waiting in a run queue, in seconds (Linux only).
-fn schedstat() -> Option<(f64, f64)> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
-    Some((fields.next()?? / 1e9, fields.next()?? / 1e9))
 }

@@ -332,10 +332,7 @@ fn logs(dir: &Path) -> Vec<(u64, u64)> {
             let e = e.unwrap();
             let name = e.file_name().into_string().ok()?;
             let stem = name.strip_suffix(".log")?;
-            Some((
-                stem.parse().ok()?,
-                files::batches_end(&std::fs::read(e.path()).unwrap()),
-            ))
+            Some((stem.parse().ok()?, files::batches_end(&e.path())))
         })
         .collect();
     v.sort_unstable();

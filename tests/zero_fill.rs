@@ -42,19 +42,25 @@ fn logs(root: &Path) -> Vec<PathBuf> {
 
 /// (end of the batches, file size) of a segment log.
 fn ends(log: &Path) -> (usize, usize) {
-    let bytes = std::fs::read(log).unwrap();
-    (files::batches_end(&bytes) as usize, bytes.len())
+    let len = std::fs::metadata(log).unwrap().len();
+    (files::batches_end(log) as usize, len as usize)
+}
+
+/// A store in `dir` (durability `Always`, the default) with the topic, after `n` appends.
+fn always_topic(dir: &Path, config: TopicConfig, n: u64) -> (Store, Topic) {
+    let store = Store::open(dir).unwrap();
+    let topic = store.create_topic(TOPIC, config).unwrap();
+    append(&topic, 0..n);
+    (store, topic)
 }
 
 #[test]
 fn an_always_appender_writes_zeros_ahead_and_readers_see_only_the_records() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let topic = store.create_topic(TOPIC, TopicConfig::default()).unwrap();
-    append(&topic, 0..50);
+    let (store, topic) = always_topic(dir.path(), TopicConfig::default(), 50);
     let active = logs(dir.path()).pop().unwrap();
     let bytes = std::fs::read(&active).unwrap();
-    let end = files::batches_end(&bytes) as usize;
+    let end = files::batches_end(&active) as usize;
     assert!(end > 50 * 40, "50 batches end at byte {end}");
     assert!(
         bytes.len() >= 1 << 20,
@@ -88,11 +94,7 @@ fn an_always_appender_writes_zeros_ahead_and_readers_see_only_the_records() {
 #[test]
 fn sealed_segments_of_an_always_appender_end_with_their_last_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let topic = store
-        .create_topic(TOPIC, TopicConfig::default().segment_bytes(4096))
-        .unwrap();
-    append(&topic, 0..300);
+    let (store, topic) = always_topic(dir.path(), TopicConfig::default().segment_bytes(4096), 300);
     let files = logs(dir.path());
     assert!(files.len() > 5, "300 records made only {} segments", files.len());
     for log in &files[..files.len() - 1] {
@@ -119,9 +121,7 @@ fn sealed_segments_of_an_always_appender_end_with_their_last_batch() {
 #[test]
 fn after_a_crash_recovery_cuts_the_zeros_quietly_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let topic = store.create_topic(TOPIC, TopicConfig::default()).unwrap();
-    append(&topic, 0..30);
+    let (store, topic) = always_topic(dir.path(), TopicConfig::default(), 30);
     // The files as a crash leaves them: every acknowledged record synced, zeros after.
     let crashed = tempfile::tempdir().unwrap();
     files::copy_dir(dir.path(), crashed.path());

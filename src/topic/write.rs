@@ -103,11 +103,7 @@ impl Topic {
             first: written.first,
             count: written.end.0 - written.first.0,
         };
-        let visible = Visible {
-            tail_base: writer.active.base,
-            end: writer.next_offset,
-            tail_bytes: writer.active.bytes,
-        };
+        let visible = written_visible(writer);
         drop(guard);
         if shared.durability == Durability::Always {
             self.sync_through(written.end)?;
@@ -303,12 +299,11 @@ impl Topic {
             shared.wait_for_oldest_seal()?;
             super::seal::seal_in_background(shared);
         }
-        shared.publish(Visible {
+        shared.publish_durable(Visible {
             tail_base: writer.next_offset,
             end: writer.next_offset,
             tail_bytes: 0,
         });
-        shared.commit.mark_synced(writer.next_offset);
         self.apply_retention_locked()?;
         Ok(())
     }
@@ -336,18 +331,16 @@ impl Topic {
                     .sync_data()
                     .context(|| format!("syncing {}", path.display()))
             });
-        if let Err(e) = &result {
-            self.shared.commit.poison(e.to_string());
-        }
-        let v = sync_target(&writer);
-        self.shared.publish(Visible {
-            tail_base: v.base,
-            end: v.end,
-            tail_bytes: v.bytes,
-        });
-        if result.is_ok() {
-            self.shared.commit.mark_synced(writer.next_offset);
-            self.write_tail_index(&writer);
+        let visible = written_visible(&writer);
+        match &result {
+            Ok(()) => {
+                self.shared.publish_durable(visible);
+                self.write_tail_index(&writer);
+            }
+            Err(e) => {
+                self.shared.commit.poison(e.to_string());
+                self.shared.publish(visible);
+            }
         }
         result.and(evidence)
     }
@@ -386,6 +379,15 @@ impl Topic {
     }
 }
 
+/// Everything `writer` has written (its active segment up to its end), as readers see it.
+fn written_visible(writer: &Writer) -> Visible {
+    Visible {
+        tail_base: writer.active.base,
+        end: writer.next_offset,
+        tail_bytes: writer.active.bytes,
+    }
+}
+
 pub(crate) fn sync_target(writer: &Writer) -> SyncTarget {
     SyncTarget {
         log: Arc::clone(&writer.active.log),
@@ -402,6 +404,14 @@ impl TopicShared {
         if self.set_visible(v) {
             self.appended.notify_all();
         }
+    }
+
+    /// Publishes `v` after a sync made everything below its end durable, then tells the
+    /// group commit: in that order, so that an appender told its record is durable can
+    /// read it at once.
+    pub(crate) fn publish_durable(&self, v: Visible) {
+        self.publish(v);
+        self.commit.mark_synced(v.end);
     }
 
     /// Moves the visible end forward to `v` (never back); whether it moved. Readers

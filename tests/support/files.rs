@@ -18,20 +18,21 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The end of the whole batches at the start of a segment log, by their headers'
-/// lengths (FORMAT.md, "Batch": magic "TKB1", then `batch_bytes`). Not the file's size:
-/// under `Durability::Always` the active segment goes on past its last batch with zeros
-/// written ahead (FORMAT.md, "Segment").
-pub fn batches_end(log: &[u8]) -> u64 {
-    let mut pos = 0usize;
-    while log.len() >= pos + 40 && &log[pos..pos + 4] == b"TKB1" {
-        let n = u32::from_le_bytes(log[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        if n < 40 || pos + n > log.len() {
-            break;
-        }
-        pos += n;
-    }
-    pos as u64
+/// The end of the whole, valid batches at the start of the segment log at `path` (the
+/// engine's own walk, `segment::scan_batches`). Not the file's size: under
+/// `Durability::Always` the active segment goes on past its last batch with zeros written
+/// ahead (FORMAT.md, "Segment").
+pub fn batches_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    trailkeep::segment::scan_batches(&bytes, segment_base(path), path, true)
+        .unwrap()
+        .valid_bytes
+}
+
+/// The base offset a segment log's name gives.
+fn segment_base(path: &Path) -> trailkeep::Offset {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap();
+    trailkeep::segment::parse_file_name(name, "log").unwrap()
 }
 
 /// The segment logs in a topic's directory (files named `<20 digits>.log`), oldest first;
@@ -41,10 +42,9 @@ pub fn segment_logs(topic_dir: &Path) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            p.extension().is_some_and(|e| e == "log")
-                && p.file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| trailkeep::segment::parse_file_name(n, "log").is_some())
         })
         .collect();
     logs.sort();
