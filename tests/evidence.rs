@@ -104,10 +104,24 @@ fn new_record(i: u64) -> NewRecord {
 }
 
 /// Appends records `range` one per call (one single-record batch each).
+/// Appends records `range`, each in a later microsecond than the one before, so every
+/// batch's append time is above the previous one (the tampering test moves one back by
+/// a microsecond; on a fast machine two appends can share one).
 fn append_range(topic: &Topic, range: Range<u64>) {
     for i in range {
+        let before = micros_now();
+        while micros_now() == before {
+            std::hint::spin_loop();
+        }
         assert_eq!(topic.append(&new_record(i)).unwrap(), Offset(i));
     }
+}
+
+fn micros_now() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
 }
 
 fn read_all(topic: &Topic) -> Vec<Record> {
@@ -470,8 +484,8 @@ fn changed_value_key_or_time_with_fixed_crc_is_named_by_offset_in_sealed_and_act
             let key = key.filter(|k| !k.is_empty()).expect("record has a key");
             bytes[key.start] ^= 0x20;
         } else {
-            // One microsecond earlier: still not before the previous batch (appends are
-            // microseconds apart at least), so the log stays well formed.
+            // One microsecond earlier: still not before the previous batch (`append_range`
+            // appends each in a later microsecond), so the log stays well formed.
             let ts = u64_at(&bytes, b.pos + 32);
             let prev = if i > 0 { u64_at(&bytes, list[i - 1].pos + 32) } else { 0 };
             assert!(ts > prev, "{what}: timestamps {prev} {ts}");

@@ -20,6 +20,7 @@ use crate::audit::batch::{extend_frontier, LevelScratch};
 use crate::audit::merkle::{Frontier, Hash, HASH_BYTES, TREE_HEIGHT_MAX, TREE_SIZE_MAX};
 use crate::audit::proof::{self, NodeSource};
 use crate::audit::{AuditError, Result};
+use crate::fsutil::WritebackKicker;
 
 /// Node hashes, in post-order.
 pub const TREE_FILE_NAME: &str = "merkle.tree";
@@ -72,6 +73,7 @@ pub struct TreeFile {
     poisoned: bool,
     /// Entries at the last writeback kick.
     kicked_entries: u64,
+    kicker: WritebackKicker,
 }
 
 /// What one valid meta slot says.
@@ -105,6 +107,7 @@ impl TreeFile {
             .map_err(|e| AuditError::io(&meta_path, e))?;
         let point = read_sync_point(&meta);
         let mut file = TreeFile {
+            kicker: WritebackKicker::new(&tree_path),
             tree_path,
             meta_path,
             writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, tree),
@@ -274,8 +277,8 @@ impl TreeFile {
         Ok(())
     }
 
-    /// Starts writing the hashes appended since the last kick to disk without waiting
-    /// (`POSIX_FADV_DONTNEED` starts writeback of dirty pages and drops only clean
+    /// Starts writing the hashes appended since the last kick to disk, on the kicker's
+    /// thread (`POSIX_FADV_DONTNEED` starts writeback of dirty pages and drops only clean
     /// ones), so that the fdatasync of the next [`TreeFile::sync`] finds little left:
     /// under a bulk load the tree grows by 64 bytes a record, and writing it all at a
     /// checkpoint was most of a close. The tree's own reads (proofs) are rare.
@@ -283,11 +286,8 @@ impl TreeFile {
         let flushed = self.writer.flush();
         self.poison_on_error(flushed)?;
         let from = HEADER_BYTES + self.kicked_entries * HASH_WIDTH;
-        let len = std::num::NonZeroU64::new((self.entries - self.kicked_entries) * HASH_WIDTH);
-        // Advice only: a failure changes nothing the next sync does not recheck.
-        if let Err(e) = rustix::fs::fadvise(self.writer.get_ref(), from, len, rustix::fs::Advice::DontNeed) {
-            tracing::debug!(path = %self.tree_path.display(), error = %e, "tree writeback advice failed");
-        }
+        let len = (self.entries - self.kicked_entries) * HASH_WIDTH;
+        self.kicker.kick(self.writer.get_ref(), from, len);
         self.kicked_entries = self.entries;
         Ok(())
     }

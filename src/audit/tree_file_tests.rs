@@ -246,3 +246,25 @@ fn meta_vouching_for_less_than_the_file_holds_wins() {
     assert_eq!(tree.size(), 100);
     assert_eq!(tree.root(), memory(100).root());
 }
+
+#[test]
+fn a_tree_that_kicks_writeback_on_its_own_thread_reopens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200,000 leaves: ~12.8 MB of hashes, three writeback kicks of 4 MiB.
+    let n = 200_000;
+    let mut tree = TreeFile::open(dir.path()).unwrap();
+    for from in (0..n).step_by(10_000) {
+        fill(&mut tree, from, from + 10_000);
+    }
+    let kicked = (tree.kicked_entries * HASH_WIDTH) / WRITEBACK_KICK_BYTES;
+    assert!(kicked >= 2, "hashes covered by kicks: {} entries", tree.kicked_entries);
+    let Some(thread) = tree.kicker.thread() else {
+        panic!("the kicks ran without a writeback thread");
+    };
+    assert_eq!(thread.name(), Some("trailkeep-writeback"));
+    tree.sync().unwrap();
+    drop(tree);
+    let reopened = TreeFile::open(dir.path()).unwrap();
+    assert_eq!(reopened.size(), n);
+    assert_eq!(reopened.root(), memory(n).root());
+}
