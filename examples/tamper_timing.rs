@@ -5,6 +5,10 @@
 //! On Linux each run also splits the appender's time: on a CPU, waiting for one, blocked
 //! (`/proc/thread-self/schedstat`).
 //!
+//! Before each run a scratch file of 1 KiB a record is written and deleted, as
+//! `trailkeep bench` does (see `settle_and_warm` in src/bench/mod.rs: on these VMs
+//! page-cache writes into memory not used lately are several times slower).
+//!
 //! `cargo run --release --example tamper_timing [records] [reps] [on|off]`
 use std::time::Instant;
 use trailkeep::{Durability, Store, TopicConfig};
@@ -29,6 +33,7 @@ fn main() -> trailkeep::Result<()> {
             if only.is_some_and(|o| o != te) {
                 continue;
             }
+            warm_page_cache(n << 10);
             let dir = tempfile::tempdir_in("/tmp").unwrap();
             let store = Store::builder(dir.path()).durability(Durability::Buffered).open()?;
             let topic = store.create_topic("t", TopicConfig::default().tamper_evidence(te))?;
@@ -73,4 +78,13 @@ fn main() -> trailkeep::Result<()> {
         off / on
     );
     Ok(())
+}
+
+/// Writes `bytes` to a scratch file and deletes it (never written back).
+fn warm_page_cache(bytes: usize) {
+    let mut file = tempfile::tempfile_in("/tmp").unwrap();
+    let chunk = vec![1u8; 1 << 20];
+    for _ in 0..bytes.div_ceil(chunk.len()) {
+        std::io::Write::write_all(&mut file, &chunk).unwrap();
+    }
 }

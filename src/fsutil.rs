@@ -129,6 +129,7 @@ impl WritebackKicker {
     }
 
     /// The thread kicks run on, once one started.
+    #[cfg(test)]
     pub fn thread(&self) -> Option<&std::thread::Thread> {
         self.thread.as_ref().map(|(_, handle)| handle.thread())
     }

@@ -1387,3 +1387,41 @@ fn checkpoints_while_another_thread_appends_cover_what_came_before() {
     let report = verify_dir(dir.path(), Some((&last, &verifier))).unwrap();
     assert_eq!(report.tree_size, appended);
 }
+
+#[test]
+fn checkpoints_signed_while_the_tree_thread_keeps_hashing_cover_exactly_their_size() {
+    // Appends arrive all along (1,000 records every millisecond for 1.5 s) into 4 KiB segments,
+    // so a checkpoint's log sync has segments to seal first and takes a while, and the
+    // tree thread has new records to hash meanwhile: every checkpoint must still hold
+    // the root of exactly its own size.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let topic = store.create_topic(T, small().checkpoint_every_records(1)).unwrap();
+    let v = v_of(&store);
+    let started = Instant::now();
+    let mut next = 0u64;
+    while started.elapsed() < Duration::from_millis(1500) {
+        let batch: Vec<NewRecord> = (next..next + 1000).map(new_record).collect();
+        topic.append_batch(&batch).unwrap();
+        next += 1000;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let records = read_all(&topic);
+    let all = leaves(&records);
+    let signed = topic.latest_checkpoint().unwrap().unwrap();
+    let cp = parse_cp(&signed, &v);
+    assert_eq!(
+        cp.root,
+        mth(&all[..cp.size as usize]),
+        "latest checkpoint at {}",
+        cp.size
+    );
+    store.close().unwrap();
+    let report = verify_dir(dir.path(), None).unwrap();
+    assert_eq!((report.records, report.tree_size), (next, next));
+    assert!(
+        report.checkpoints >= 4,
+        "checkpoints signed during 1.5 s of appends: {}",
+        report.checkpoints
+    );
+}

@@ -36,7 +36,7 @@ pub use note::{sign_note, verify_note, NoteSigner, NoteVerifier};
 pub use proof::{
     consistency_proof, inclusion_proof, verify_consistency, verify_inclusion, MemoryTree, NodeSource, ProofBundle,
 };
-pub use tree_file::TreeFile;
+pub use tree_file::{SyncTicket, TreeFile};
 
 use std::path::PathBuf;
 

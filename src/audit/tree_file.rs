@@ -76,6 +76,26 @@ pub struct TreeFile {
     kicker: WritebackKicker,
 }
 
+/// A sync of the tree as it was at [`TreeFile::begin_sync`], to wait for on any thread.
+#[derive(Debug)]
+pub struct SyncTicket {
+    file: File,
+    /// Leaves covered.
+    pub size: u64,
+    /// The root of those leaves.
+    pub root: Hash,
+}
+
+impl SyncTicket {
+    /// Makes the covered hashes durable (an fdatasync of the tree file).
+    ///
+    /// # Errors
+    /// The fdatasync's.
+    pub fn wait(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
 /// What one valid meta slot says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct SyncPoint {
@@ -299,13 +319,49 @@ impl TreeFile {
     /// # Errors
     /// [`AuditError::Poisoned`]; I/O errors (the file is poisoned then).
     pub fn sync(&mut self) -> Result<()> {
+        let ticket = self.begin_sync()?;
+        let synced = ticket.wait();
+        self.finish_sync(ticket, synced)
+    }
+
+    /// The first step of a sync that another thread waits for while this one goes on
+    /// appending: hands out every appended hash to the file and returns a ticket for the
+    /// tree as it is now (its size and root, and a handle of the file to fdatasync).
+    /// [`SyncTicket::wait`] syncs, on any thread; [`TreeFile::finish_sync`] then records
+    /// the ticket's size in the meta file. Leaves appended meanwhile are not covered.
+    ///
+    /// # Errors
+    /// [`AuditError::Poisoned`]; I/O errors (the file is poisoned then).
+    pub fn begin_sync(&mut self) -> Result<SyncTicket> {
         self.check_poisoned()?;
-        let flushed = self.writer.flush().and_then(|()| self.writer.get_ref().sync_data());
+        let flushed = self.writer.flush();
         self.poison_on_error(flushed)?;
-        let point = SyncPoint {
-            seq: self.meta_seq + 1,
+        // A handle that cannot be opened (too many files) leaves the tree as it was.
+        let file = self
+            .writer
+            .get_ref()
+            .try_clone()
+            .map_err(|e| AuditError::io(&self.tree_path, e))?;
+        Ok(SyncTicket {
+            file,
             size: self.size(),
             root: self.root(),
+        })
+    }
+
+    /// Records `ticket`'s size and root in the next meta slot once `synced` (what
+    /// [`SyncTicket::wait`] returned) says its hashes are durable.
+    ///
+    /// # Errors
+    /// [`AuditError::Poisoned`]; the sync's error or the meta write's (the file is
+    /// poisoned then).
+    pub fn finish_sync(&mut self, ticket: SyncTicket, synced: std::io::Result<()>) -> Result<()> {
+        self.check_poisoned()?;
+        self.poison_on_error(synced)?;
+        let point = SyncPoint {
+            seq: self.meta_seq + 1,
+            size: ticket.size,
+            root: ticket.root,
         };
         let written = write_sync_point(&self.meta, &point);
         let result = written.map_err(|e| AuditError::io(&self.meta_path, e));

@@ -163,7 +163,7 @@ fn settle() {
 }
 
 /// Bytes [`settle_and_warm`] writes per record of the run that follows.
-const WARM_BYTES_PER_RECORD: usize = 512;
+const WARM_BYTES_PER_RECORD: usize = 1024;
 
 /// [`settle`], then writes `bytes` to a scratch file and deletes it (never written back:
 /// it goes before any writeback starts), for a run that fills the page cache.
