@@ -91,7 +91,8 @@ pub fn try_lock_briefly(file: &std::fs::File) -> std::result::Result<(), std::fs
 /// sealed segment was being synced, and the tree thread stopped hashing for as long.
 ///
 /// Ranges handed over while the thread is busy are merged into one call. Dropping the
-/// kicker waits for the call in progress (the file is not left with a thread using it).
+/// kicker waits for the call in progress and the queued ones (merged into one), so no
+/// thread goes on using the file.
 #[derive(Debug)]
 pub struct WritebackKicker {
     path: PathBuf,
@@ -112,8 +113,8 @@ impl WritebackKicker {
     }
 
     /// Starts writeback of `len` bytes at `from` of `file` (the file at the kicker's
-    /// path) without waiting. Advice only: a failure is logged at debug level and changes nothing a
-    /// later sync does not do anyway.
+    /// path) without waiting. Advice only: a failure is logged at debug level and changes
+    /// nothing a later sync does not do anyway.
     pub fn kick(&mut self, file: &File, from: u64, len: u64) {
         if len == 0 {
             return;

@@ -325,7 +325,7 @@ impl TreeFile {
     }
 
     /// The first step of a sync that another thread waits for while this one goes on
-    /// appending: hands out every appended hash to the file and returns a ticket for the
+    /// appending: writes every buffered hash to the file and returns a ticket for the
     /// tree as it is now (its size and root, and a handle of the file to fdatasync).
     /// [`SyncTicket::wait`] syncs, on any thread; [`TreeFile::finish_sync`] then records
     /// the ticket's size in the meta file. Leaves appended meanwhile are not covered.

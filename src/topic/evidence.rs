@@ -293,9 +293,9 @@ impl Topic {
     }
 
     /// Signs a checkpoint of the tree as it is, hashing new records while the log and
-    /// the tree sync for it (the tree thread's checkpoints: a sync takes 5–25 ms here
-    /// under a bulk load, and more when it has to seal a segment first, and the tree
-    /// thread is the slower of the appender and it).
+    /// the tree sync for it (the tree thread's own checkpoints: under a bulk load the
+    /// syncs take 5–25 ms, more when a segment must be sealed first, and the tree
+    /// thread, not the appender, is the one behind).
     fn checkpoint_hashing_meanwhile(&self, evidence: &mut Evidence) -> Result<()> {
         let synced = AtomicBool::new(false);
         let hash_until_synced = |evidence: &mut Evidence| {
