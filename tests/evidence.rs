@@ -103,10 +103,10 @@ fn new_record(i: u64) -> NewRecord {
     r
 }
 
-/// Appends records `range` one per call (one single-record batch each).
-/// Appends records `range`, each in a later microsecond than the one before, so every
-/// batch's append time is above the previous one (the tampering test moves one back by
-/// a microsecond; on a fast machine two appends can share one).
+/// Appends records `range` one per call (one single-record batch each), each in a later
+/// microsecond than the one before, so every batch's append time is above the previous
+/// one (the tampering test moves one back by a microsecond; on a fast machine two appends
+/// can share one).
 fn append_range(topic: &Topic, range: Range<u64>) {
     for i in range {
         let before = micros_now();

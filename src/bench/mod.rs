@@ -179,8 +179,8 @@ const WARM_BYTES_PER_RECORD: usize = 1024;
 /// for the run's own page cache: the same figures now vary by ±1–6%.
 fn settle_and_warm(root: &Path, bytes: usize) {
     settle();
-    let path = root.join("warm.tmp");
-    if let Ok(mut f) = std::fs::File::create(&path) {
+    // An unnamed file: it is gone when dropped. A failure only leaves the run unwarmed.
+    if let Ok(mut f) = tempfile::tempfile_in(root) {
         let chunk = vec![1u8; 1 << 20];
         for _ in 0..bytes.div_ceil(chunk.len()) {
             if std::io::Write::write_all(&mut f, &chunk).is_err() {
@@ -188,7 +188,6 @@ fn settle_and_warm(root: &Path, bytes: usize) {
             }
         }
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 fn remove(dir: &Path) {

@@ -82,7 +82,10 @@ pub(crate) enum Unit {
 
 impl Unit {
     pub(crate) fn higher_is_better(self) -> bool {
-        matches!(self, Unit::RecPerSec | Unit::OpsPerSec)
+        match self {
+            Unit::RecPerSec | Unit::OpsPerSec => true,
+            Unit::Seconds | Unit::Bytes | Unit::KiB => false,
+        }
     }
 
     pub(crate) fn format(self, v: f64) -> String {

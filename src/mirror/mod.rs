@@ -75,8 +75,11 @@ pub enum MirrorError {
 
 impl MirrorError {
     fn is_fatal(&self) -> bool {
-        matches!(self, MirrorError::Kafka { code, .. } if FATAL_CODES.contains(code))
-            || matches!(self, MirrorError::Store(_))
+        match self {
+            MirrorError::Kafka { code, .. } => FATAL_CODES.contains(code),
+            MirrorError::Store(_) => true,
+            MirrorError::Io { .. } | MirrorError::Remote(_) => false,
+        }
     }
 }
 

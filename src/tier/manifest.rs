@@ -87,7 +87,10 @@ impl SegmentEntry {
     }
     /// True when the bucket holds a verified copy.
     pub fn in_bucket(&self) -> bool {
-        matches!(self.state, SegmentState::Uploaded | SegmentState::Evicted)
+        match self.state {
+            SegmentState::Uploaded | SegmentState::Evicted => true,
+            SegmentState::Uploading | SegmentState::Deleting => false,
+        }
     }
 }
 

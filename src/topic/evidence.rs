@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::audit::{self, Checkpoint, Hash, LeafBatch, NoteSigner, NoteVerifier, TreeFile};
+use crate::audit::{self, Checkpoint, Hash, LeafBatch, NoteSigner, NoteVerifier, SyncTicket, TreeFile};
 use crate::error::IoContext;
 use crate::record::{HeaderList, RecordRef};
 use crate::topic::{Topic, TopicShared};
@@ -289,55 +289,71 @@ impl Topic {
     /// promise "everything appended" call [`Topic::hash_visible`] first); returns its
     /// text.
     pub(crate) fn checkpoint_now(&self, evidence: &mut Evidence) -> Result<String> {
-        self.checkpoint_with(evidence, &AtomicBool::new(false), |_| Ok(()))
+        let ticket = evidence.tree.begin_sync().map_err(audit_err)?;
+        let syncs = self.sync_for_checkpoint(&ticket);
+        let (size, root) = self.record_synced(evidence, ticket, syncs)?;
+        self.sign_checkpoint(evidence, size, root)
     }
 
     /// Signs a checkpoint of the tree as it is, hashing new records while the log and
     /// the tree sync for it (the tree thread's own checkpoints: under a bulk load the
     /// syncs take 5–25 ms, more when a segment must be sealed first, and the tree
-    /// thread, not the appender, is the one behind).
+    /// thread, not the appender, is the one behind). Leaves hashed meanwhile are not
+    /// covered by this checkpoint.
     fn checkpoint_hashing_meanwhile(&self, evidence: &mut Evidence) -> Result<()> {
-        let synced = AtomicBool::new(false);
-        let hash_until_synced = |evidence: &mut Evidence| {
-            // Until the syncs are done, or nothing visible is left to hash.
-            while !synced.load(Ordering::Acquire) {
-                if self.hash_pass(evidence, u64::MAX)? == 0 {
-                    break;
-                }
-            }
-            Ok(())
-        };
-        self.checkpoint_with(evidence, &synced, hash_until_synced).map(|_| ())
-    }
-
-    /// Signs a checkpoint of the tree as it is now once the log up to its size and the
-    /// tree are durable (the two sync side by side: the device overlaps them). `meanwhile`
-    /// runs on this thread during the syncs; `synced` is set when they are done. Leaves
-    /// `meanwhile` appends are not covered by this checkpoint.
-    fn checkpoint_with(
-        &self,
-        evidence: &mut Evidence,
-        synced: &AtomicBool,
-        meanwhile: impl FnOnce(&mut Evidence) -> Result<()>,
-    ) -> Result<String> {
         let ticket = evidence.tree.begin_sync().map_err(audit_err)?;
-        let (size, root) = (ticket.size, ticket.root);
-        let (meanwhile, syncs) = self.beside(
+        let synced = AtomicBool::new(false);
+        let (hashed, syncs) = self.beside(
             "checkpoint sync",
             || {
-                // The order between log and tree does not matter: a tree synced past a
-                // log that then loses records is trimmed at open.
-                let (log, tree) = self.beside("tree sync", || Ok(ticket.wait()), || self.sync_through(Offset(size)));
+                let syncs = self.sync_for_checkpoint(&ticket);
                 synced.store(true, Ordering::Release);
-                Ok((ticket, log, tree))
+                Ok(syncs)
             },
-            || meanwhile(evidence),
+            || {
+                // Until the syncs are done, or nothing visible is left to hash.
+                while !synced.load(Ordering::Acquire) {
+                    if self.hash_pass(evidence, u64::MAX)? == 0 {
+                        break;
+                    }
+                }
+                Ok(())
+            },
         );
-        let (ticket, log, tree) = syncs?;
+        let (size, root) = self.record_synced(evidence, ticket, syncs?)?;
+        hashed?;
+        self.sign_checkpoint(evidence, size, root).map(|_| ())
+    }
+
+    /// Syncs the log up to `ticket`'s size and the tree side by side (the device overlaps
+    /// them). The order between them does not matter: a tree synced past a log that then
+    /// loses records is trimmed at open. Returns the log's and the tree's results.
+    fn sync_for_checkpoint(&self, ticket: &SyncTicket) -> (Result<()>, Result<std::io::Result<()>>) {
+        self.beside(
+            "tree sync",
+            || Ok(ticket.wait()),
+            || self.sync_through(Offset(ticket.size)),
+        )
+    }
+
+    /// Records the tree's sync (`merkle.meta`, and `tree_synced` for retention); then,
+    /// if the log synced too, returns the size and root a checkpoint may sign.
+    fn record_synced(
+        &self,
+        evidence: &mut Evidence,
+        ticket: SyncTicket,
+        (log, tree): (Result<()>, Result<std::io::Result<()>>),
+    ) -> Result<(u64, Hash)> {
+        let (size, root) = (ticket.size, ticket.root);
         evidence.tree.finish_sync(ticket, tree?).map_err(audit_err)?;
         self.shared.tree_synced.store(size, Ordering::SeqCst);
         log?;
-        meanwhile?;
+        Ok((size, root))
+    }
+
+    /// Signs and stores a checkpoint of `size` leaves with `root` (durable in the log
+    /// and the tree); returns its text.
+    fn sign_checkpoint(&self, evidence: &mut Evidence, size: u64, root: Hash) -> Result<String> {
         let checkpoint = Checkpoint {
             origin: evidence.origin.clone(),
             size,

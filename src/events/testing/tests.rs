@@ -140,10 +140,10 @@ fn helpers_pass_on_good_traces_and_explain_failures() {
     action.time_us = broken.last().unwrap().time_us;
     broken.push(action);
     let err = check_trail(&broken).unwrap_err();
-    assert!(
-        matches!(&err, EventError::TrailViolation { trace_id, .. } if trace_id == rejected),
-        "{err}"
-    );
+    let EventError::TrailViolation { trace_id, .. } = &err else {
+        panic!("expected a trail violation, got {err}");
+    };
+    assert_eq!(trace_id, rejected, "{err}");
     let message = panic_message(|| {
         assert_trace(&broken, rejected).no_action_after_rejection();
     });
