@@ -292,7 +292,8 @@ impl Topic {
         let ticket = evidence.tree.begin_sync().map_err(audit_err)?;
         let syncs = self.sync_for_checkpoint(&ticket);
         let (size, root) = self.record_synced(evidence, ticket, syncs)?;
-        self.sign_checkpoint(evidence, size, root)
+        let tail_base = self.shared.visible.lock().tail_base;
+        self.sign_checkpoint(evidence, size, root, tail_base)
     }
 
     /// Signs a checkpoint of the tree as it is, hashing new records while the log and
@@ -301,6 +302,10 @@ impl Topic {
     /// thread, not the appender, is the one behind). Leaves hashed meanwhile are not
     /// covered by this checkpoint.
     fn checkpoint_hashing_meanwhile(&self, evidence: &mut Evidence) -> Result<()> {
+        // The tail as the syncs start: a segment sealed meanwhile may hold leaves hashed
+        // meanwhile, which this checkpoint does not make durable, so it must still count
+        // as a change (for `checkpoint_due` and `sync_tree_after_seal`).
+        let tail_base = self.shared.visible.lock().tail_base;
         let ticket = evidence.tree.begin_sync().map_err(audit_err)?;
         let synced = AtomicBool::new(false);
         let (hashed, syncs) = self.beside(
@@ -322,7 +327,7 @@ impl Topic {
         );
         let (size, root) = self.record_synced(evidence, ticket, syncs?)?;
         hashed?;
-        self.sign_checkpoint(evidence, size, root).map(|_| ())
+        self.sign_checkpoint(evidence, size, root, tail_base).map(|_| ())
     }
 
     /// Syncs the log up to `ticket`'s size and the tree side by side (the device overlaps
@@ -352,8 +357,8 @@ impl Topic {
     }
 
     /// Signs and stores a checkpoint of `size` leaves with `root` (durable in the log
-    /// and the tree); returns its text.
-    fn sign_checkpoint(&self, evidence: &mut Evidence, size: u64, root: Hash) -> Result<String> {
+    /// and the tree), made when the tail segment began at `tail_base`; returns its text.
+    fn sign_checkpoint(&self, evidence: &mut Evidence, size: u64, root: Hash, tail_base: Offset) -> Result<String> {
         let checkpoint = Checkpoint {
             origin: evidence.origin.clone(),
             size,
@@ -362,8 +367,8 @@ impl Topic {
         let text = checkpoint.sign(&evidence.signer).map_err(audit_err)?;
         append_checkpoint(&self.dir().join(CHECKPOINTS_FILE), &text)?;
         evidence.last_checkpoint = Some((size, Instant::now()));
-        evidence.checkpoint_tail_base = self.shared.visible.lock().tail_base;
-        evidence.tree_sync_tail_base = evidence.checkpoint_tail_base;
+        evidence.checkpoint_tail_base = tail_base;
+        evidence.tree_sync_tail_base = tail_base;
         Ok(text)
     }
 
