@@ -39,15 +39,21 @@ fn tansu() -> Option<PathBuf> {
 
 fn start_tansu(tansu: &Path, port: u16) -> Proc {
     let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu)
+    let mut child = Command::new(tansu)
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
         .args(["--storage-engine", "memory://tansu/"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting tansu");
+    // While nothing listens yet, a connect to a local port can pick that same port as
+    // its source and connect to itself: that is not the broker.
+    let listening = || TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !listening() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tansu exited ({status}) before listening on port {port}");
+        }
         assert!(Instant::now() < deadline, "tansu did not start on port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -59,18 +59,39 @@ impl Moto {
             cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "1");
         }
         let child = cmd.spawn().expect("starting moto");
-        let moto = Moto {
+        let mut moto = Moto {
             child,
             port,
             python: python.to_path_buf(),
             auth,
         };
+        // An accepted connection is not enough: while nothing listens yet, a connect to a
+        // local port can pick that same port as its source and connect to itself. Wait
+        // for an HTTP answer from our own child.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !moto.answers_http() {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                panic!("moto exited ({status}) before serving on port {port}");
+            }
             assert!(Instant::now() < deadline, "moto did not start on port {port}");
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+
+    /// True when an HTTP request to the port gets an HTTP reply. It asks moto's own API,
+    /// which does not count against `INITIAL_NO_AUTH_ACTION_COUNT`.
+    fn answers_http(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!(
+            "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        let mut reply = String::new();
+        s.write_all(request.as_bytes()).is_ok() && s.read_to_string(&mut reply).is_ok() && reply.starts_with("HTTP/")
     }
 
     fn endpoint(&self) -> String {
