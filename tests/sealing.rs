@@ -1,5 +1,7 @@
 //! Background sealing under `Durability::Buffered`: however fast segments roll, at most
-//! one seal thread runs per topic, and every rolled segment ends up sealed.
+//! one seal thread runs per topic, and every rolled segment ends up sealed. (When seals
+//! happen is tests/seal_timing.rs: a test binary of its own, since this one counts the
+//! process's seal threads.)
 //!
 //! How: a topic with 4 KiB segments gets tens of thousands of single-record appends (a
 //! roll every few dozen records) while this test samples the process's threads by name

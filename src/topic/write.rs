@@ -282,6 +282,7 @@ impl Topic {
             log: Arc::clone(&old.log),
             index,
             bytes: old.bytes,
+            queued_at: std::time::Instant::now(),
         });
         let new_tail = Arc::new(super::TailSegment::open(&shared.dir, writer.next_offset)?);
         shared.track_loaded(&sealed);
@@ -291,8 +292,8 @@ impl Topic {
             segments.tail = new_tail;
         }
         // Background seals that fall behind (segments filled faster than they are synced)
-        // make the appender wait for the oldest, so at most a couple of segments are
-        // ever unsealed.
+        // make the appender wait for the oldest, so at most a few segments are ever
+        // unsealed (see seal.rs, `PENDING_SEALS_MAX`).
         if shared.durability == Durability::Always {
             shared.seal_pending()?;
         } else {

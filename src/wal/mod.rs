@@ -32,7 +32,8 @@ pub enum Durability {
     Always,
     /// Appends return once written to the OS; a background thread syncs every `n` ms.
     IntervalMs(u64),
-    /// Appends return once written to the OS; syncs happen only at segment roll and close.
+    /// Appends return once written to the OS; a rolled segment is synced in the background
+    /// once the appends pause (at most ~1 s after its roll), and everything at close.
     Buffered,
 }
 
