@@ -1390,17 +1390,18 @@ fn checkpoints_while_another_thread_appends_cover_what_came_before() {
 
 #[test]
 fn checkpoints_signed_while_the_tree_thread_keeps_hashing_cover_exactly_their_size() {
-    // Appends arrive all along (1,000 records every millisecond for 1.5 s) into 4 KiB segments,
+    // Appends arrive all along (1,000 records every millisecond for 2 s) into 4 KiB segments,
     // so a checkpoint's log sync has segments to seal first and takes a while, and the
     // tree thread has new records to hash meanwhile: every checkpoint must still hold
-    // the root of exactly its own size.
+    // the root of exactly its own size. The appends never pause, so a due checkpoint
+    // waits the longest it may (1 s) for them to, then is signed anyway.
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let topic = store.create_topic(T, small().checkpoint_every_records(1)).unwrap();
     let v = v_of(&store);
     let started = Instant::now();
     let mut next = 0u64;
-    while started.elapsed() < Duration::from_millis(1500) {
+    while started.elapsed() < Duration::from_millis(2000) {
         let batch: Vec<NewRecord> = (next..next + 1000).map(new_record).collect();
         topic.append_batch(&batch).unwrap();
         next += 1000;
@@ -1419,9 +1420,11 @@ fn checkpoints_signed_while_the_tree_thread_keeps_hashing_cover_exactly_their_si
     store.close().unwrap();
     let report = verify_dir(dir.path(), None).unwrap();
     assert_eq!((report.records, report.tree_size), (next, next));
+    // One after 1 s of appends (their syncs take a while here), one once they stop or
+    // at close.
     assert!(
-        report.checkpoints >= 4,
-        "checkpoints signed during 1.5 s of appends: {}",
+        report.checkpoints >= 2,
+        "checkpoints signed during 2 s of appends and after: {}",
         report.checkpoints
     );
 }

@@ -282,7 +282,7 @@ pub(crate) fn notes(plan: &Plan) -> Vec<String> {
             report::NOISY_SPREAD * 100.0
         ),
         "Systems run round-robin within each repetition (a different one first each time); ± is half the spread of the repetitions.".into(),
-        "Buffered append and replay time the calls only (open and close untimed); trailkeep Buffered seals rolled segments in the background and syncs the log for a checkpoint (at most one per 250 ms).".into(),
+        "Buffered append and replay time the calls only (open and close untimed); trailkeep Buffered seals rolled segments in the background and syncs the log for a checkpoint (at most one per 250 ms); both wait for the appends to pause, up to 1 s.".into(),
         "Before each buffered-append run a scratch file of 1 KiB a record is written and deleted, so each system's page cache goes into memory just used (on a VM that hands free memory back to its host, writing into memory it has not used lately is several times slower); only the files the replay reads are kept.".into(),
         "Tamper evidence: append + close, so the tree thread's hashing and final checkpoint are counted; ratio = on / off.".into(),
         format!("Durable appends: every call returns only after fdatasync; the 64 SQLite writers {shared}."),

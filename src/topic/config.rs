@@ -50,8 +50,9 @@ pub struct TopicConfig {
     pub tamper_evidence: bool,
     /// Sign a checkpoint after this many new records. Default: 10,000. The tree thread
     /// signs at most one checkpoint per 250 ms on its own (each syncs the log and the
-    /// tree), so under a bulk load they come less often; `Topic::checkpoint` and close
-    /// sign at once.
+    /// tree), and while appends keep coming a due checkpoint waits for them to pause
+    /// (10 ms without a record), up to 1 s: under a bulk load they come less often.
+    /// `Topic::checkpoint` and close sign at once.
     #[serde(default = "default_checkpoint_records")]
     pub checkpoint_every_records: u64,
     /// Sign a checkpoint when this long has passed since the last one and records were

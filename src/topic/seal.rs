@@ -6,7 +6,7 @@
 //! background thread seals, so a roll does not make the appender wait for the whole
 //! segment's writeback (a 128 MiB fdatasync took ~50 ms here, half the time of a 1 M
 //! record bulk append). That thread also waits for the appends to pause (no new record
-//! for [`SEAL_QUIET`]) before it syncs, up to [`SEAL_DEFER_MAX`] after the roll or until
+//! for [`APPENDS_QUIET`]) before it syncs, up to [`SEAL_DEFER_MAX`] after the roll or until
 //! more than [`DEFERRED_SEALS_MAX`] seals wait: writeback of the sealed segment during a
 //! burst slowed the appender by ~15% here (its disk interrupts and page-cache work share
 //! the two CPUs), while the same sync after the burst costs it nothing.
@@ -34,8 +34,9 @@ use crate::{segment, Error, Offset, Result};
 const PENDING_SEALS_MAX: usize = 3;
 /// Seals the seal thread lets wait for the appends to pause; with more it seals at once.
 const DEFERRED_SEALS_MAX: usize = 2;
-/// Appends are taken to have paused when no record arrived for this long.
-const SEAL_QUIET: Duration = Duration::from_millis(10);
+/// Appends are taken to have paused when no record arrived for this long (also for the
+/// tree thread's checkpoints, see evidence.rs).
+pub(crate) const APPENDS_QUIET: Duration = Duration::from_millis(10);
 /// The longest a background seal waits for the appends to pause.
 const SEAL_DEFER_MAX: Duration = Duration::from_secs(1);
 /// How long a roll waiting for a background seal sleeps between looks at it.
@@ -219,7 +220,7 @@ fn run_sealer(weak: &Weak<TopicShared>) {
         {
             let mut signal = topic.sealing.sealed_lock.lock();
             if !topic.sealing.seal_due(quiet) {
-                topic.sealing.wake.wait_for(&mut signal, SEAL_QUIET);
+                topic.sealing.wake.wait_for(&mut signal, APPENDS_QUIET);
                 continue;
             }
         }
