@@ -162,7 +162,7 @@ pub enum DurabilityArg {
     Always,
     /// Synced every 100 ms.
     Interval,
-    /// Synced only at segment roll and exit.
+    /// Synced at exit; rolled segments in the background once appends pause (within ~1 s).
     None,
 }
 
