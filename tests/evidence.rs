@@ -1409,8 +1409,7 @@ fn checkpoints_signed_while_the_tree_thread_keeps_hashing_cover_exactly_their_si
     }
     let records = read_all(&topic);
     let all = leaves(&records);
-    let signed = topic.latest_checkpoint().unwrap().unwrap();
-    let cp = parse_cp(&signed, &v);
+    let cp = wait_for_checkpoint(&topic, &v, 1, "after 2 s of appends");
     assert_eq!(
         cp.root,
         mth(&all[..cp.size as usize]),
