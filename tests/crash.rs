@@ -24,6 +24,9 @@ use std::time::Duration;
 
 use trailkeep::{Durability, NewRecord, Offset, Record, Store, Topic, TopicConfig};
 
+#[path = "support/files.rs"]
+mod files;
+
 const TOPIC: &str = "trail";
 const CHILD_ENV: &str = "TRAILKEEP_CRASH_CHILD";
 
@@ -281,26 +284,6 @@ fn killed_during_a_background_seal_the_store_recovers_with_every_acknowledged_re
     }
 }
 
-/// `sealed.offset` of the child's topic (0 when absent).
-fn sealed_through(dir: &Path) -> u64 {
-    std::fs::read(dir.join("topics").join(TOPIC).join("sealed.offset"))
-        .map_or(0, |b| u64::from_le_bytes(b[..8].try_into().unwrap()))
-}
-
-/// Base offsets of the child's segments, from their `.log` file names.
-fn segment_bases(dir: &Path) -> Vec<u64> {
-    let mut bases: Vec<u64> = std::fs::read_dir(dir.join("topics").join(TOPIC))
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let stem = path.file_stem()?.to_str()?.to_owned();
-            (path.extension()? == "log").then(|| stem.parse().unwrap())
-        })
-        .collect();
-    bases.sort_unstable();
-    bases
-}
-
 #[test]
 fn killed_while_seals_wait_for_a_pause_the_store_recovers_and_seals_them() {
     // Buffered, no retention (which would seal before deleting): the child appends without
@@ -321,8 +304,9 @@ fn killed_while_seals_wait_for_a_pause_the_store_recovers_and_seals_them() {
             &["CHILD_BUFFERED", "CHILD_NO_RETENTION"],
         );
         assert!(killed, "{label}: the child never reached the crash point");
-        let bases = segment_bases(dir.path());
-        let through = sealed_through(dir.path());
+        let topic_dir = dir.path().join("topics").join(TOPIC);
+        let bases = files::segment_bases(&topic_dir);
+        let through = files::sealed_through(&topic_dir);
         let newest = *bases.last().unwrap();
         let unsealed = bases.iter().filter(|&&b| b >= through && b != newest).count();
         // The segment whose roll was cut short is unsealed at least; how many before it
@@ -335,9 +319,9 @@ fn killed_while_seals_wait_for_a_pause_the_store_recovers_and_seals_them() {
         let (store, topic) = verify(dir.path(), &acked, &value_of, &format!("{label}, {unsealed} unsealed"));
         let report = topic.last_recovery().unwrap();
         assert!(report.dropped_segments.is_empty(), "{label}: {report:?}");
-        let active = *segment_bases(dir.path()).last().unwrap();
+        let active = *files::segment_bases(&topic_dir).last().unwrap();
         assert_eq!(
-            sealed_through(dir.path()),
+            files::sealed_through(&topic_dir),
             active,
             "{label}: recovery left segments unsealed"
         );

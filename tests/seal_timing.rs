@@ -3,36 +3,23 @@
 //! sync or close; under a steady stream that never pauses, at most a few segments stay
 //! unsealed. Both read `sealed.offset` and the segment files, as recovery would.
 
+use std::path::{Path, PathBuf};
+
 use trailkeep::{Durability, NewRecord, Store, Topic, TopicConfig};
 
-/// How far `sealed.offset` says sealing is durable (0 before the first seal).
-fn sealed_through(dir: &std::path::Path) -> u64 {
-    match std::fs::read(dir.join("topics").join("t").join("sealed.offset")) {
-        Ok(bytes) => u64::from_le_bytes(bytes[..8].try_into().unwrap()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => panic!("reading sealed.offset: {e}"),
-    }
-}
+#[path = "support/files.rs"]
+mod files;
 
-/// Base offsets of the topic's segments, ascending (from the `<base>.log` file names).
-fn segment_bases(dir: &std::path::Path) -> Vec<u64> {
-    let mut bases: Vec<u64> = std::fs::read_dir(dir.join("topics").join("t"))
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let stem = path.file_stem()?.to_str()?.to_owned();
-            (path.extension()? == "log").then(|| stem.parse().unwrap())
-        })
-        .collect();
-    bases.sort_unstable();
-    bases
+/// The directory of topic "t" in the store at `dir`.
+fn topic_dir(dir: &Path) -> PathBuf {
+    dir.join("topics").join("t")
 }
 
 /// Polls `sealed.offset` for up to 10 s until it reaches `at_least`; returns what it read.
-fn wait_sealed(dir: &std::path::Path, at_least: u64) -> u64 {
+fn wait_sealed(dir: &Path, at_least: u64) -> u64 {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let through = sealed_through(dir);
+        let through = files::sealed_through(&topic_dir(dir));
         if through >= at_least || std::time::Instant::now() > deadline {
             return through;
         }
@@ -41,7 +28,7 @@ fn wait_sealed(dir: &std::path::Path, at_least: u64) -> u64 {
 }
 
 /// A Buffered store with topic "t" of `segment_bytes` segments, tamper evidence off.
-fn buffered_topic(dir: &std::path::Path, segment_bytes: u64) -> (Store, Topic) {
+fn buffered_topic(dir: &Path, segment_bytes: u64) -> (Store, Topic) {
     let store = Store::builder(dir).durability(Durability::Buffered).open().unwrap();
     let config = TopicConfig::default()
         .segment_bytes(segment_bytes)
@@ -59,7 +46,7 @@ fn a_pause_in_the_appends_seals_the_rolled_segments_without_a_sync() {
         topic.append(&record).unwrap();
     }
     // About 4 segments rolled; the appends stop here, with no sync and no close.
-    let active_base = *segment_bases(dir.path()).last().unwrap();
+    let active_base = *files::segment_bases(&topic_dir(dir.path())).last().unwrap();
     assert!(active_base > 0, "no segment rolled");
     let through = wait_sealed(dir.path(), active_base);
     assert_eq!(
@@ -80,12 +67,15 @@ fn a_steady_stream_keeps_at_most_a_few_segments_unsealed() {
     let mut worst = 0;
     while started.elapsed() < std::time::Duration::from_secs(2) {
         topic.append(&record).unwrap();
-        let through = sealed_through(dir.path());
-        let unsealed = segment_bases(dir.path()).iter().filter(|&&b| b >= through).count();
+        let through = files::sealed_through(&topic_dir(dir.path()));
+        let unsealed = files::segment_bases(&topic_dir(dir.path()))
+            .iter()
+            .filter(|&&b| b >= through)
+            .count();
         worst = worst.max(unsealed);
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
-    let segments = segment_bases(dir.path()).len();
+    let segments = files::segment_bases(&topic_dir(dir.path())).len();
     assert!(segments > 20, "only {segments} segments rolled");
     // The active segment, plus at most 3 rolled ones waiting, plus one queued by the roll
     // that is waiting for the oldest.

@@ -50,3 +50,18 @@ pub fn segment_logs(topic_dir: &Path) -> Vec<PathBuf> {
     logs.sort();
     logs
 }
+
+/// Base offsets of the segments in a topic's directory, oldest first.
+pub fn segment_bases(topic_dir: &Path) -> Vec<u64> {
+    segment_logs(topic_dir).iter().map(|p| segment_base(p).0).collect()
+}
+
+/// Every segment below this base offset is durably sealed, as the topic's `sealed.offset`
+/// says (0 when it is absent: nothing sealed yet).
+pub fn sealed_through(topic_dir: &Path) -> u64 {
+    match std::fs::read(topic_dir.join("sealed.offset")) {
+        Ok(bytes) => u64::from_le_bytes(bytes[..8].try_into().unwrap()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => panic!("reading {}: {e}", topic_dir.join("sealed.offset").display()),
+    }
+}
