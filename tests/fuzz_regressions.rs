@@ -1,7 +1,9 @@
 //! Replays saved fuzz inputs through the same checks as the cargo-fuzz targets, on stable,
 //! in `cargo test`: every file under `fuzz/regressions/<target>/` (except `*.md` notes that
 //! say what an input found), plus seed inputs built here that reach past the magic and
-//! CRC checks.
+//! CRC checks (and, for the parsers of what clients and users send, valid requests, keys,
+//! notes, bundles and events). With `TRAILKEEP_FUZZ_SEEDS=<dir>` the seeds of those
+//! targets are also written to `<dir>/<target>/`, a starting corpus for `cargo fuzz run`.
 
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
@@ -10,16 +12,20 @@ mod checks;
 use std::path::Path;
 
 use checks::{encode_records, value_for};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, MetadataRequest, RequestKind};
 use trailkeep::index::{OffsetEntry, TimeEntry};
 use trailkeep::{Compression, NewRecord, Offset};
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 7] = [
     ("batch_decode", checks::check_batch_decode),
     ("index_decode", checks::check_index_decode),
     ("recovery", checks::check_recovery),
     ("sealed_read", checks::check_sealed_read),
+    ("server_frame", checks::check_server_frame),
+    ("text_parsers", checks::check_text_parsers),
+    ("event_line", checks::check_event_line),
 ];
 
 #[test]
@@ -242,4 +248,155 @@ fn recovery_seed_with_lying_tail_time_index() {
     let mut input = vec![16, 3, 0, 0];
     input.extend_from_slice(&body);
     checks::check_recovery(&input);
+}
+
+/// Runs `check` on `input`, and writes the input under `$TRAILKEEP_FUZZ_SEEDS/<target>/`
+/// when that is set.
+fn seed(target: &str, check: Check, input: &[u8]) {
+    check(input);
+    let Some(dir) = std::env::var_os("TRAILKEEP_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = Path::new(&dir).join(target);
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!("seed-{:08x}", crc32fast::hash(input));
+    std::fs::write(dir.join(name), input).unwrap();
+}
+
+#[test]
+fn server_frame_seeds() {
+    let check: Check = checks::check_server_frame;
+    let records = sample_records();
+    let stored: Vec<trailkeep::Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| trailkeep::Record {
+            offset: Offset(i as u64),
+            timestamp_us: 1_700_000_000_000_000,
+            event_time_us: r.event_time_us,
+            key: r.key.clone(),
+            headers: r.headers.clone(),
+            value: r.value.clone(),
+        })
+        .collect();
+    let batch = trailkeep::server::records::encode_batch(&stored, false).unwrap();
+    let api_versions = checks::request_frame(
+        ApiKey::ApiVersions,
+        3,
+        RequestKind::ApiVersions(ApiVersionsRequest::default()),
+    );
+    // A version the server does not speak (and the encoder does not know): the header's.
+    let mut api_versions_9 = api_versions.clone();
+    api_versions_9[2..4].copy_from_slice(&9i16.to_be_bytes());
+    let frames = [
+        api_versions,
+        api_versions_9,
+        checks::request_frame(ApiKey::Metadata, 9, RequestKind::Metadata(MetadataRequest::default())),
+        checks::produce_frame(6, 2, checks::FUZZ_TOPIC, batch.clone()),
+        checks::produce_frame(6, 1, checks::FUZZ_TOPIC, batch.clone()),
+        checks::produce_frame(0, 2, "bad/topic", batch.clone()),
+    ];
+    for frame in &frames {
+        for mode in [0u8, 8] {
+            seed("server_frame", check, &with_prefix(&[mode], frame));
+        }
+        for len in (0..frame.len()).step_by(5) {
+            check(&with_prefix(&[8], &frame[..len]));
+        }
+    }
+    for mode in [1u8, 1 | 4] {
+        seed("server_frame", check, &with_prefix(&[mode], &batch));
+    }
+    // Mode 2 and 3: produce frames built around bytes, or around records of the input.
+    seed(
+        "server_frame",
+        check,
+        &with_prefix(&[2 | 4 | 8, 6, 2, 10], &[b"fuzz-topic", &batch[..]].concat()),
+    );
+    let record = [7u8, 1, 3, b'k', b'a', b'b', b'c', 1, 2, 3, 4];
+    for compression in 0..5u8 {
+        let built = [&[3 | 4 | 8, 6, 2, compression, 2, 0][..], &record, &record].concat();
+        seed("server_frame", check, &built);
+    }
+    seed(
+        "server_frame",
+        check,
+        &[3 | 4 | 8, 6, 2, 4, 0, 2, 40, 0, 0xff, 9, 0, 1, 1, 2, 3, b'x', b'y'],
+    );
+}
+
+#[test]
+fn text_parsers_seeds() {
+    use trailkeep::audit::{Checkpoint, MemoryTree, ProofBundle};
+    let check: Check = checks::check_text_parsers;
+    let signer = checks::signer();
+    seed(
+        "text_parsers",
+        check,
+        &with_prefix(&[0], signer.verifier().to_vkey().as_bytes()),
+    );
+    seed(
+        "text_parsers",
+        check,
+        &with_prefix(&[1], signer.to_private_key_text().as_bytes()),
+    );
+    seed("text_parsers", check, &with_prefix(&[2 | 8], b"hello\n\0"));
+    let mut tree = MemoryTree::new();
+    for i in 0..5u64 {
+        tree.push(trailkeep::audit::leaf_hash(&i.to_le_bytes())).unwrap();
+    }
+    let checkpoint = Checkpoint {
+        origin: checks::SIGNER_NAME.to_owned(),
+        size: 5,
+        root: tree.root(),
+    };
+    let note = checkpoint.sign(&signer).unwrap();
+    seed("text_parsers", check, &with_prefix(&[2], note.as_bytes()));
+    seed("text_parsers", check, &with_prefix(&[3], note.as_bytes()));
+    seed(
+        "text_parsers",
+        check,
+        &with_prefix(&[3 | 8], checkpoint.body().as_bytes()),
+    );
+    let bundle = ProofBundle {
+        extra: Some(b"x".to_vec()),
+        index: 2,
+        proof: trailkeep::audit::inclusion_proof(&tree, 2, 5).unwrap(),
+        checkpoint: note,
+    };
+    let text = bundle.encode();
+    seed("text_parsers", check, &with_prefix(&[4], text.as_bytes()));
+    let head = &text[..text.len() - bundle.checkpoint.len()];
+    let signed = format!("{head}\0{}\0", checkpoint.body());
+    seed("text_parsers", check, &with_prefix(&[4 | 8], signed.as_bytes()));
+    for op in [5u8, 6, 7] {
+        for flags in [0u8, 1, 3] {
+            let mut input = vec![op, flags];
+            input.extend_from_slice(&3u64.to_le_bytes());
+            input.extend_from_slice(&9u64.to_le_bytes());
+            input.extend_from_slice(&[0xab; 70]);
+            seed("text_parsers", check, &input);
+        }
+    }
+    check(&[6, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+}
+
+#[test]
+fn event_line_seeds() {
+    let check: Check = checks::check_event_line;
+    let events = trailkeep::events::testing::TrailGenerator::new(7)
+        .sessions(2)
+        .generate();
+    let mut kinds = std::collections::HashSet::new();
+    for event in &events {
+        let line = event.to_json().unwrap();
+        if kinds.insert(event.kind()) {
+            seed("event_line", check, line.as_bytes());
+        } else {
+            check(line.as_bytes());
+        }
+    }
+    for input in [&b""[..], b"{}", b"[]", b"null", b"{\"schema_version\":1}"] {
+        check(input);
+    }
 }

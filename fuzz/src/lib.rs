@@ -9,6 +9,17 @@
 //! Inputs start with a small control prefix (flags, counts) read by [`Input`]; whatever
 //! follows is the arbitrary data. A short input reads as zeros, so every byte string is a
 //! valid input.
+//!
+//! The checks of the store's own files live in this file; the parsers of what clients and
+//! users send have a module each.
+
+mod event_line;
+mod server_frame;
+mod text_parsers;
+
+pub use event_line::check_event_line;
+pub use server_frame::{check_server_frame, produce_frame, request_frame, FUZZ_TOPIC};
+pub use text_parsers::{check_text_parsers, signer, SIGNER_NAME};
 
 use std::fs;
 use std::ops::ControlFlow;

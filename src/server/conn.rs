@@ -15,6 +15,9 @@ use tokio::net::TcpStream;
 
 use super::{handlers, State, FRAME_BYTES_MAX};
 
+/// Shortest request frame: api key, api version and correlation id (2 + 2 + 4 bytes).
+const FRAME_BYTES_MIN: usize = 8;
+
 /// A decoded request with what the response needs.
 pub(crate) struct Request {
     pub api_key: ApiKey,
@@ -81,7 +84,7 @@ async fn read_frame(socket: &mut TcpStream) -> Result<Option<Bytes>, String> {
     if size > FRAME_BYTES_MAX {
         return Err(format!("bad frame: {size} bytes, over the limit of {FRAME_BYTES_MAX}"));
     }
-    if size < 8 {
+    if size < FRAME_BYTES_MIN {
         return Err(format!("bad frame: {size} bytes, too short for a request header"));
     }
     let mut frame = BytesMut::zeroed(size);
@@ -177,4 +180,88 @@ pub(crate) fn encode_response(
     let size = u32::try_from(buf.len() - 4).map_err(|_| "response over 4 GiB".to_string())?;
     buf[..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf)
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry points for the fuzz targets under `fuzz/` only; not part of the supported API.
+// ---------------------------------------------------------------------------------------
+
+/// How long a request run by [`fuzz_handle_frame`] may wait: Fetch long polls and
+/// JoinGroup rebalances are cut to this, so that one fuzz input runs in bounded time.
+const FUZZ_WAIT_MAX_MS: i32 = 0;
+
+/// A frame as [`serve`] takes it (size checks, then [`decode_request`]); `Err` says why
+/// the connection would close.
+fn decode_fuzz_frame(frame: &[u8]) -> Result<Result<Request, i32>, String> {
+    if frame.len() < FRAME_BYTES_MIN || frame.len() > FRAME_BYTES_MAX {
+        return Err(format!("bad frame: {} bytes", frame.len()));
+    }
+    match decode_request(Bytes::copy_from_slice(frame)) {
+        Ok(request) => Ok(Ok(request)),
+        Err(Undecodable::UnsupportedApiVersions(correlation_id)) => Ok(Err(correlation_id)),
+        Err(Undecodable::Close(reason)) => Err(reason),
+    }
+}
+
+/// Exists for fuzzing (`fuzz/`, target `server_frame`): decodes one request frame (the
+/// bytes after the 4-byte size prefix) as a connection does and, for a Produce, the record
+/// batches of every partition with [`super::records::decode_produced`].
+///
+/// # Errors
+/// Why the connection would close, or the first partition whose records do not decode.
+#[doc(hidden)]
+pub fn fuzz_decode_frame(frame: &[u8]) -> Result<(), String> {
+    let Ok(request) = decode_fuzz_frame(frame)? else {
+        return Ok(()); // ApiVersions in a version we do not speak: answered, not closed
+    };
+    if let RequestKind::Produce(produce) = &request.body {
+        for partition in produce.topic_data.iter().flat_map(|t| &t.partition_data) {
+            if let Some(records) = &partition.records {
+                super::records::decode_produced(records)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Exists for fuzzing (`fuzz/`, target `server_frame`): runs one request frame through
+/// decoding and the request handlers against `store`, as `trailkeep serve` would (topics
+/// are created on demand), on a current-thread runtime. Waits are cut to
+/// [`FUZZ_WAIT_MAX_MS`]. Returns the size-prefixed response, `None` when Kafka sends none.
+///
+/// # Errors
+/// Why the connection would close: an undecodable frame or an unencodable response.
+#[doc(hidden)]
+pub fn fuzz_handle_frame(store: &crate::Store, frame: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut request = match decode_fuzz_frame(frame)? {
+        Ok(request) => request,
+        Err(correlation_id) => {
+            let response = handlers::api_versions_unsupported();
+            return encode_response(correlation_id, ApiKey::ApiVersions, 0, &response).map(|b| Some(b.to_vec()));
+        }
+    };
+    match &mut request.body {
+        RequestKind::Fetch(fetch) => fetch.max_wait_ms = fetch.max_wait_ms.min(FUZZ_WAIT_MAX_MS),
+        RequestKind::JoinGroup(join) => join.rebalance_timeout_ms = join.rebalance_timeout_ms.min(FUZZ_WAIT_MAX_MS),
+        _ => {}
+    }
+    let state = Arc::new(State {
+        store: store.clone(),
+        auto_create_topics: true,
+        advertised: ("127.0.0.1".to_owned(), 9092),
+        cluster_id: "trailkeep-fuzz".to_owned(),
+        appended: tokio::sync::Notify::new(),
+        groups: super::groups::Coordinator::default(),
+        producers: parking_lot::Mutex::new(handlers::Producers::default()),
+        next_producer_id: std::sync::atomic::AtomicI64::new(1),
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting a runtime: {e}"))?;
+    let (api_key, version, correlation_id) = (request.api_key, request.version, request.correlation_id);
+    let Some(response) = runtime.block_on(handlers::handle(&state, request)) else {
+        return Ok(None);
+    };
+    encode_response(correlation_id, api_key, version, &response).map(|b| Some(b.to_vec()))
 }

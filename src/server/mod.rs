@@ -18,6 +18,9 @@ mod groups;
 mod handlers;
 pub mod records;
 
+#[doc(hidden)]
+pub use conn::{fuzz_decode_frame, fuzz_handle_frame};
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! carry their offsets and their append time (milliseconds) as a CreateTime timestamp.
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::{
     Compression, Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -17,6 +18,11 @@ use crate::{NewRecord, Record};
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
 /// Bytes of a v2 batch header up to and including the record count.
 const BATCH_HEADER_BYTES: usize = 61;
+/// Fewest bytes one record header takes: its key length and value length, a byte each.
+const RECORD_HEADER_BYTES_MIN: usize = 2;
+/// Most bytes of one varint (i32) and varlong (i64) as the decoder reads them.
+const VARINT_BYTES_MAX: usize = 5;
+const VARLONG_BYTES_MAX: usize = 10;
 
 /// One produced batch: who produced it and its records.
 #[derive(Debug)]
@@ -76,8 +82,18 @@ pub fn decode_produced(bytes: &Bytes) -> Result<Vec<ProducedBatch>, String> {
     let mut buf = bytes.clone();
     // The decoder is a third-party parser of untrusted bytes: a panic in it must not take
     // the server down, only fail this request.
-    let sets = std::panic::catch_unwind(move || RecordBatchDecoder::decode_all(&mut buf).map_err(|e| e.to_string()))
-        .map_err(|_| "the record batch decoder gave up".to_string())??;
+    let sets = std::panic::catch_unwind(move || {
+        let mut sets = Vec::new();
+        while !buf.is_empty() {
+            let decompress = |records: &mut Bytes, compression| {
+                decompress_checked(records, compression).map_err(|e| std::io::Error::other(e).into())
+            };
+            let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress));
+            sets.push(set.map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(sets)
+    })
+    .map_err(|_| "the record batch decoder gave up".to_string())??;
     let mut batches = Vec::with_capacity(sets.len());
     for set in sets {
         let Some(first) = set.records.first() else { continue };
@@ -97,6 +113,97 @@ pub fn decode_produced(bytes: &Bytes) -> Result<Vec<ProducedBatch>, String> {
         batches.push(batch);
     }
     Ok(batches)
+}
+
+/// One batch's records, decompressed with the decoder's own codecs, after
+/// [`check_header_counts`].
+fn decompress_checked(records: &mut Bytes, compression: Compression) -> Result<Bytes, String> {
+    let whole = |b: &mut Bytes| Ok(b.split_to(b.len()));
+    let plain = match compression {
+        Compression::None => whole(records),
+        Compression::Gzip => Gzip::decompress(records, whole),
+        Compression::Snappy => Snappy::decompress(records, whole),
+        Compression::Lz4 => Lz4::decompress(records, whole),
+        Compression::Zstd => Zstd::decompress(records, whole),
+    }
+    .map_err(|e| format!("{compression:?} records: {e}"))?;
+    check_header_counts(&plain)?;
+    Ok(plain)
+}
+
+/// The decoder (kafka-protocol 0.18) sizes a record's header map by the header count it
+/// reads, before reading a header: a record claiming 2^31 headers in a few bytes makes it
+/// ask for tens of GiB, and a failed allocation aborts the process (no panic that
+/// `catch_unwind` could stop). This walks the records of one decompressed batch as the
+/// decoder reads them and refuses a count the record's remaining bytes cannot hold. A
+/// record the decoder itself will refuse (before sizing anything) ends the walk.
+fn check_header_counts(mut bytes: &[u8]) -> Result<(), String> {
+    let mut index = 0usize;
+    while !bytes.is_empty() {
+        let Some(size) = read_varint(&mut bytes).and_then(|s| usize::try_from(s).ok()) else {
+            return Ok(());
+        };
+        let Some(mut record) = take(&mut bytes, size) else {
+            return Ok(());
+        };
+        let Some(count) = header_count(&mut record) else {
+            return Ok(());
+        };
+        if count > record.len() / RECORD_HEADER_BYTES_MIN {
+            return Err(format!(
+                "record {index} of a batch claims {count} headers in {} bytes",
+                record.len()
+            ));
+        }
+        index += 1;
+    }
+    Ok(())
+}
+
+/// Reads a record up to its header count: attributes, timestamp delta, offset delta, key
+/// and value. `None` where the decoder fails too.
+fn header_count(record: &mut &[u8]) -> Option<usize> {
+    take(record, 1)?;
+    read_unsigned(record, VARLONG_BYTES_MAX)?;
+    read_varint(record)?;
+    for _key_then_value in 0..2 {
+        match read_varint(record)? {
+            -1 => {}
+            len => {
+                take(record, usize::try_from(len).ok()?)?;
+            }
+        }
+    }
+    usize::try_from(read_varint(record)?).ok()
+}
+
+fn take<'a>(bytes: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
+    if bytes.len() < len {
+        return None;
+    }
+    let (head, tail) = bytes.split_at(len);
+    *bytes = tail;
+    Some(head)
+}
+
+/// A zigzag varint exactly as the decoder reads it: at most 5 bytes, bits past 32 dropped.
+fn read_varint(bytes: &mut &[u8]) -> Option<i32> {
+    let zigzag = read_unsigned(bytes, VARINT_BYTES_MAX)? as u32;
+    Some(((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32))
+}
+
+/// An unsigned varint of at most `bytes_max` bytes; a continuation bit on the last is
+/// ignored, as the decoder does.
+fn read_unsigned(bytes: &mut &[u8], bytes_max: usize) -> Option<u64> {
+    let mut value = 0u64;
+    for i in 0..bytes_max {
+        let byte = take(bytes, 1)?[0];
+        value |= u64::from(byte & 0x7f) << (i * 7);
+        if byte < 0x80 {
+            break;
+        }
+    }
+    Some(value)
 }
 
 fn to_new_record(record: KafkaRecord) -> Result<NewRecord, String> {
@@ -228,5 +335,72 @@ mod tests {
         let mut magic = good.to_vec();
         magic[16] = 1;
         assert!(decode_produced(&Bytes::from(magic)).unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn a_header_count_over_the_record_bytes_is_refused_before_the_decoder_sizes_a_map() {
+        // size 10, attributes, timestamp and offset delta 0, null key and value, then
+        // i32::MAX headers (found by the server_frame fuzz target: a ~160 GB allocation).
+        let record = [0x14, 0, 0, 0, 1, 1, 0xfe, 0xff, 0xff, 0xff, 0x0f];
+        let err = check_header_counts(&record).unwrap_err();
+        assert!(err.contains("claims 2147483647 headers in 0 bytes"), "{err}");
+        // Two headers in four bytes fit; a cut record is left to the decoder.
+        let two = [0x14, 0, 0, 0, 1, 1, 4, 0, 1, 0, 1];
+        assert_eq!(check_header_counts(&two), Ok(()));
+        assert_eq!(check_header_counts(&two[..5]), Ok(()));
+        let good = encode_batch(&[record_with_headers()], false).unwrap();
+        assert_eq!(decode_produced(&good).unwrap()[0].records[0].headers.len(), 3);
+    }
+
+    #[test]
+    fn compressed_batches_decode_through_the_header_count_check() {
+        let kafka: Vec<KafkaRecord> = (0..3i64)
+            .map(|i| KafkaRecord {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i,
+                // offset - sequence constant: one batch (see encode_batch)
+                sequence: i as i32 - 1,
+                timestamp: 1_700_000_000_000 + i,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from(vec![b'v'; 300])),
+                headers: [("h".into(), Some(Bytes::from_static(b"x"))), ("n".into(), None)]
+                    .into_iter()
+                    .collect(),
+            })
+            .collect();
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut buf = BytesMut::new();
+            let options = RecordEncodeOptions {
+                version: 2,
+                compression,
+            };
+            RecordBatchEncoder::encode(&mut buf, &kafka, &options).unwrap();
+            let batches = decode_produced(&buf.freeze()).unwrap();
+            assert_eq!(batches.len(), 1, "{compression:?}");
+            let records = &batches[0].records;
+            assert_eq!(records.len(), 3, "{compression:?}");
+            assert_eq!(records[2].key.as_deref(), Some(&b"k2"[..]));
+            assert_eq!(
+                records[2].headers,
+                vec![("h".to_string(), b"x".to_vec()), ("n".to_string(), Vec::new())]
+            );
+            assert_eq!(records[2].event_time_us, Some(1_700_000_000_002_000));
+        }
+    }
+
+    fn record_with_headers() -> Record {
+        record(0, Some("k"), &[("a", "1"), ("b", ""), ("c", "3")], "v")
     }
 }
