@@ -35,6 +35,18 @@ fn checkpoint_error(line: usize, reason: impl Into<String>) -> AuditError {
 }
 
 impl Checkpoint {
+    /// Refuses an origin that is empty or holds a control character (a newline would forge
+    /// extra lines; DEL and U+0080..=U+009F are refused alike, when signing and parsing).
+    fn check_origin(origin: &str) -> Result<()> {
+        if origin.is_empty() {
+            return Err(checkpoint_error(1, "origin is empty"));
+        }
+        if origin.chars().any(char::is_control) {
+            return Err(checkpoint_error(1, "origin contains a control character"));
+        }
+        Ok(())
+    }
+
     /// The note text: origin, decimal size, base64 root, each ending in `\n`.
     pub fn body(&self) -> String {
         format!("{}\n{}\n{}\n", self.origin, self.size, BASE64.encode(self.root))
@@ -46,17 +58,13 @@ impl Checkpoint {
     /// [`AuditError::Text`] if the origin is empty or holds a control
     /// character (a newline would forge extra lines).
     pub fn sign(&self, signer: &NoteSigner) -> Result<String> {
-        if self.origin.is_empty() {
-            return Err(checkpoint_error(1, "origin is empty"));
-        }
-        if self.origin.chars().any(char::is_control) {
-            return Err(checkpoint_error(1, "origin contains a control character"));
-        }
+        Checkpoint::check_origin(&self.origin)?;
         sign_note(&self.body(), signer)
     }
 
     /// Verifies the note's signature by `verifier`, then parses the body
-    /// strictly: exactly three lines, canonical decimal size, canonical
+    /// strictly: exactly three lines, an origin without control characters
+    /// (as [`Checkpoint::sign`] demands), canonical decimal size, canonical
     /// base64 32-byte root. Extension lines are rejected: trailkeep never
     /// writes them and the spec advises against them.
     ///
@@ -79,9 +87,7 @@ impl Checkpoint {
             _ => return Err(checkpoint_error(4, "extension lines are not accepted")),
         }
         let origin = lines[0];
-        if origin.is_empty() {
-            return Err(checkpoint_error(1, "origin is empty"));
-        }
+        Checkpoint::check_origin(origin)?;
         let size =
             parse_decimal(lines[1]).ok_or_else(|| checkpoint_error(2, "tree size is not a canonical decimal"))?;
         let root =
@@ -247,6 +253,22 @@ mod tests {
         assert!(text.starts_with("example.com/log\n12345\n"));
         assert!(text.contains("\n\n\u{2014} example.com/log "));
         assert_eq!(Checkpoint::parse_and_verify(&text, &signer.verifier()).unwrap(), cp);
+    }
+
+    #[test]
+    fn an_origin_sign_refuses_does_not_parse_either() {
+        let (signer, cp) = sample();
+        for origin in ["log\u{7f}", "log\u{85}x", "log\u{9f}"] {
+            let odd = Checkpoint {
+                origin: origin.into(),
+                ..cp.clone()
+            };
+            assert!(odd.sign(&signer).is_err(), "{origin:?}");
+            // The same body signed as a plain note (the note rules let these through).
+            let text = sign_note(&odd.body(), &signer).unwrap();
+            let err = Checkpoint::parse_and_verify(&text, &signer.verifier()).unwrap_err();
+            assert!(err.to_string().contains("control character"), "{origin:?}: {err}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 mod conn;
 mod data;
+mod decompress;
 mod groups;
 mod handlers;
 pub mod records;

@@ -11,6 +11,8 @@ Actions:
     produce              records (key, value, headers, optional timestamp) on stdin, one
                          produce + flush each; prints {"offset": N} per record, or
                          {"error": ...} for a record marked "expect_error": true
+    produce CODEC        (confluent) the same records with compression.type CODEC, all
+                         produced before one flush, so they travel as compressed batches
     consume N [GROUP]    reads N records (from the beginning, or from GROUP's committed
                          offset with subscribe(); commits after them), prints them
     offset_for_time MS   prints {"offset": N} (ListOffsets by timestamp; -1 when none)
@@ -173,10 +175,13 @@ def kp_longpoll(bootstrap, topic):
 
 
 # ---------------------------------------------------------------- confluent-kafka
-def ck_produce(bootstrap, topic):
+def ck_produce(bootstrap, topic, codec=None):
     from confluent_kafka import Producer
 
-    p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 10000, "retries": 0})
+    config = {"bootstrap.servers": bootstrap, "acks": "all", "message.timeout.ms": 10000, "retries": 0}
+    if codec is not None:
+        return ck_produce_compressed(Producer({**config, "compression.type": codec, "linger.ms": 1000}), topic)
+    p = Producer(config)
     for line in sys.stdin:
         r = json.loads(line)
         result = {}
@@ -202,6 +207,27 @@ def ck_produce(bootstrap, topic):
         if result.get("err") is not None or "msg" not in result:
             fail(f"confluent produce failed: {result.get('err')}")
         out({"offset": result["msg"].offset()})
+
+
+def ck_produce_compressed(p, topic):
+    results = []
+    for line in sys.stdin:
+        r = json.loads(line)
+        slot = {}
+        results.append(slot)
+        p.produce(
+            topic,
+            key=unhex(r.get("key")),
+            value=unhex(r["value"]),
+            headers=[(k, unhex(v)) for k, v in r.get("headers", [])],
+            on_delivery=lambda err, msg, slot=slot: slot.update(err=err, msg=msg),
+            timestamp=r.get("timestamp", 0),
+        )
+    p.flush(10)
+    for slot in results:
+        if slot.get("err") is not None or "msg" not in slot:
+            fail(f"confluent compressed produce failed: {slot.get('err')}")
+        out({"offset": slot["msg"].offset()})
 
 
 def ck_consumer(bootstrap, group):
@@ -295,6 +321,8 @@ def main():
         fn(bootstrap, topic, int(rest[0]), rest[1] if len(rest) > 1 else None)
     elif action in ("offset_for_time", "drain"):
         fn(bootstrap, topic, int(rest[0]))
+    elif action == "produce" and rest:
+        fn(bootstrap, topic, rest[0])
     else:
         fn(bootstrap, topic)
 
