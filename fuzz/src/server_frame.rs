@@ -5,9 +5,9 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::RecordEncodeOptions;
 use kafka_protocol::records::{Compression as KafkaCompression, Record as KafkaRecord, RecordBatchEncoder};
-use kafka_protocol::records::{RecordEncodeOptions, TimestampType};
-use trailkeep::server::records::decode_produced;
+use trailkeep::server::records::{decode_produced, kafka_record};
 use trailkeep::{NewRecord, Offset, Store};
 
 use super::Input;
@@ -241,25 +241,19 @@ fn built_record(input: &mut Input<'_>, i: u8) -> KafkaRecord {
             Some(Bytes::copy_from_slice(input.take(4))),
         );
     }
-    KafkaRecord {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: i64::from(i),
-        sequence: -1,
-        timestamp: if flags & 8 != 0 {
-            -1
-        } else {
-            1_700_000_000_000 + i64::from(i)
-        },
-        key: (flags & 1 != 0).then_some(key),
-        value: (flags & 2 == 0).then_some(value),
+    let timestamp = if flags & 8 != 0 {
+        -1
+    } else {
+        1_700_000_000_000 + i64::from(i)
+    };
+    kafka_record(
+        i64::from(i),
+        -1,
+        timestamp,
+        (flags & 1 != 0).then_some(key),
+        (flags & 2 == 0).then_some(value),
         headers,
-    }
+    )
 }
 
 /// One v2 batch of `records` with codec `compression` modulo 5 (none, gzip, snappy, lz4,

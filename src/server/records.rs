@@ -136,6 +136,36 @@ pub fn timestamp_ms(timestamp_us: u64) -> i64 {
     i64::try_from(timestamp_us / 1000).unwrap_or(i64::MAX)
 }
 
+/// Header names and values of a Kafka record.
+pub type KafkaHeaders = kafka_protocol::indexmap::IndexMap<kafka_protocol::protocol::StrBytes, Option<Bytes>>;
+
+/// A Kafka record outside any transaction and of no idempotent producer (producer id and
+/// epoch -1), with a CreateTime `timestamp_ms`.
+pub fn kafka_record(
+    offset: i64,
+    sequence: i32,
+    timestamp_ms: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: KafkaHeaders,
+) -> KafkaRecord {
+    KafkaRecord {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence,
+        timestamp: timestamp_ms,
+        key,
+        value,
+        headers,
+    }
+}
+
 /// Encodes `records` as one uncompressed batch. With `keep_offsets` the batch carries the
 /// records' own offsets (Fetch); without, offsets 0, 1, ... (Produce, for mirroring).
 ///
@@ -151,27 +181,19 @@ pub fn encode_batch(records: &[Record], keep_offsets: bool) -> Result<Bytes, Str
         .enumerate()
         .map(|(i, r)| {
             let offset = if keep_offsets { r.offset.0 } else { i as u64 };
-            KafkaRecord {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: offset as i64,
+            kafka_record(
+                offset as i64,
                 // The encoder groups records into one batch while offset - sequence stays
                 // constant; this keeps it constant and makes the batch's base sequence -1.
-                sequence: (offset - base) as i32 - 1,
-                timestamp: timestamp_ms(r.timestamp_us),
-                key: r.key.as_ref().map(|k| Bytes::copy_from_slice(k)),
-                value: Some(Bytes::copy_from_slice(&r.value)),
-                headers: r
-                    .headers
+                (offset - base) as i32 - 1,
+                timestamp_ms(r.timestamp_us),
+                r.key.as_ref().map(|k| Bytes::copy_from_slice(k)),
+                Some(Bytes::copy_from_slice(&r.value)),
+                r.headers
                     .iter()
                     .map(|(n, v)| (n.as_str().to_owned().into(), Some(Bytes::copy_from_slice(v))))
                     .collect(),
-            }
+            )
         })
         .collect();
     let mut buf = BytesMut::new();
@@ -252,23 +274,18 @@ mod tests {
     #[test]
     fn compressed_batches_decode_through_the_bounded_codecs() {
         let kafka: Vec<KafkaRecord> = (0..3i64)
-            .map(|i| KafkaRecord {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i,
-                // offset - sequence constant: one batch (see encode_batch)
-                sequence: i as i32 - 1,
-                timestamp: 1_700_000_000_000 + i,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 300])),
-                headers: [("h".into(), Some(Bytes::from_static(b"x"))), ("n".into(), None)]
-                    .into_iter()
-                    .collect(),
+            .map(|i| {
+                kafka_record(
+                    i,
+                    // offset - sequence constant: one batch (see encode_batch)
+                    i as i32 - 1,
+                    1_700_000_000_000 + i,
+                    Some(Bytes::from(format!("k{i}"))),
+                    Some(Bytes::from(vec![b'v'; 300])),
+                    [("h".into(), Some(Bytes::from_static(b"x"))), ("n".into(), None)]
+                        .into_iter()
+                        .collect(),
+                )
             })
             .collect();
         for compression in [
