@@ -8,6 +8,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::RecordEncodeOptions;
 use kafka_protocol::records::{Compression as KafkaCompression, Record as KafkaRecord, RecordBatchEncoder};
 use trailkeep::server::records::{decode_produced, kafka_record};
+use trailkeep::server::DECOMPRESSED_BYTES_MAX;
 use trailkeep::{NewRecord, Offset, Store};
 
 use super::Input;
@@ -71,7 +72,15 @@ pub fn check_server_frame(data: &[u8]) {
 
 /// `decode_produced` alone: every batch it returns holds records, as many as it says.
 fn check_decode_produced(bytes: &Bytes) {
-    let Ok(batches) = decode_produced(bytes) else { return };
+    let mut budget = DECOMPRESSED_BYTES_MAX;
+    let Ok(batches) = decode_produced(bytes, &mut budget) else {
+        return;
+    };
+    let decompressed: usize = batches.iter().flat_map(|b| &b.records).map(|r| r.value.len()).sum();
+    assert!(
+        decompressed <= DECOMPRESSED_BYTES_MAX - budget + bytes.len(),
+        "record values hold more bytes than were received and decompressed"
+    );
     assert!(batches.len() <= bytes.len() / 61 + 1, "more batches than bytes allow");
 }
 
@@ -172,7 +181,10 @@ fn built_produce_records(frame: &[u8]) -> Option<(bool, Decoded)> {
         return None;
     }
     let records = partition.records.clone().unwrap_or_default();
-    Some((request.transactional_id.is_none(), decode_produced(&records)))
+    Some((
+        request.transactional_id.is_none(),
+        decode_produced(&records, &mut { DECOMPRESSED_BYTES_MAX }),
+    ))
 }
 
 /// A Produce frame: `version` 3 to 9 (taken modulo), `acks` -1, 0 or 1 (modulo).

@@ -215,9 +215,10 @@ pub fn fuzz_decode_frame(frame: &[u8]) -> Result<(), String> {
         return Ok(()); // ApiVersions in a version we do not speak: answered, not closed
     };
     if let RequestKind::Produce(produce) = &request.body {
+        let mut budget = super::DECOMPRESSED_BYTES_MAX;
         for partition in produce.topic_data.iter().flat_map(|t| &t.partition_data) {
             if let Some(records) = &partition.records {
-                super::records::decode_produced(records)?;
+                super::records::decode_produced(records, &mut budget)?;
             }
         }
     }

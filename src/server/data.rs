@@ -17,6 +17,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, Prod
 
 use super::handlers::{code, error_code, name, to_offset};
 use super::records::{decode_produced, encode_batch, ProducedBatch};
+use super::DECOMPRESSED_BYTES_MAX;
 use super::{State, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
 use crate::{Record, RecordFields, Topic};
 
@@ -77,6 +78,7 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
     let transactional = request.transactional_id.is_some();
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut appended_any = false;
+    let mut budget = DECOMPRESSED_BYTES_MAX;
     for topic_data in request.topic_data {
         let topic_name = topic_data.name.0.to_string();
         let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
@@ -98,9 +100,13 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
                 let st = Arc::clone(state);
                 let topic_name = topic_name.clone();
                 let records = partition.records.unwrap_or_default();
-                tokio::task::spawn_blocking(move || append_partition(&st, &topic_name, &records))
-                    .await
-                    .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR))
+                let left = budget;
+                let (outcome, left) =
+                    tokio::task::spawn_blocking(move || append_partition(&st, &topic_name, &records, left))
+                        .await
+                        .unwrap_or((Err(code::UNKNOWN_SERVER_ERROR), 0));
+                budget = left;
+                outcome
             };
             match outcome {
                 Ok((first, start, appended)) => {
@@ -128,12 +134,25 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
     Some(response)
 }
 
-/// Decodes and appends one partition's batches; (first offset, start offset, appended).
-fn append_partition(state: &State, topic_name: &str, bytes: &bytes::Bytes) -> Result<(u64, u64, bool), i16> {
-    let batches = decode_produced(bytes).map_err(|reason| {
-        tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
-        code::CORRUPT_MESSAGE
-    })?;
+/// Decodes and appends one partition's batches, its compressed batches decompressing to
+/// at most `budget` bytes; the outcome, and what is left of the budget.
+fn append_partition(
+    state: &State,
+    topic_name: &str,
+    bytes: &bytes::Bytes,
+    mut budget: usize,
+) -> (Result<(u64, u64, bool), i16>, usize) {
+    let outcome = decode_produced(bytes, &mut budget)
+        .map_err(|reason| {
+            tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
+            code::CORRUPT_MESSAGE
+        })
+        .and_then(|batches| append_batches(state, topic_name, &batches));
+    (outcome, budget)
+}
+
+/// Appends the decoded batches of one partition; (first offset, start offset, appended).
+fn append_batches(state: &State, topic_name: &str, batches: &[ProducedBatch]) -> Result<(u64, u64, bool), i16> {
     if batches.iter().any(|b| b.transactional) {
         tracing::warn!(
             topic = topic_name,

@@ -2,9 +2,9 @@
 //!
 //! A few kilobytes of zstd or gzip can stand for gigabytes of zeros, so a client could make
 //! the server fill its memory with one small request. Each codec here stops at a limit
-//! instead: the bytes of one partition's batches may not decompress to more than
-//! [`DECOMPRESSED_BYTES_MAX`] in all, the most a client could send uncompressed in one
-//! request.
+//! instead: the compressed batches of one Produce request (all its partitions) may not
+//! decompress to more than [`DECOMPRESSED_BYTES_MAX`] in all, the most a client could send
+//! uncompressed in one request.
 
 use std::io::Read;
 
@@ -13,7 +13,7 @@ use kafka_protocol::records::Compression;
 
 use super::FRAME_BYTES_MAX;
 
-/// Most bytes the batches of one partition of a Produce request may decompress to, in all.
+/// Most bytes the compressed batches of one Produce request may decompress to, in all.
 pub const DECOMPRESSED_BYTES_MAX: usize = FRAME_BYTES_MAX;
 
 /// Kafka's snappy framing (as the Java client writes it): this 16-byte header, then blocks

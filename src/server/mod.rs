@@ -21,6 +21,7 @@ pub mod records;
 
 #[doc(hidden)]
 pub use conn::{fuzz_decode_frame, fuzz_handle_frame};
+pub use decompress::DECOMPRESSED_BYTES_MAX;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -12,7 +12,7 @@ use kafka_protocol::records::{
     Compression, Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use super::decompress::{decompress, DECOMPRESSED_BYTES_MAX};
+use super::decompress::decompress;
 use crate::{NewRecord, Record};
 
 /// Most records one produced batch may declare. Checked on the batch header before the
@@ -72,17 +72,22 @@ fn check_batch_headers(bytes: &[u8]) -> Result<(), String> {
 
 /// Decodes the record batches of one partition of a Produce request.
 ///
+/// Compressed batches may decompress to at most `budget` bytes in all; `budget` is left
+/// with what remains (one budget serves a whole request, see
+/// [`DECOMPRESSED_BYTES_MAX`](super::DECOMPRESSED_BYTES_MAX)).
+///
 /// # Errors
-/// A description of what is wrong (truncated, bad checksum, unknown codec, bad record).
-pub fn decode_produced(bytes: &Bytes) -> Result<Vec<ProducedBatch>, String> {
+/// A description of what is wrong (truncated, bad checksum, unknown codec, bad record,
+/// over the budget).
+pub fn decode_produced(bytes: &Bytes, budget: &mut usize) -> Result<Vec<ProducedBatch>, String> {
     check_batch_headers(bytes)?;
     let mut buf = bytes.clone();
+    let start = *budget;
     // The decoder is a third-party parser of untrusted bytes: a panic in it must not take
     // the server down, only fail this request.
-    let sets = std::panic::catch_unwind(move || {
+    let (sets, left) = std::panic::catch_unwind(move || {
         let mut sets = Vec::new();
-        // What the partition's batches may still decompress to.
-        let budget = Cell::new(DECOMPRESSED_BYTES_MAX);
+        let budget = Cell::new(start);
         let decompress = |records: &mut Bytes, compression| {
             let plain = decompress(records, compression, budget.get()).map_err(std::io::Error::other)?;
             if compression != Compression::None {
@@ -94,9 +99,10 @@ pub fn decode_produced(bytes: &Bytes) -> Result<Vec<ProducedBatch>, String> {
             let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress));
             sets.push(set.map_err(|e| e.to_string())?);
         }
-        Ok::<_, String>(sets)
+        Ok::<_, String>((sets, budget.get()))
     })
     .map_err(|_| "the record batch decoder gave up".to_string())??;
+    *budget = left;
     let mut batches = Vec::with_capacity(sets.len());
     for set in sets {
         let Some(first) = set.records.first() else { continue };
@@ -228,6 +234,12 @@ mod tests {
         }
     }
 
+    use crate::server::DECOMPRESSED_BYTES_MAX;
+
+    fn decode(bytes: &Bytes) -> Result<Vec<ProducedBatch>, String> {
+        decode_produced(bytes, &mut { DECOMPRESSED_BYTES_MAX })
+    }
+
     #[test]
     fn a_fetched_batch_decodes_back_to_the_same_records() {
         let records = vec![
@@ -236,7 +248,7 @@ mod tests {
             record(9, Some(""), &[("x", "")], "three"),
         ];
         let bytes = encode_batch(&records, true).unwrap();
-        let batches = decode_produced(&bytes).unwrap();
+        let batches = decode(&bytes).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].base_sequence, -1);
         let back = &batches[0].records;
@@ -257,18 +269,45 @@ mod tests {
     fn bad_batches_are_errors_not_panics() {
         let good = encode_batch(&[record(0, Some("k"), &[], "v")], false).unwrap();
         for cut in 0..good.len() {
-            assert!(decode_produced(&good.slice(..cut)).is_err() || cut == 0);
+            assert!(decode(&good.slice(..cut)).is_err() || cut == 0);
         }
         let mut huge = good.to_vec();
         huge[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-        assert!(decode_produced(&Bytes::from(huge)).unwrap_err().contains("records"));
+        assert!(decode(&Bytes::from(huge)).unwrap_err().contains("records"));
         let mut flipped = good.to_vec();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert!(decode_produced(&Bytes::from(flipped)).is_err());
+        assert!(decode(&Bytes::from(flipped)).is_err());
         let mut magic = good.to_vec();
         magic[16] = 1;
-        assert!(decode_produced(&Bytes::from(magic)).unwrap_err().contains("magic"));
+        assert!(decode(&Bytes::from(magic)).unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn compressed_batches_share_one_budget() {
+        let value = Some(Bytes::from(vec![b'z'; 10_000]));
+        let records: Vec<KafkaRecord> = (0..4)
+            .map(|i| kafka_record(i, i as i32 - 1, 0, None, value.clone(), KafkaHeaders::new()))
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        };
+        RecordBatchEncoder::encode(&mut buf, &records, &options).unwrap();
+        let batch = buf.freeze();
+        assert!(batch.len() < 1_000, "{}", batch.len());
+        // The first decode takes the records' ~40 kB from the budget; what is left is too
+        // little for the same batch again.
+        let mut budget = 60_000;
+        assert_eq!(decode_produced(&batch, &mut budget).unwrap()[0].records.len(), 4);
+        assert!(budget < 20_000, "{budget}");
+        let err = decode_produced(&batch, &mut budget).unwrap_err();
+        assert!(err.contains("allowed"), "{err}");
+        // Uncompressed batches are not charged.
+        let plain = encode_batch(&[record(0, None, &[], "v")], false).unwrap();
+        let mut left = 0;
+        assert_eq!(decode_produced(&plain, &mut left).unwrap().len(), 1);
     }
 
     #[test]
@@ -301,7 +340,7 @@ mod tests {
                 compression,
             };
             RecordBatchEncoder::encode(&mut buf, &kafka, &options).unwrap();
-            let batches = decode_produced(&buf.freeze()).unwrap();
+            let batches = decode(&buf.freeze()).unwrap();
             assert_eq!(batches.len(), 1, "{compression:?}");
             let records = &batches[0].records;
             assert_eq!(records.len(), 3, "{compression:?}");
