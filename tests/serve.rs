@@ -244,6 +244,58 @@ fn compressed_batches_from_a_real_client() {
     assert!(server.terminate().success());
 }
 
+/// A Fetch asking for 2 GiB of a 64 MB topic gets at most the server's 55 MiB
+/// (`FETCH_BYTES_MAX`), then the rest on the next Fetch.
+#[test]
+fn a_fetch_response_is_capped_whatever_the_client_asks() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.create_topic("big", Default::default()).unwrap();
+    let value = vec![b'v'; 4_000_000];
+    for _ in 0..16 {
+        topic.append(&NewRecord::new(value.clone())).unwrap();
+    }
+    let fetch_from = |offset: i64| {
+        let partition = FetchPartition::default()
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(i32::MAX);
+        let request = FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_bytes(i32::MAX)
+            .with_min_bytes(1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("big")))
+                .with_partitions(vec![partition])]);
+        let mut body = bytes::BytesMut::new();
+        request.encode(&mut body, 4).unwrap();
+        let mut socket = TcpStream::connect(&addr).unwrap();
+        socket.write_all(&frame(1, 4, 9, &body)).unwrap();
+        let mut size = [0u8; 4];
+        socket.read_exact(&mut size).unwrap();
+        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+        socket.read_exact(&mut response).unwrap();
+        response.len()
+    };
+    let first = fetch_from(0);
+    assert!(
+        first <= trailkeep::server::FETCH_BYTES_MAX + (64 << 10),
+        "{first} bytes"
+    );
+    assert!(
+        first >= 13 * value.len(),
+        "{first} bytes: fewer records than the cap holds"
+    );
+    // The rest (two or three records) comes with the next fetch from where it stopped.
+    let rest = fetch_from((first / value.len()) as i64);
+    assert!(rest >= 2 * value.len() && rest < 4 * value.len(), "{rest} bytes");
+    assert!(server.terminate().success());
+}
+
 /// Bad frames close their own connection with a log line; other clients go on. An
 /// ApiVersions in an unknown version gets UNSUPPORTED_VERSION, as Kafka answers.
 #[test]

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, Prod
 use super::handlers::{code, error_code, name, to_offset};
 use super::records::{decode_produced, encode_batch, ProducedBatch};
 use super::DECOMPRESSED_BYTES_MAX;
-use super::{State, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
+use super::{State, FETCH_BYTES_MAX, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
 use crate::{Record, RecordFields, Topic};
 
 /// Batches remembered per idempotent producer and topic (Kafka keeps 5).
@@ -220,7 +220,9 @@ pub(crate) async fn fetch(state: &Arc<State>, request: FetchRequest) -> FetchRes
     let wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(FETCH_WAIT_MAX_MS);
     let deadline = Instant::now() + Duration::from_millis(wait_ms);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX).max(1);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(usize::MAX)
+        .clamp(1, FETCH_BYTES_MAX);
     let mut wants: Vec<Want> = request
         .topics
         .iter()

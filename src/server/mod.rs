@@ -38,6 +38,10 @@ use crate::{Store, Topic};
 pub const FRAME_BYTES_MAX: usize = 100 << 20;
 /// Longest a Fetch may wait for new records, whatever the client asks.
 pub const FETCH_WAIT_MAX_MS: u64 = 30_000;
+/// Most record bytes one Fetch response carries, whatever `max_bytes` the client asks for
+/// (Kafka brokers' default `fetch.max.bytes`, 55 MiB): a client asking for 2 GiB of a
+/// large topic must not make the server hold 2 GiB for it.
+pub const FETCH_BYTES_MAX: usize = 55 << 20;
 /// How often a waiting Fetch looks for records appended by another process.
 const FETCH_POLL_MS: u64 = 10;
 /// Most concurrent connections; more are refused with a log line.
