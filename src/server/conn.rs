@@ -10,10 +10,11 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{handlers, State, FRAME_BYTES_MAX};
+use super::{handlers, State, FRAME_BYTES_MAX, FRAME_PERMIT_BYTES};
 
 /// Shortest request frame: api key, api version and correlation id (2 + 2 + 4 bytes).
 const FRAME_BYTES_MIN: usize = 8;
@@ -31,7 +32,8 @@ pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<St
     let _ = socket.set_nodelay(true);
     tracing::debug!(%peer, "connection opened");
     loop {
-        let frame = match read_frame(&mut socket).await {
+        // The permit holds the frame's share of the in-flight budget until it is answered.
+        let (frame, _permit) = match read_frame(&mut socket, &state.frames).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -68,8 +70,12 @@ pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<St
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Reads one size-prefixed frame; `None` at a clean end of stream.
-async fn read_frame(socket: &mut TcpStream) -> Result<Option<Bytes>, String> {
+/// Reads one size-prefixed frame, once `frames` (the in-flight budget, in permits of
+/// `FRAME_PERMIT_BYTES`) has room for it; `None` at a clean end of stream.
+async fn read_frame<'a>(
+    socket: &mut (impl AsyncRead + Unpin),
+    frames: &'a Semaphore,
+) -> Result<Option<(Bytes, SemaphorePermit<'a>)>, String> {
     let mut size = [0u8; 4];
     match socket.read_exact(&mut size).await {
         Ok(_) => {}
@@ -87,12 +93,17 @@ async fn read_frame(socket: &mut TcpStream) -> Result<Option<Bytes>, String> {
     if size < FRAME_BYTES_MIN {
         return Err(format!("bad frame: {size} bytes, too short for a request header"));
     }
+    let permits = u32::try_from(size.div_ceil(FRAME_PERMIT_BYTES)).unwrap_or(u32::MAX);
+    let permit = frames
+        .acquire_many(permits)
+        .await
+        .map_err(|e| format!("waiting for room for a {size}-byte frame: {e}"))?;
     let mut frame = BytesMut::zeroed(size);
     socket
         .read_exact(&mut frame)
         .await
         .map_err(|e| format!("reading a {size}-byte frame failed: {e}"))?;
-    Ok(Some(frame.freeze()))
+    Ok(Some((frame.freeze(), permit)))
 }
 
 pub(crate) enum Undecodable {
@@ -246,16 +257,12 @@ pub fn fuzz_handle_frame(store: &crate::Store, frame: &[u8]) -> Result<Option<Ve
         RequestKind::JoinGroup(join) => join.rebalance_timeout_ms = join.rebalance_timeout_ms.min(FUZZ_WAIT_MAX_MS),
         _ => {}
     }
-    let state = Arc::new(State {
-        store: store.clone(),
-        auto_create_topics: true,
-        advertised: ("127.0.0.1".to_owned(), 9092),
-        cluster_id: "trailkeep-fuzz".to_owned(),
-        appended: tokio::sync::Notify::new(),
-        groups: super::groups::Coordinator::default(),
-        producers: parking_lot::Mutex::new(handlers::Producers::default()),
-        next_producer_id: std::sync::atomic::AtomicI64::new(1),
-    });
+    let state = Arc::new(State::new(
+        store.clone(),
+        true,
+        ("127.0.0.1".to_owned(), 9092),
+        "trailkeep-fuzz".to_owned(),
+    ));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -265,4 +272,53 @@ pub fn fuzz_handle_frame(store: &crate::Store, frame: &[u8]) -> Result<Option<Ve
         return Ok(None);
     };
     encode_response(correlation_id, api_key, version, &response).map(|b| Some(b.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn framed(len: usize) -> Vec<u8> {
+        let mut out = (len as i32).to_be_bytes().to_vec();
+        out.resize(4 + len, 7);
+        out
+    }
+
+    /// A frame waits, unread, until the in-flight budget has room for it, and gets it when
+    /// an earlier frame's permit is dropped (its request answered).
+    #[test]
+    fn a_frame_waits_for_room_in_the_budget() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Room for 4 KiB: a 3 KiB frame fits, a 2 KiB one after it does not.
+            let frames = Semaphore::new(4);
+            let (mut client, mut server) = tokio::io::duplex(64 << 10);
+            client.write_all(&framed(3 * 1024)).await.unwrap();
+            client.write_all(&framed(2 * 1024)).await.unwrap();
+            let (first, permit) = read_frame(&mut server, &frames).await.unwrap().unwrap();
+            assert_eq!(first.len(), 3 * 1024);
+            assert_eq!(frames.available_permits(), 1);
+            let (second, _permit) = {
+                let next = read_frame(&mut server, &frames);
+                tokio::pin!(next);
+                let wait = tokio::time::timeout(Duration::from_millis(100), &mut next).await;
+                assert!(wait.is_err(), "the second frame must wait for room");
+                drop(permit);
+                next.await.unwrap().unwrap()
+            };
+            assert_eq!(second.len(), 2 * 1024);
+            assert!(second.iter().all(|b| *b == 7));
+            // A frame over the frame limit is refused before any room is taken.
+            client
+                .write_all(&((FRAME_BYTES_MAX + 1) as i32).to_be_bytes())
+                .await
+                .unwrap();
+            let err = read_frame(&mut server, &frames).await.unwrap_err();
+            assert!(err.contains("over the limit"), "{err}");
+        });
+    }
 }

@@ -46,6 +46,13 @@ pub const FETCH_BYTES_MAX: usize = 55 << 20;
 const FETCH_POLL_MS: u64 = 10;
 /// Most concurrent connections; more are refused with a log line.
 pub const CONNECTIONS_MAX: usize = 1024;
+/// Most bytes of request frames held at once over all connections (1 GiB): a connection
+/// whose next frame would go past it waits, unread (TCP backpressure), until requests
+/// before it are answered. Without it, connections each stalled just short of the end of
+/// a 100 MiB frame could make the server hold [`CONNECTIONS_MAX`] times that.
+pub const FRAMES_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
+/// The in-flight frame budget is counted in permits of this many bytes.
+const FRAME_PERMIT_BYTES: usize = 1024;
 
 /// Errors of server mode.
 #[derive(Debug, thiserror::Error)]
@@ -98,9 +105,28 @@ pub(crate) struct State {
     pub groups: groups::Coordinator,
     pub producers: Mutex<handlers::Producers>,
     pub next_producer_id: AtomicI64,
+    /// The in-flight frame budget ([`FRAMES_IN_FLIGHT_BYTES_MAX`]), in permits of
+    /// [`FRAME_PERMIT_BYTES`].
+    pub frames: tokio::sync::Semaphore,
 }
 
 impl State {
+    pub fn new(store: Store, auto_create_topics: bool, advertised: (String, u16), cluster_id: String) -> State {
+        State {
+            store,
+            auto_create_topics,
+            advertised,
+            cluster_id,
+            appended: tokio::sync::Notify::new(),
+            groups: groups::Coordinator::default(),
+            producers: Mutex::new(handlers::Producers::default()),
+            // Producer ids from the clock (ms), so a restarted server does not hand out
+            // the ids of before.
+            next_producer_id: AtomicI64::new((crate::topic::now_us() / 1000) as i64),
+            frames: tokio::sync::Semaphore::new(FRAMES_IN_FLIGHT_BYTES_MAX / FRAME_PERMIT_BYTES),
+        }
+    }
+
     pub fn next_producer_id(&self) -> i64 {
         self.next_producer_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -152,17 +178,7 @@ impl Server {
             .clone()
             .unwrap_or_else(|| (bound.ip().to_string(), bound.port()));
         let cluster_id = format!("trailkeep-{}", store.store_id()?);
-        let first_producer_id = (crate::topic::now_us() / 1000) as i64;
-        let state = Arc::new(State {
-            store,
-            auto_create_topics: config.auto_create_topics,
-            advertised,
-            cluster_id,
-            appended: tokio::sync::Notify::new(),
-            groups: groups::Coordinator::default(),
-            producers: Mutex::new(handlers::Producers::default()),
-            next_producer_id: AtomicI64::new(first_producer_id),
-        });
+        let state = Arc::new(State::new(store, config.auto_create_topics, advertised, cluster_id));
         Ok(Server {
             listener,
             state,
