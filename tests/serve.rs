@@ -296,6 +296,42 @@ fn a_fetch_response_is_capped_whatever_the_client_asks() {
     assert!(server.terminate().success());
 }
 
+/// JoinGroup with a session timeout outside Kafka's default bounds (6 s ..= 30 min) gets
+/// INVALID_SESSION_TIMEOUT (26), so no member can stay forever without heartbeats; one
+/// inside them joins.
+#[test]
+fn join_group_session_timeouts_are_bounded() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{GroupId, JoinGroupRequest};
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let join = |session_timeout_ms: i32| {
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_session_timeout_ms(session_timeout_ms)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"))
+            ]);
+        let mut body = bytes::BytesMut::new();
+        request.encode(&mut body, 0).unwrap();
+        let mut socket = TcpStream::connect(&addr).unwrap();
+        socket.write_all(&frame(11, 0, 5, &body)).unwrap();
+        let mut size = [0u8; 4];
+        socket.read_exact(&mut size).unwrap();
+        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+        socket.read_exact(&mut response).unwrap();
+        i16::from_be_bytes([response[4], response[5]])
+    };
+    assert_eq!(join(1_000), 26, "1 s");
+    assert_eq!(join(i32::MAX), 26, "24 days");
+    assert_eq!(join(-1), 26, "negative");
+    assert_eq!(join(10_000), 0, "10 s");
+    assert!(server.terminate().success());
+}
+
 /// Bad frames close their own connection with a log line; other clients go on. An
 /// ApiVersions in an unknown version gets UNSUPPORTED_VERSION, as Kafka answers.
 #[test]

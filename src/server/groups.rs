@@ -33,6 +33,11 @@ use super::State;
 
 /// Longest a JoinGroup waits for the other members to rejoin.
 pub const REBALANCE_WAIT_MAX_MS: u64 = 15_000;
+/// Session timeouts a JoinGroup may ask for (Kafka brokers' defaults of
+/// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`); outside them it gets
+/// INVALID_SESSION_TIMEOUT, so every member that stops heartbeating is dropped in time.
+pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
+pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
 /// How often waiting joins and syncs look at the group again (they are also woken).
 const GROUP_POLL_MS: u64 = 50;
 
@@ -180,7 +185,16 @@ impl Coordinator {
                 .unwrap_or(0)
                 .min(REBALANCE_WAIT_MAX_MS),
         );
-        let session_timeout = Duration::from_millis(u64::try_from(request.session_timeout_ms).unwrap_or(10_000));
+        if !(SESSION_TIMEOUT_MIN_MS..=SESSION_TIMEOUT_MAX_MS).contains(&request.session_timeout_ms) {
+            tracing::warn!(
+                group = group_id,
+                "refusing JoinGroup: session timeout {} ms is outside {SESSION_TIMEOUT_MIN_MS}..={SESSION_TIMEOUT_MAX_MS}",
+                request.session_timeout_ms
+            );
+            response.error_code = code::INVALID_SESSION_TIMEOUT;
+            return response;
+        }
+        let session_timeout = Duration::from_millis(request.session_timeout_ms.unsigned_abs().into());
         let member_id = {
             let mut groups = self.groups.lock();
             let group = groups.entry(group_id.clone()).or_insert_with(Group::new);
