@@ -204,6 +204,20 @@ fn frame(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8
     out
 }
 
+/// Sends `request` as API `api_key` in `version` on a new connection and returns the
+/// response after its size prefix (the correlation id first).
+fn send_request(addr: &str, api_key: i16, version: i16, request: &impl kafka_protocol::protocol::Encodable) -> Vec<u8> {
+    let mut body = bytes::BytesMut::new();
+    request.encode(&mut body, version).unwrap();
+    let mut socket = TcpStream::connect(addr).unwrap();
+    socket.write_all(&frame(api_key, version, 5, &body)).unwrap();
+    let mut size = [0u8; 4];
+    socket.read_exact(&mut size).unwrap();
+    let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
+    socket.read_exact(&mut response).unwrap();
+    response
+}
+
 fn closed_by_server(mut socket: TcpStream) -> bool {
     socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 64];
@@ -250,7 +264,7 @@ fn compressed_batches_from_a_real_client() {
 fn a_fetch_response_is_capped_whatever_the_client_asks() {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, TopicName};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kafka_protocol::protocol::StrBytes;
 
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = serve(dir.path(), &[]);
@@ -271,15 +285,7 @@ fn a_fetch_response_is_capped_whatever_the_client_asks() {
             .with_topics(vec![FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_static_str("big")))
                 .with_partitions(vec![partition])]);
-        let mut body = bytes::BytesMut::new();
-        request.encode(&mut body, 4).unwrap();
-        let mut socket = TcpStream::connect(&addr).unwrap();
-        socket.write_all(&frame(1, 4, 9, &body)).unwrap();
-        let mut size = [0u8; 4];
-        socket.read_exact(&mut size).unwrap();
-        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
-        socket.read_exact(&mut response).unwrap();
-        response.len()
+        send_request(&addr, 1, 4, &request).len()
     };
     let first = fetch_from(0);
     assert!(
@@ -303,7 +309,7 @@ fn a_fetch_response_is_capped_whatever_the_client_asks() {
 fn join_group_session_timeouts_are_bounded() {
     use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::{GroupId, JoinGroupRequest};
-    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use kafka_protocol::protocol::StrBytes;
 
     let dir = tempfile::tempdir().unwrap();
     let (server, addr) = serve(dir.path(), &[]);
@@ -315,14 +321,7 @@ fn join_group_session_timeouts_are_bounded() {
             .with_protocols(vec![
                 JoinGroupRequestProtocol::default().with_name(StrBytes::from_static_str("range"))
             ]);
-        let mut body = bytes::BytesMut::new();
-        request.encode(&mut body, 0).unwrap();
-        let mut socket = TcpStream::connect(&addr).unwrap();
-        socket.write_all(&frame(11, 0, 5, &body)).unwrap();
-        let mut size = [0u8; 4];
-        socket.read_exact(&mut size).unwrap();
-        let mut response = vec![0u8; i32::from_be_bytes(size) as usize];
-        socket.read_exact(&mut response).unwrap();
+        let response = send_request(&addr, 11, 0, &request);
         i16::from_be_bytes([response[4], response[5]])
     };
     assert_eq!(join(1_000), 26, "1 s");
