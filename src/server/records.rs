@@ -83,10 +83,12 @@ pub fn decode_produced(bytes: &Bytes, budget: &mut usize) -> Result<Vec<Produced
     check_batch_headers(bytes)?;
     let mut buf = bytes.clone();
     let start = *budget;
+    // What was decompressed is charged even when a later batch fails; after a panic the
+    // rest of the request gets nothing.
+    *budget = 0;
     // The decoder is a third-party parser of untrusted bytes: a panic in it must not take
     // the server down, only fail this request.
     let (sets, left) = std::panic::catch_unwind(move || {
-        let mut sets = Vec::new();
         let budget = Cell::new(start);
         let decompress = |records: &mut Bytes, compression| {
             let plain = decompress(records, compression, budget.get()).map_err(std::io::Error::other)?;
@@ -95,14 +97,18 @@ pub fn decode_produced(bytes: &Bytes, budget: &mut usize) -> Result<Vec<Produced
             }
             Ok(plain)
         };
+        let mut sets = Vec::new();
         while !buf.is_empty() {
-            let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress));
-            sets.push(set.map_err(|e| e.to_string())?);
+            match RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress)) {
+                Ok(set) => sets.push(set),
+                Err(e) => return (Err(e.to_string()), budget.get()),
+            }
         }
-        Ok::<_, String>((sets, budget.get()))
+        (Ok(sets), budget.get())
     })
-    .map_err(|_| "the record batch decoder gave up".to_string())??;
+    .map_err(|_| "the record batch decoder gave up".to_string())?;
     *budget = left;
+    let sets = sets?;
     let mut batches = Vec::with_capacity(sets.len());
     for set in sets {
         let Some(first) = set.records.first() else { continue };
@@ -304,6 +310,14 @@ mod tests {
         assert!(budget < 20_000, "{budget}");
         let err = decode_produced(&batch, &mut budget).unwrap_err();
         assert!(err.contains("allowed"), "{err}");
+        // A batch that fails after one that decompressed: the first is still charged.
+        let mut both = batch.to_vec();
+        both.extend_from_slice(&batch);
+        let last = both.len() - 1;
+        both[last] ^= 0xff; // the second batch's checksum no longer matches
+        let mut budget = 60_000;
+        assert!(decode_produced(&Bytes::from(both), &mut budget).is_err());
+        assert!(budget < 20_000, "{budget}");
         // Uncompressed batches are not charged.
         let plain = encode_batch(&[record(0, None, &[], "v")], false).unwrap();
         let mut left = 0;
