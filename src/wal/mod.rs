@@ -161,7 +161,7 @@ const INDEX_WRITE_BYTES: usize = 4096;
 pub const PREALLOCATE_BYTES: u64 = 8 << 20;
 
 /// Bytes written with zeros ahead of the active segment's writer at a time under
-/// [`Durability::Always`] (see [`ActiveFile::reserve`]): one larger sync per that many
+/// [`Durability::Always`] (see `ActiveFile::reserve`): one larger sync per that many
 /// bytes of records.
 pub const ZERO_FILL_BYTES: u64 = 1 << 20;
 
