@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
@@ -14,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{handlers, State, FRAME_BYTES_MAX, FRAME_PERMIT_BYTES};
+use super::{handlers, State, CONNECTION_IDLE_MAX, FRAME_BYTES_MAX, FRAME_PERMIT_BYTES};
 
 /// Shortest request frame: api key, api version and correlation id (2 + 2 + 4 bytes).
 const FRAME_BYTES_MIN: usize = 8;
@@ -33,7 +34,7 @@ pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<St
     tracing::debug!(%peer, "connection opened");
     loop {
         // The permit holds the frame's share of the in-flight budget until it is answered.
-        let (frame, _permit) = match read_frame(&mut socket, &state.frames).await {
+        let (frame, _permit) = match read_frame(&mut socket, &state.frames, CONNECTION_IDLE_MAX).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -71,13 +72,18 @@ pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<St
 }
 
 /// Reads one size-prefixed frame, once `frames` (the in-flight budget, in permits of
-/// `FRAME_PERMIT_BYTES`) has room for it; `None` at a clean end of stream.
+/// `FRAME_PERMIT_BYTES`) has room for it; `None` at a clean end of stream. A frame that
+/// does not start within `idle` is an error (the connection closes).
 async fn read_frame<'a>(
     socket: &mut (impl AsyncRead + Unpin),
     frames: &'a Semaphore,
+    idle: Duration,
 ) -> Result<Option<(Bytes, SemaphorePermit<'a>)>, String> {
     let mut size = [0u8; 4];
-    match socket.read_exact(&mut size).await {
+    let Ok(started) = tokio::time::timeout(idle, socket.read_exact(&mut size)).await else {
+        return Err(format!("idle for {} s", idle.as_secs_f64()));
+    };
+    match started {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(None),
@@ -277,7 +283,8 @@ pub fn fuzz_handle_frame(store: &crate::Store, frame: &[u8]) -> Result<Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    const IDLE: Duration = Duration::from_secs(60);
 
     fn framed(len: usize) -> Vec<u8> {
         let mut out = (len as i32).to_be_bytes().to_vec();
@@ -299,11 +306,11 @@ mod tests {
             let (mut client, mut server) = tokio::io::duplex(64 << 10);
             client.write_all(&framed(3 * 1024)).await.unwrap();
             client.write_all(&framed(2 * 1024)).await.unwrap();
-            let (first, permit) = read_frame(&mut server, &frames).await.unwrap().unwrap();
+            let (first, permit) = read_frame(&mut server, &frames, IDLE).await.unwrap().unwrap();
             assert_eq!(first.len(), 3 * 1024);
             assert_eq!(frames.available_permits(), 1);
             let (second, _permit) = {
-                let next = read_frame(&mut server, &frames);
+                let next = read_frame(&mut server, &frames, IDLE);
                 tokio::pin!(next);
                 let wait = tokio::time::timeout(Duration::from_millis(100), &mut next).await;
                 assert!(wait.is_err(), "the second frame must wait for room");
@@ -317,8 +324,28 @@ mod tests {
                 .write_all(&((FRAME_BYTES_MAX + 1) as i32).to_be_bytes())
                 .await
                 .unwrap();
-            let err = read_frame(&mut server, &frames).await.unwrap_err();
+            let err = read_frame(&mut server, &frames, IDLE).await.unwrap_err();
             assert!(err.contains("over the limit"), "{err}");
+        });
+    }
+
+    /// A connection that starts no frame within the idle limit is closed; one that does
+    /// is read.
+    #[test]
+    fn an_idle_connection_is_closed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let frames = Semaphore::new(16);
+            let (mut client, mut server) = tokio::io::duplex(64 << 10);
+            let idle = Duration::from_millis(100);
+            let err = read_frame(&mut server, &frames, idle).await.unwrap_err();
+            assert!(err.contains("idle for 0.1 s"), "{err}");
+            client.write_all(&framed(100)).await.unwrap();
+            let (frame, _permit) = read_frame(&mut server, &frames, idle).await.unwrap().unwrap();
+            assert_eq!(frame.len(), 100);
         });
     }
 }

@@ -51,6 +51,10 @@ pub const CONNECTIONS_MAX: usize = 1024;
 /// before it are answered. Without it, connections each stalled just short of the end of
 /// a 100 MiB frame could make the server hold [`CONNECTIONS_MAX`] times that.
 pub const FRAMES_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
+/// A connection that starts no request for this long is closed (Kafka brokers' default
+/// `connections.max.idle.ms`, 10 min; clients reconnect when they need to), so idle
+/// connections cannot keep the [`CONNECTIONS_MAX`] slots.
+pub const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 /// The in-flight frame budget is counted in permits of this many bytes.
 const FRAME_PERMIT_BYTES: usize = 1024;
 
