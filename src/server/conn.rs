@@ -286,6 +286,14 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(60);
 
+    fn block_on(test: impl std::future::Future<Output = ()>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(test);
+    }
+
     fn framed(len: usize) -> Vec<u8> {
         let mut out = (len as i32).to_be_bytes().to_vec();
         out.resize(4 + len, 7);
@@ -296,11 +304,7 @@ mod tests {
     /// an earlier frame's permit is dropped (its request answered).
     #[test]
     fn a_frame_waits_for_room_in_the_budget() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             // Room for 4 KiB: a 3 KiB frame fits, a 2 KiB one after it does not.
             let frames = Semaphore::new(4);
             let (mut client, mut server) = tokio::io::duplex(64 << 10);
@@ -333,11 +337,7 @@ mod tests {
     /// is read.
     #[test]
     fn an_idle_connection_is_closed() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
+        block_on(async {
             let frames = Semaphore::new(16);
             let (mut client, mut server) = tokio::io::duplex(64 << 10);
             let idle = Duration::from_millis(100);
