@@ -225,8 +225,9 @@ fn closed_by_server(mut socket: TcpStream) -> bool {
     read.is_err() || read.is_ok_and(|n| n == 0)
 }
 
-/// Batches compressed by librdkafka with each codec Kafka has are decompressed by the
-/// server's own bounded readers (src/server/decompress.rs) and stored record for record.
+/// Batches compressed by librdkafka with each codec Kafka has, and by kafka-python with
+/// gzip, are decompressed by the server's own bounded readers (src/server/decompress.rs)
+/// and stored record for record.
 #[test]
 fn compressed_batches_from_a_real_client() {
     let Some(python) = python() else { return };
@@ -234,25 +235,31 @@ fn compressed_batches_from_a_real_client() {
     let (server, addr) = serve(dir.path(), &[]);
     let store = Store::open(dir.path()).unwrap();
     let sent = sample_records(40, 3);
-    for codec in ["gzip", "snappy", "lz4", "zstd"] {
-        let name = format!("zipped-{codec}");
-        let acks = client_run(
-            &python,
-            &["produce", "confluent", &addr, &name, codec],
-            &to_stdin(&sent),
-        );
-        assert_eq!(offsets_of(&acks), (0..40).collect::<Vec<_>>(), "{codec}");
+    // kafka-python compresses with gzip from Python's standard library (its other codecs
+    // need extra packages), librdkafka with its own builds of all four.
+    let runs = [
+        ("kafka-python", "gzip"),
+        ("confluent", "gzip"),
+        ("confluent", "snappy"),
+        ("confluent", "lz4"),
+        ("confluent", "zstd"),
+    ];
+    for (client, codec) in runs {
+        let name = format!("zipped-{client}-{codec}");
+        let run = format!("{client} {codec}");
+        let acks = client_run(&python, &["produce", client, &addr, &name, codec], &to_stdin(&sent));
+        assert_eq!(offsets_of(&acks), (0..40).collect::<Vec<_>>(), "{run}");
         let topic = store.topic(&name).unwrap();
         topic.refresh().unwrap();
-        assert_eq!(topic.end_offset(), Offset(40), "{codec}");
+        assert_eq!(topic.end_offset(), Offset(40), "{run}");
         for (i, want) in sent.iter().enumerate() {
             let record = topic.read(Offset(i as u64)).unwrap();
             let got = as_json(&record);
             for field in ["key", "value", "headers"] {
-                assert_eq!(got[field], want[field], "{codec} record {i} {field}");
+                assert_eq!(got[field], want[field], "{run} record {i} {field}");
             }
             let event_ms = want["timestamp"].as_i64().unwrap();
-            assert_eq!(record.event_time_us, Some(event_ms * 1000), "{codec} record {i}");
+            assert_eq!(record.event_time_us, Some(event_ms * 1000), "{run} record {i}");
         }
     }
     assert!(server.terminate().success());
@@ -299,6 +306,61 @@ fn a_fetch_response_is_capped_whatever_the_client_asks() {
     // The rest (two or three records) comes with the next fetch from where it stopped.
     let rest = fetch_from((first / value.len()) as i64);
     assert!(rest >= 2 * value.len() && rest < 4 * value.len(), "{rest} bytes");
+    assert!(server.terminate().success());
+}
+
+/// A Produce of a few kilobytes that zstd-decompresses to 168 MB (more than
+/// `DECOMPRESSED_BYTES_MAX` allows one request) is refused with CORRUPT_MESSAGE before it
+/// fills memory; nothing is appended and the server serves on.
+#[test]
+fn a_decompression_bomb_is_refused() {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    use trailkeep::server::records::{kafka_record, KafkaHeaders};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let zeros = bytes::Bytes::from(vec![0u8; 4_000_000]);
+    let records: Vec<_> = (0..42)
+        .map(|i| {
+            kafka_record(
+                i,
+                i as i32 - 1,
+                1_700_000_000_000,
+                None,
+                Some(zeros.clone()),
+                KafkaHeaders::new(),
+            )
+        })
+        .collect();
+    let mut batch = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::Zstd,
+    };
+    RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+    assert!(batch.len() < 64 << 10, "{} bytes compressed", batch.len());
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("bomb")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch.freeze()))])]);
+    let response = send_request(&addr, 0, 3, &request);
+    // v3: correlation id, topic array (1), name "bomb", partition array (1), index 0, then
+    // the partition's error code.
+    let error = &response[4 + 4 + 2 + 4 + 4 + 4..][..2];
+    assert_eq!(i16::from_be_bytes([error[0], error[1]]), 2, "CORRUPT_MESSAGE");
+    // Refused before the topic is even created.
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.topic("bomb").is_err(), "the topic exists");
+    // Still serving: an ApiVersions request is answered.
+    let versions = kafka_protocol::messages::ApiVersionsRequest::default();
+    assert_eq!(send_request(&addr, 18, 0, &versions)[4..6], [0, 0]);
     assert!(server.terminate().success());
 }
 

@@ -11,8 +11,8 @@ Actions:
     produce              records (key, value, headers, optional timestamp) on stdin, one
                          produce + flush each; prints {"offset": N} per record, or
                          {"error": ...} for a record marked "expect_error": true
-    produce CODEC        (confluent) the same records with compression.type CODEC, all
-                         produced before one flush, so they travel as compressed batches
+    produce CODEC        the same records compressed with CODEC, all produced before one
+                         flush, so they travel as compressed batches
     consume N [GROUP]    reads N records (from the beginning, or from GROUP's committed
                          offset with subscribe(); commits after them), prints them
     offset_for_time MS   prints {"offset": N} (ListOffsets by timestamp; -1 when none)
@@ -57,19 +57,31 @@ def as_json(offset, timestamp, key, value, headers):
 
 
 # ---------------------------------------------------------------- kafka-python
-def kp_produce(bootstrap, topic):
+def kp_fields(r):
+    return {
+        "key": unhex(r.get("key")),
+        "value": unhex(r["value"]),
+        "headers": [(k, unhex(v)) for k, v in r.get("headers", [])],
+        "timestamp_ms": r.get("timestamp"),
+    }
+
+
+def kp_produce(bootstrap, topic, codec=None):
     from kafka import KafkaProducer
 
-    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", retries=0, request_timeout_ms=10000)
+    config = {"bootstrap_servers": bootstrap, "acks": "all", "retries": 0, "request_timeout_ms": 10000}
+    if codec is not None:
+        p = KafkaProducer(**config, compression_type=codec, linger_ms=1000)
+        futures = [p.send(topic, **kp_fields(json.loads(line))) for line in sys.stdin]
+        p.flush()
+        for fut in futures:
+            out({"offset": fut.get(timeout=10).offset})
+        p.close()
+        return
+    p = KafkaProducer(**config)
     for line in sys.stdin:
         r = json.loads(line)
-        fut = p.send(
-            topic,
-            key=unhex(r.get("key")),
-            value=unhex(r["value"]),
-            headers=[(k, unhex(v)) for k, v in r.get("headers", [])],
-            timestamp_ms=r.get("timestamp"),
-        )
+        fut = p.send(topic, **kp_fields(r))
         p.flush()
         try:
             out({"offset": fut.get(timeout=10).offset})
