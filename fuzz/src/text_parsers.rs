@@ -181,6 +181,12 @@ fn raw_hash(input: &mut Input<'_>) -> Hash {
     hash
 }
 
+/// Two raw hashes and a raw proof, for the checks' must-not-panic path.
+fn raw_proof(input: &mut Input<'_>) -> (Hash, Hash, Vec<Hash>) {
+    let (a, b) = (raw_hash(input), raw_hash(input));
+    (a, b, raw_hashes(input))
+}
+
 /// `[flags] [index u64] [size u64] ...`: flags bit 0 uses a real tree (the numbers taken
 /// modulo its size) and checks that its proof verifies and a changed one does not; else
 /// raw numbers and hashes, which must not panic.
@@ -188,8 +194,7 @@ fn check_inclusion(input: &mut Input<'_>) {
     let flags = input.u8();
     let (index, size) = (input.u64(), input.u64());
     if flags & 1 == 0 {
-        let (leaf, root) = (raw_hash(input), raw_hash(input));
-        let proof = raw_hashes(input);
+        let (leaf, root, proof) = raw_proof(input);
         let _ = verify_inclusion(&leaf, index, size, &proof, &root);
         return;
     }
@@ -217,8 +222,7 @@ fn check_consistency(input: &mut Input<'_>) {
     let flags = input.u8();
     let (old_size, new_size) = (input.u64(), input.u64());
     if flags & 1 == 0 {
-        let (old_root, new_root) = (raw_hash(input), raw_hash(input));
-        let proof = raw_hashes(input);
+        let (old_root, new_root, proof) = raw_proof(input);
         let _ = verify_consistency(old_size, new_size, &old_root, &new_root, &proof);
         return;
     }

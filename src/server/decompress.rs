@@ -6,6 +6,7 @@
 //! decompress to more than [`DECOMPRESSED_BYTES_MAX`] in all, the most a client could send
 //! uncompressed in one request.
 
+use std::cell::Cell;
 use std::io::Read;
 
 use bytes::Bytes;
@@ -22,13 +23,23 @@ pub const DECOMPRESSED_BYTES_MAX: usize = FRAME_BYTES_MAX;
 const SNAPPY_FRAMED_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 const SNAPPY_BLOCK_LENGTH_BYTES: usize = 4;
 
-/// The records of one batch, decompressed with `compression`, at most `budget` bytes long;
-/// uncompressed records are returned as they are (the frame limit bounds them).
+/// The records of one batch, decompressed with `compression` and taken from `budget`
+/// (what the request's batches may still decompress to); uncompressed records are
+/// returned as they are and not charged (the frame limit bounds them).
 ///
 /// # Errors
 /// What is wrong: bytes the codec cannot read, or more than `budget` bytes once
 /// decompressed.
-pub fn decompress(records: &Bytes, compression: Compression, budget: usize) -> Result<Bytes, String> {
+pub fn decompress(records: &Bytes, compression: Compression, budget: &Cell<usize>) -> Result<Bytes, String> {
+    let plain = decompress_within(records, compression, budget.get())?;
+    if compression != Compression::None {
+        budget.set(budget.get() - plain.len());
+    }
+    Ok(plain)
+}
+
+/// `records` decompressed with `compression`, at most `budget` bytes long.
+fn decompress_within(records: &Bytes, compression: Compression, budget: usize) -> Result<Bytes, String> {
     let read = |reader: &mut dyn Read| read_bounded(reader, budget);
     let compressed = &records[..];
     let plain = match compression {
@@ -137,16 +148,16 @@ mod tests {
         for compression in CODECS {
             let packed = Bytes::from(compress(&plain, compression));
             assert_eq!(
-                decompress(&packed, compression, plain.len()).unwrap(),
+                decompress_within(&packed, compression, plain.len()).unwrap(),
                 plain,
                 "{compression:?}"
             );
-            let err = decompress(&packed, compression, plain.len() - 1).unwrap_err();
+            let err = decompress_within(&packed, compression, plain.len() - 1).unwrap_err();
             assert!(err.contains("allowed"), "{compression:?}: {err}");
         }
         // Uncompressed records are not copied and not counted.
         let packed = Bytes::from(plain);
-        let same = decompress(&packed, Compression::None, 0).unwrap();
+        let same = decompress_within(&packed, Compression::None, 0).unwrap();
         assert_eq!(same.as_ptr(), packed.as_ptr());
     }
 
@@ -158,7 +169,7 @@ mod tests {
         for compression in CODECS {
             let packed = compress(&zeros, compression);
             assert!(packed.len() < 4 << 20, "{compression:?}: {}", packed.len());
-            let err = decompress(&Bytes::from(packed), compression, 1 << 20).unwrap_err();
+            let err = decompress_within(&Bytes::from(packed), compression, 1 << 20).unwrap_err();
             assert!(err.contains("allowed"), "{compression:?}: {err}");
         }
     }
@@ -169,16 +180,16 @@ mod tests {
         for compression in CODECS {
             let packed = compress(&plain, compression);
             for cut in [1, packed.len() / 2, packed.len() - 1] {
-                let cut_short = decompress(&Bytes::copy_from_slice(&packed[..cut]), compression, 1 << 20);
+                let cut_short = decompress_within(&Bytes::copy_from_slice(&packed[..cut]), compression, 1 << 20);
                 assert!(cut_short.is_err(), "{compression:?} cut at {cut}");
             }
-            let junk = decompress(&Bytes::from_static(b"\xff\xff\xff\xff\xff\xff"), compression, 1 << 20);
+            let junk = decompress_within(&Bytes::from_static(b"\xff\xff\xff\xff\xff\xff"), compression, 1 << 20);
             assert!(junk.is_err(), "{compression:?}: {junk:?}");
         }
         let mut framed = SNAPPY_FRAMED_HEADER.to_vec();
         framed.extend_from_slice(&1000u32.to_be_bytes());
         framed.extend_from_slice(b"short");
-        assert!(decompress(&Bytes::from(framed), Compression::Snappy, 1 << 20)
+        assert!(decompress_within(&Bytes::from(framed), Compression::Snappy, 1 << 20)
             .unwrap_err()
             .contains("1000 bytes"));
     }

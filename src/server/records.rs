@@ -91,11 +91,7 @@ pub fn decode_produced(bytes: &Bytes, budget: &mut usize) -> Result<Vec<Produced
     let (sets, left) = std::panic::catch_unwind(move || {
         let budget = Cell::new(start);
         let decompress = |records: &mut Bytes, compression| {
-            let plain = decompress(records, compression, budget.get()).map_err(std::io::Error::other)?;
-            if compression != Compression::None {
-                budget.set(budget.get() - plain.len());
-            }
-            Ok(plain)
+            Ok(decompress(records, compression, &budget).map_err(std::io::Error::other)?)
         };
         let mut sets = Vec::new();
         while !buf.is_empty() {

@@ -187,6 +187,17 @@ def kp_longpoll(bootstrap, topic):
 
 
 # ---------------------------------------------------------------- confluent-kafka
+def ck_fields(r):
+    fields = {
+        "key": unhex(r.get("key")),
+        "value": unhex(r["value"]),
+        "headers": [(k, unhex(v)) for k, v in r.get("headers", [])],
+    }
+    if r.get("timestamp") is not None:
+        fields["timestamp"] = r["timestamp"]
+    return fields
+
+
 def ck_produce(bootstrap, topic, codec=None):
     from confluent_kafka import Producer
 
@@ -201,17 +212,7 @@ def ck_produce(bootstrap, topic, codec=None):
         def done(err, msg):
             result["err"], result["msg"] = err, msg
 
-        kwargs = {}
-        if r.get("timestamp") is not None:
-            kwargs["timestamp"] = r["timestamp"]
-        p.produce(
-            topic,
-            key=unhex(r.get("key")),
-            value=unhex(r["value"]),
-            headers=[(k, unhex(v)) for k, v in r.get("headers", [])],
-            on_delivery=done,
-            **kwargs,
-        )
+        p.produce(topic, on_delivery=done, **ck_fields(r))
         p.flush(10)
         if r.get("expect_error") and result.get("err") is not None:
             out({"error": str(result["err"])})
@@ -227,14 +228,7 @@ def ck_produce_compressed(p, topic):
         r = json.loads(line)
         slot = {}
         results.append(slot)
-        p.produce(
-            topic,
-            key=unhex(r.get("key")),
-            value=unhex(r["value"]),
-            headers=[(k, unhex(v)) for k, v in r.get("headers", [])],
-            on_delivery=lambda err, msg, slot=slot: slot.update(err=err, msg=msg),
-            timestamp=r.get("timestamp", 0),
-        )
+        p.produce(topic, on_delivery=lambda err, msg, slot=slot: slot.update(err=err, msg=msg), **ck_fields(r))
     p.flush(10)
     for slot in results:
         if slot.get("err") is not None or "msg" not in slot:
