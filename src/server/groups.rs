@@ -38,6 +38,12 @@ pub const REBALANCE_WAIT_MAX_MS: u64 = 15_000;
 /// INVALID_SESSION_TIMEOUT, so every member that stops heartbeating is dropped in time.
 pub const SESSION_TIMEOUT_MIN_MS: i32 = 6_000;
 pub const SESSION_TIMEOUT_MAX_MS: i32 = 1_800_000;
+/// Members of all groups together. A JoinGroup that would add one more gets
+/// COORDINATOR_NOT_AVAILABLE (clients retry; room frees as sessions end): every JoinGroup
+/// without a member id creates a member that lives for its session timeout (up to
+/// [`SESSION_TIMEOUT_MAX_MS`]), so without a bound a client looping on JoinGroup could
+/// make the server hold any number of them.
+pub const MEMBERS_MAX: usize = 10_000;
 /// How often waiting joins and syncs look at the group again (they are also woken).
 const GROUP_POLL_MS: u64 = 50;
 
@@ -197,6 +203,14 @@ impl Coordinator {
         let session_timeout = Duration::from_millis(request.session_timeout_ms.unsigned_abs().into());
         let member_id = {
             let mut groups = self.groups.lock();
+            if request.member_id.is_empty() && groups.values().map(|g| g.members.len()).sum::<usize>() >= MEMBERS_MAX {
+                tracing::warn!(
+                    group = group_id,
+                    "refusing JoinGroup: {MEMBERS_MAX} members in all groups already"
+                );
+                response.error_code = code::COORDINATOR_NOT_AVAILABLE;
+                return response;
+            }
             let group = groups.entry(group_id.clone()).or_insert_with(Group::new);
             if group.phase != Phase::Empty
                 && !group.protocol_type.is_empty()
@@ -375,7 +389,14 @@ impl Coordinator {
         response
     }
 
-    /// Drops members whose session timed out; true when some were.
+    /// Drops members whose session timed out, and groups left without members; true when
+    /// some members were dropped.
+    ///
+    /// An empty group is forgotten (its generation too), as a restart forgets them all: a
+    /// group id used once costs nothing afterwards. Its committed offsets are trailkeep
+    /// cursors and stay. A member of a forgotten group that commits later is treated as
+    /// after a restart: with a new group of that id it is an unknown member, with none
+    /// its commit passes (see [`Coordinator::commit_allowed`]).
     fn expire(&self) -> bool {
         let mut expired = false;
         let mut groups = self.groups.lock();
@@ -394,10 +415,14 @@ impl Coordinator {
             }
             group.maybe_complete_round(group_id);
         }
+        groups.retain(|_, group| !group.members.is_empty());
         expired
     }
 
-    /// Generation check of OffsetCommit: -1 (a consumer outside any group) always passes.
+    /// Generation check of OffsetCommit: -1 (a consumer outside any group) always passes,
+    /// and so does a commit to a group the coordinator does not know (none after a
+    /// restart, nor once the last member left): membership is not durable, and refusing
+    /// would fail the first commit of every consumer after a restart.
     fn commit_allowed(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
         if generation < 0 {
             return code::NONE;
@@ -600,3 +625,7 @@ pub(crate) async fn offset_fetch(
     .await
     .unwrap_or_default()
 }
+
+#[cfg(test)]
+#[path = "groups_tests.rs"]
+mod tests;
