@@ -283,16 +283,9 @@ pub fn fuzz_handle_frame(store: &crate::Store, frame: &[u8]) -> Result<Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::block_on;
 
     const IDLE: Duration = Duration::from_secs(60);
-
-    fn block_on(test: impl std::future::Future<Output = ()>) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(test);
-    }
 
     fn framed(len: usize) -> Vec<u8> {
         let mut out = (len as i32).to_be_bytes().to_vec();

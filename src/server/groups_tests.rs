@@ -3,14 +3,7 @@ use kafka_protocol::messages::leave_group_request::MemberIdentity;
 use kafka_protocol::messages::GroupId;
 
 use super::*;
-
-fn block_on<T>(test: impl std::future::Future<Output = T>) -> T {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(test)
-}
+use crate::server::block_on;
 
 fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
     JoinGroupRequest::default()

@@ -19,6 +19,16 @@ mod groups;
 mod handlers;
 pub mod records;
 
+/// Runs a future to its end on a current-thread runtime (unit tests of the async parts).
+#[cfg(test)]
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime")
+        .block_on(future)
+}
+
 #[doc(hidden)]
 pub use conn::{fuzz_decode_frame, fuzz_handle_frame};
 pub use decompress::DECOMPRESSED_BYTES_MAX;
