@@ -66,6 +66,9 @@ pub(crate) struct Sealing {
     pending: AtomicUsize,
     /// A seal thread is running (see [`seal_in_background`]).
     sealer_running: std::sync::atomic::AtomicBool,
+    /// Seal threads started and not yet joined (one, or briefly two while one that just
+    /// stopped returns): [`Sealing::join_threads`] waits for them at close.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Signalled after each seal (rolls waiting for the oldest wait on it).
     sealed: parking_lot::Condvar,
     /// Signalled when more seals wait than the seal thread may defer.
@@ -99,6 +102,24 @@ impl Sealing {
     pub fn push(&self, seal: PendingSeal) {
         self.pending.fetch_add(1, Ordering::AcqRel);
         self.queue.lock().push_back(seal);
+    }
+
+    /// Wakes the seal thread and waits until it has ended; a topic's close calls it after
+    /// sealing everything queued, so that nothing of the topic runs on after its close
+    /// returns (the thread would otherwise linger up to [`APPENDS_QUIET`] holding it). A
+    /// thread of the caller's own is not waited for.
+    pub fn join_threads(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock());
+        {
+            let _signal = self.sealed_lock.lock();
+            self.wake.notify_all();
+        }
+        let me = std::thread::current().id();
+        for handle in threads {
+            if handle.thread().id() != me && handle.join().is_err() {
+                tracing::error!("a seal thread panicked");
+            }
+        }
     }
 
     /// True when the seal thread should seal now rather than wait for the appends to
@@ -197,11 +218,18 @@ pub(crate) fn seal_in_background(shared: &Arc<TopicShared>) {
     let spawned = std::thread::Builder::new()
         .name("trailkeep-seal".into())
         .spawn(move || run_sealer(&topic));
-    if let Err(e) = spawned {
-        tracing::warn!(topic = %shared.name, error = %e, "cannot start a seal thread; sealing inline");
-        sealing.sealer_running.store(false, Ordering::Release);
-        if let Err(e) = shared.seal_pending() {
-            tracing::error!(topic = %shared.name, error = %e, "sealing a rolled segment failed");
+    match spawned {
+        Ok(handle) => {
+            let mut threads = sealing.threads.lock();
+            threads.retain(|h| !h.is_finished());
+            threads.push(handle);
+        }
+        Err(e) => {
+            tracing::warn!(topic = %shared.name, error = %e, "cannot start a seal thread; sealing inline");
+            sealing.sealer_running.store(false, Ordering::Release);
+            if let Err(e) = shared.seal_pending() {
+                tracing::error!(topic = %shared.name, error = %e, "sealing a rolled segment failed");
+            }
         }
     }
 }
@@ -235,5 +263,40 @@ fn run_sealer(weak: &Weak<TopicShared>) {
             return;
         }
         seen_end = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::{Durability, NewRecord, Store, TopicConfig};
+
+    /// After a store's close, no seal thread still holds a topic: its rolls' seal thread
+    /// was woken and joined, not left to notice the close on its own.
+    #[test]
+    fn close_ends_the_seal_thread() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::builder(dir.path())
+                .durability(Durability::Buffered)
+                .open()
+                .unwrap();
+            let config = TopicConfig::default().segment_bytes(4096).tamper_evidence(false);
+            let topic = store.create_topic("t", config).unwrap();
+            // One roll: its seal thread waits for the appends to pause when close comes.
+            while topic.stats().unwrap().segments < 2 {
+                topic.append(&NewRecord::new(vec![b'x'; 400])).unwrap();
+            }
+            let weak = Arc::downgrade(&topic.shared);
+            // Time for the thread to start and wait for the appends to pause.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            drop(topic);
+            store.close().unwrap();
+            assert!(
+                weak.upgrade().is_none(),
+                "round {round}: a thread still holds the topic after close"
+            );
+        }
     }
 }

@@ -343,6 +343,10 @@ impl Topic {
                 self.shared.publish(visible);
             }
         }
+        drop(guard);
+        // Everything queued is sealed (or the topic poisoned): the thread has nothing
+        // left and ends once woken.
+        self.shared.sealing.join_threads();
         result.and(evidence)
     }
 
