@@ -13,6 +13,9 @@
 //!     single-record appends and is killed at a random moment; each thread's printed
 //!     acknowledgements must be there, and every record there must be one a thread wrote.
 //!
+//! (d) `IntervalMs`: a child that appends once and idles reaches a sync's crash point
+//!     through the background syncer alone.
+//!
 //! Random choices come from one seed, printed at the start; `CRASH_SEED=<n>` replays it.
 #![cfg(feature = "failpoints")]
 
@@ -577,4 +580,52 @@ fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record()
         }
         store.close().unwrap();
     }
+}
+
+/// The child of `interval_durability_syncs_without_being_asked` (does nothing unless
+/// `TRAILKEEP_INTERVAL_CHILD` names a directory): one append under `IntervalMs(50)`, with
+/// tamper evidence off (its checkpoints sync the log too), then 20 s of nothing.
+#[test]
+fn interval_child() {
+    let Ok(dir) = std::env::var("TRAILKEEP_INTERVAL_CHILD") else {
+        return;
+    };
+    let store = Store::builder(&dir)
+        .durability(Durability::IntervalMs(50))
+        .open()
+        .unwrap();
+    let topic = store
+        .create_topic("t", TopicConfig::default().tamper_evidence(false))
+        .unwrap();
+    topic.append(&NewRecord::new(b"interval".to_vec())).unwrap();
+    std::thread::sleep(Duration::from_secs(20));
+}
+
+/// Under `IntervalMs` a background thread syncs the log with no call asking for it: a
+/// child that appends once and then idles reaches the sync's crash point on its own and
+/// is killed there, and its record is in the topic afterwards.
+#[test]
+fn interval_durability_syncs_without_being_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "interval_child", "--nocapture", "--test-threads=1"])
+        .env("TRAILKEEP_INTERVAL_CHILD", dir.path())
+        .env("TRAILKEEP_FAILPOINT", "wal.after_sync")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(
+        output.status.signal(),
+        Some(9),
+        "killed at the sync's crash point, not after its 20 s idle: {:?} after {took:?}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(took < Duration::from_secs(15), "the sync came only after {took:?}");
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("t").unwrap();
+    let records: Vec<Record> = topic.iter(Offset(0)).collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, b"interval");
 }

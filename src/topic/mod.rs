@@ -79,6 +79,8 @@ pub(crate) struct TopicShared {
     pub last_relist: Mutex<std::time::Instant>,
     /// Rolled segments whose seal is not yet durable (see `seal.rs`).
     pub sealing: seal::Sealing,
+    /// Under `IntervalMs`, the thread syncing the log while this process appends.
+    pub interval_syncer: Mutex<Option<write::IntervalSyncer>>,
 }
 
 /// A handle on one topic. Cheap to clone; every clone shares the same state.
@@ -142,6 +144,7 @@ impl Topic {
             tail_keys: Mutex::new(query::TailKeys::default()),
             last_relist: Mutex::new(std::time::Instant::now()),
             sealing: seal::Sealing::default(),
+            interval_syncer: Mutex::new(None),
         });
         Ok(Topic { shared })
     }

@@ -196,7 +196,15 @@ impl Topic {
         shared.commit.mark_synced(visible.end);
         *shared.last_recovery.lock() = Some(recovered.report);
         if let Durability::IntervalMs(ms) = shared.durability {
-            spawn_interval_syncer(Arc::downgrade(&self.shared), ms);
+            let previous = std::mem::replace(
+                &mut *shared.interval_syncer.lock(),
+                IntervalSyncer::start(Arc::downgrade(&self.shared), ms),
+            );
+            // Close stops and joins it; one left by a writer lost otherwise is only told
+            // to stop (the writer lock is held here).
+            if let Some(previous) = previous {
+                previous.signal();
+            }
         }
         if shared.config.tamper_evidence {
             let evidence = self.open_evidence(shared.keys.signer()?, shared.origin.clone())?;
@@ -347,6 +355,10 @@ impl Topic {
         // Everything queued is sealed (or the topic poisoned): the thread has nothing
         // left and ends once woken.
         self.shared.sealing.join_threads();
+        let syncer = self.shared.interval_syncer.lock().take();
+        if let Some(syncer) = syncer {
+            syncer.stop();
+        }
         result.and(evidence)
     }
 
@@ -473,24 +485,107 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<File> {
     Ok(file)
 }
 
-fn spawn_interval_syncer(shared: std::sync::Weak<TopicShared>, ms: u64) {
-    let spawned = std::thread::Builder::new()
-        .name("trailkeep-sync".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(ms));
-            let Some(shared) = shared.upgrade() else { return };
-            let topic = Topic { shared };
-            if !topic.is_writer() {
-                return;
+/// The thread that syncs an `IntervalMs` topic's log every interval while this process
+/// appends to it. [`Topic::close`] stops and joins it, so a close followed by a new
+/// append lock within one interval does not leave two of them syncing.
+pub(crate) struct IntervalSyncer {
+    stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl IntervalSyncer {
+    fn start(shared: std::sync::Weak<TopicShared>, ms: u64) -> Option<IntervalSyncer> {
+        let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+        let signal = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("trailkeep-sync".into())
+            .spawn(move || loop {
+                {
+                    let mut stopped = signal.0.lock();
+                    if !*stopped {
+                        signal.1.wait_for(&mut stopped, Duration::from_millis(ms));
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                let Some(shared) = shared.upgrade() else { return };
+                let topic = Topic { shared };
+                if !topic.is_writer() {
+                    return;
+                }
+                if let Err(e) = topic.sync_through(topic.end_offset()) {
+                    tracing::error!(topic = %topic.shared.name, error = %e, "interval sync failed");
+                    return;
+                }
+            });
+        match spawned {
+            Ok(handle) => Some(IntervalSyncer { stop, handle }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the interval sync thread");
+                None
             }
-            let target = topic.end_offset();
-            let result = topic.sync_through(target);
-            if let Err(e) = result {
-                tracing::error!(topic = %topic.shared.name, error = %e, "interval sync failed");
-                return;
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the interval sync thread");
+        }
+    }
+
+    /// Tells the thread to stop, without waiting for it.
+    fn signal(&self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+    }
+
+    /// Stops the thread and waits for it (not when called on the thread itself). Called
+    /// without the writer lock, which a sync the thread is running may be waiting for.
+    pub(crate) fn stop(self) {
+        self.signal();
+        if self.handle.thread().id() != std::thread::current().id() && self.handle.join().is_err() {
+            tracing::error!("the interval sync thread panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Durability, NewRecord, Store, TopicConfig};
+
+    /// Threads of this process with the given name (Linux: /proc/self/task/*/comm).
+    fn threads_named(name: &str) -> usize {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return 0;
+        };
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    /// Close stops and joins the interval syncer, also when the append lock is taken
+    /// again in between (no second syncer beside the first). No other unit test uses
+    /// `IntervalMs`, so the thread count is this test's own.
+    #[test]
+    fn close_stops_the_interval_syncer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::builder(dir.path())
+            .durability(Durability::IntervalMs(1000))
+            .open()
+            .unwrap();
+        let topic = store
+            .create_topic("t", TopicConfig::default().tamper_evidence(false))
+            .unwrap();
+        for round in 0..3 {
+            topic.append(&NewRecord::new(b"x".to_vec())).unwrap();
+            assert_eq!(
+                threads_named("trailkeep-sync"),
+                1,
+                "round {round}: one syncer while appending"
+            );
+            topic.close().unwrap();
+            assert_eq!(
+                threads_named("trailkeep-sync"),
+                0,
+                "round {round}: no syncer after close"
+            );
+        }
+        store.close().unwrap();
     }
 }
