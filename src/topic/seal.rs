@@ -104,12 +104,18 @@ impl Sealing {
         self.queue.lock().push_back(seal);
     }
 
-    /// Wakes the seal thread and waits until it has ended; a topic's close calls it after
-    /// sealing everything queued, so that nothing of the topic runs on after its close
-    /// returns (the thread would otherwise linger up to [`APPENDS_QUIET`] holding it). A
-    /// thread of the caller's own is not waited for.
-    pub fn join_threads(&self) {
-        let threads = std::mem::take(&mut *self.threads.lock());
+    /// The seal threads started so far, for [`Sealing::join_threads`]. A topic's close
+    /// takes them under the writer lock, so that one started by a later writer is not
+    /// among them.
+    pub fn take_threads(&self) -> Vec<std::thread::JoinHandle<()>> {
+        std::mem::take(&mut *self.threads.lock())
+    }
+
+    /// Wakes the seal thread and waits until `threads` have ended; a topic's close calls it
+    /// after sealing everything queued (without the writer lock), so that nothing of the
+    /// topic runs on after its close returns (the thread would otherwise linger up to
+    /// [`APPENDS_QUIET`] holding it). A thread of the caller's own is not waited for.
+    pub fn join_threads(&self, threads: Vec<std::thread::JoinHandle<()>>) {
         {
             let _signal = self.sealed_lock.lock();
             self.wake.notify_all();

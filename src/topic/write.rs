@@ -351,11 +351,16 @@ impl Topic {
                 self.shared.publish(visible);
             }
         }
-        drop(guard);
-        // Everything queued is sealed (or the topic poisoned): the thread has nothing
-        // left and ends once woken.
-        self.shared.sealing.join_threads();
+        // This writer's threads, taken before the lock goes: an append right after it
+        // may start a new writer with threads of its own.
+        let sealers = self.shared.sealing.take_threads();
         let syncer = self.shared.interval_syncer.lock().take();
+        // The append lock file goes with the writer, before the next writer may look.
+        drop(writer);
+        drop(guard);
+        // Everything queued is sealed (or the topic poisoned): the seal thread has
+        // nothing left and ends once woken.
+        self.shared.sealing.join_threads(sealers);
         if let Some(syncer) = syncer {
             syncer.stop();
         }
@@ -566,7 +571,7 @@ mod tests {
     fn close_stops_the_interval_syncer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::builder(dir.path())
-            .durability(Durability::IntervalMs(1000))
+            .durability(Durability::IntervalMs(10_000))
             .open()
             .unwrap();
         let topic = store
@@ -574,12 +579,23 @@ mod tests {
             .unwrap();
         for round in 0..3 {
             topic.append(&NewRecord::new(b"x".to_vec())).unwrap();
+            // A new thread names itself once it runs.
+            let named = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while threads_named("trailkeep-sync") == 0 && std::time::Instant::now() < named {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             assert_eq!(
                 threads_named("trailkeep-sync"),
                 1,
                 "round {round}: one syncer while appending"
             );
             topic.close().unwrap();
+            // Joined; the kernel may list an exiting thread a moment longer, while one
+            // left running would sleep out its 10 s interval.
+            let gone = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while threads_named("trailkeep-sync") > 0 && std::time::Instant::now() < gone {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             assert_eq!(
                 threads_named("trailkeep-sync"),
                 0,
