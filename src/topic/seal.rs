@@ -114,17 +114,14 @@ impl Sealing {
     /// Wakes the seal thread and waits until `threads` have ended; a topic's close calls it
     /// after sealing everything queued (without the writer lock), so that nothing of the
     /// topic runs on after its close returns (the thread would otherwise linger up to
-    /// [`APPENDS_QUIET`] holding it). A thread of the caller's own is not waited for.
+    /// [`APPENDS_QUIET`] holding it).
     pub fn join_threads(&self, threads: Vec<std::thread::JoinHandle<()>>) {
         {
             let _signal = self.sealed_lock.lock();
             self.wake.notify_all();
         }
-        let me = std::thread::current().id();
         for handle in threads {
-            if handle.thread().id() != me && handle.join().is_err() {
-                tracing::error!("a seal thread panicked");
-            }
+            super::join_thread(handle, "seal");
         }
     }
 

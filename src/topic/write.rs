@@ -195,17 +195,6 @@ impl Topic {
         shared.appended.notify_all();
         shared.commit.mark_synced(visible.end);
         *shared.last_recovery.lock() = Some(recovered.report);
-        if let Durability::IntervalMs(ms) = shared.durability {
-            let previous = std::mem::replace(
-                &mut *shared.interval_syncer.lock(),
-                IntervalSyncer::start(Arc::downgrade(&self.shared), ms),
-            );
-            // Close stops and joins it; one left by a writer lost otherwise is only told
-            // to stop (the writer lock is held here).
-            if let Some(previous) = previous {
-                previous.signal();
-            }
-        }
         if shared.config.tamper_evidence {
             let evidence = self.open_evidence(shared.keys.signer()?, shared.origin.clone())?;
             shared
@@ -213,6 +202,11 @@ impl Topic {
                 .store(evidence.tree.size(), std::sync::atomic::Ordering::SeqCst);
             *shared.evidence.lock() = Some(evidence);
             *shared.evidence_thread.lock() = Some(self.start_evidence_thread()?);
+        }
+        // Last, once nothing can fail: the slot is filled only for a writer that exists,
+        // and emptied only by that writer's close (both under the writer lock).
+        if let Durability::IntervalMs(ms) = shared.durability {
+            *shared.interval_syncer.lock() = IntervalSyncer::start(Arc::downgrade(&self.shared), ms);
         }
         Ok(Writer {
             next_offset: visible.end,
@@ -533,75 +527,11 @@ impl IntervalSyncer {
         }
     }
 
-    /// Tells the thread to stop, without waiting for it.
-    fn signal(&self) {
+    /// Stops the thread and waits for it. Called without the writer lock, which a sync
+    /// the thread is running may be waiting for.
+    pub(crate) fn stop(self) {
         *self.stop.0.lock() = true;
         self.stop.1.notify_all();
-    }
-
-    /// Stops the thread and waits for it (not when called on the thread itself). Called
-    /// without the writer lock, which a sync the thread is running may be waiting for.
-    pub(crate) fn stop(self) {
-        self.signal();
-        if self.handle.thread().id() != std::thread::current().id() && self.handle.join().is_err() {
-            tracing::error!("the interval sync thread panicked");
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::{Durability, NewRecord, Store, TopicConfig};
-
-    /// Threads of this process with the given name (Linux: /proc/self/task/*/comm).
-    fn threads_named(name: &str) -> usize {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return 0;
-        };
-        tasks
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|comm| comm.trim_end() == name)
-            .count()
-    }
-
-    /// Close stops and joins the interval syncer, also when the append lock is taken
-    /// again in between (no second syncer beside the first). No other unit test uses
-    /// `IntervalMs`, so the thread count is this test's own.
-    #[test]
-    fn close_stops_the_interval_syncer() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::builder(dir.path())
-            .durability(Durability::IntervalMs(10_000))
-            .open()
-            .unwrap();
-        let topic = store
-            .create_topic("t", TopicConfig::default().tamper_evidence(false))
-            .unwrap();
-        for round in 0..3 {
-            topic.append(&NewRecord::new(b"x".to_vec())).unwrap();
-            // A new thread names itself once it runs.
-            let named = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while threads_named("trailkeep-sync") == 0 && std::time::Instant::now() < named {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            assert_eq!(
-                threads_named("trailkeep-sync"),
-                1,
-                "round {round}: one syncer while appending"
-            );
-            topic.close().unwrap();
-            // Joined; the kernel may list an exiting thread a moment longer, while one
-            // left running would sleep out its 10 s interval.
-            let gone = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while threads_named("trailkeep-sync") > 0 && std::time::Instant::now() < gone {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            assert_eq!(
-                threads_named("trailkeep-sync"),
-                0,
-                "round {round}: no syncer after close"
-            );
-        }
-        store.close().unwrap();
+        super::join_thread(self.handle, "interval sync");
     }
 }
