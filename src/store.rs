@@ -346,7 +346,8 @@ impl Store {
         Ok(names)
     }
 
-    /// Syncs and releases every topic this process appends to.
+    /// Syncs and releases every topic this process appends to, and stops tiering's
+    /// background thread (waiting for an upload in flight to complete).
     ///
     /// # Errors
     /// The first sync error; every topic is still closed.
@@ -358,6 +359,9 @@ impl Store {
                 first_error.get_or_insert(e);
             }
         }
+        if let Some(tier) = &self.inner.tier {
+            tier.stop_background();
+        }
         first_error.map_or(Ok(()), Err)
     }
 }
@@ -368,6 +372,9 @@ impl Drop for StoreInner {
             if let Err(e) = topic.close() {
                 tracing::error!(topic = topic.name(), error = %e, "closing topic on drop failed");
             }
+        }
+        if let Some(tier) = &self.tier {
+            tier.stop_background();
         }
         if let Some(temp) = &self._temp {
             crate::fsutil::forget_volatile(temp.path());

@@ -4,8 +4,9 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use trailkeep::tier::{LocalDirStore, ObjError, ObjectInfo, ObjectStore, PutMode, TierConfig};
 use trailkeep::{Durability, NewRecord, Offset, Store, Topic, TopicConfig};
@@ -112,14 +113,28 @@ fn upload_evict_and_read_back_byte_exact() {
     assert_eq!(topic.seek_time(0).unwrap(), Some(Offset(0)));
 }
 
-/// An object store that fails every call while `down` is set.
+/// An object store that fails every call while `down` is set, whose first put takes
+/// `first_put_delay`, and that counts the puts it started and those running.
 #[derive(Debug)]
 struct Flaky {
     inner: LocalDirStore,
     down: Arc<AtomicBool>,
+    first_put_delay: Duration,
+    puts_started: Arc<AtomicUsize>,
+    puts_running: Arc<AtomicUsize>,
 }
 
 impl Flaky {
+    fn new(bucket: &Path, down: &Arc<AtomicBool>) -> Flaky {
+        Flaky {
+            inner: LocalDirStore::new(bucket).unwrap(),
+            down: Arc::clone(down),
+            first_put_delay: Duration::ZERO,
+            puts_started: Arc::default(),
+            puts_running: Arc::default(),
+        }
+    }
+
     fn check(&self) -> Result<(), ObjError> {
         if self.down.load(Ordering::SeqCst) {
             Err(ObjError::Other("injected outage: connection refused".into()))
@@ -135,7 +150,13 @@ impl ObjectStore for Flaky {
     }
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<String, ObjError> {
         self.check()?;
-        self.inner.put(key, data, mode)
+        self.puts_running.fetch_add(1, Ordering::SeqCst);
+        if self.puts_started.fetch_add(1, Ordering::SeqCst) == 0 {
+            std::thread::sleep(self.first_put_delay);
+        }
+        let put = self.inner.put(key, data, mode);
+        self.puts_running.fetch_sub(1, Ordering::SeqCst);
+        put
     }
     fn get(&self, key: &str) -> Result<Option<(Vec<u8>, String)>, ObjError> {
         self.check()?;
@@ -164,10 +185,7 @@ fn store_down_appends_go_on_nothing_evicted_then_catch_up() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, bucket) = (tmp.path().join("store"), tmp.path().join("bucket"));
     let down = Arc::new(AtomicBool::new(true));
-    let flaky = Flaky {
-        inner: LocalDirStore::new(&bucket).unwrap(),
-        down: Arc::clone(&down),
-    };
+    let flaky = Flaky::new(&bucket, &down);
     let tier = TierConfig::with_store(Arc::new(flaky))
         .background(false)
         .local_bytes_max(1);
@@ -205,10 +223,7 @@ fn background_thread_catches_up_after_an_outage() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, bucket) = (tmp.path().join("store"), tmp.path().join("bucket"));
     let down = Arc::new(AtomicBool::new(true));
-    let flaky = Flaky {
-        inner: LocalDirStore::new(&bucket).unwrap(),
-        down: Arc::clone(&down),
-    };
+    let flaky = Flaky::new(&bucket, &down);
     let tier = TierConfig::with_store(Arc::new(flaky))
         .upload_interval_ms(20)
         .retry_ms(20, 100)
@@ -226,6 +241,43 @@ fn background_thread_catches_up_after_an_outage() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    check_all(&topic, 150);
+}
+
+const SLOW_PUT: Duration = Duration::from_millis(300);
+
+#[test]
+fn close_waits_for_the_upload_in_flight_and_stops_the_background_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, bucket) = (tmp.path().join("store"), tmp.path().join("bucket"));
+    let slow = Flaky {
+        first_put_delay: SLOW_PUT,
+        ..Flaky::new(&bucket, &Arc::default())
+    };
+    let (started, running) = (Arc::clone(&slow.puts_started), Arc::clone(&slow.puts_running));
+    let tier = TierConfig::with_store(Arc::new(slow)).upload_interval_ms(10);
+    let (store, topic) = open(&dir, tier);
+    append(&topic, 0, 150);
+    assert!(local_logs(&dir).len() > 3, "several sealed segments to upload");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background upload began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(topic);
+    store.close().unwrap();
+    assert_eq!(running.load(Ordering::SeqCst), 0, "close returned during an upload");
+    let after_close = started.load(Ordering::SeqCst);
+    std::thread::sleep(SLOW_PUT);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        after_close,
+        "the background thread went on uploading after close"
+    );
+    // What the stopped pass did not reach, the next store's pass uploads.
+    let (store, topic) = open(&dir, local_tier(&bucket));
+    store.tier().unwrap().upload_now().unwrap();
+    assert_eq!(store.tier_status().unwrap().pending_segments, 0);
     check_all(&topic, 150);
 }
 

@@ -261,6 +261,8 @@ pub struct StoreTier {
     /// Completes the background seals of the store's open topics (set by the store), so
     /// that an explicit upload sees every rolled segment as sealed.
     pub(crate) seal_hook: OnceLock<Box<dyn Fn() -> Result<()> + Send + Sync>>,
+    /// The background thread, until [`StoreTier::stop_background`] joins it.
+    uploader: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for StoreTier {
@@ -321,6 +323,7 @@ impl StoreTier {
                 cond: Condvar::new(),
             }),
             seal_hook: OnceLock::new(),
+            uploader: Mutex::new(None),
         })
     }
 
@@ -328,6 +331,22 @@ impl StoreTier {
     pub fn wake(&self) {
         self.signal.state.lock().0 = true;
         self.signal.cond.notify_all();
+    }
+
+    /// Stops the background thread and waits for it to end (the store closes). A pass
+    /// it is running stops before its next segment: the upload in flight completes, and
+    /// what the pass did not reach is resumed by the next one, whoever runs it.
+    pub(crate) fn stop_background(&self) {
+        self.signal.state.lock().1 = true;
+        self.signal.cond.notify_all();
+        if let Some(handle) = self.uploader.lock().take() {
+            crate::topic::join_thread(handle, "tier upload");
+        }
+    }
+
+    /// True once the store is closing: passes stop early.
+    pub(crate) fn stopping(&self) -> bool {
+        self.signal.state.lock().1
     }
 
     /// Runs one upload / verify / evict / remote-delete pass now, in this thread,
@@ -394,8 +413,9 @@ fn spawn_uploader(tier: &Arc<StoreTier>) {
                 }
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the tier upload thread");
+    match spawned {
+        Ok(handle) => *tier.uploader.lock() = Some(handle),
+        Err(e) => tracing::error!(error = %e, "cannot start the tier upload thread"),
     }
 }
 

@@ -58,6 +58,9 @@ pub(crate) fn run_pass(tier: &StoreTier, wait: bool) -> Result<PassReport> {
     names.sort();
     let mut topic_errors = std::collections::BTreeMap::new();
     for name in names {
+        if tier.stopping() {
+            break;
+        }
         if let Err(e) = sync_topic(tier, &topics_dir.join(&name), &name, &mut report) {
             tracing::warn!(topic = %name, error = %e, "tiering pass failed for a topic");
             topic_errors.insert(name, e.to_string());
@@ -116,6 +119,10 @@ fn sync_topic(tier: &StoreTier, dir: &Path, topic: &str, report: &mut PassReport
     })?;
     let mut first_error = None;
     for &base in sealed {
+        if tier.stopping() {
+            // The store closes; the next pass resumes here (uploads are idempotent).
+            return first_error.map_or(Ok(()), Err);
+        }
         let state = known.as_ref().and_then(|m| m.get(base)).map(|s| s.state);
         if state.is_none() || state == Some(SegmentState::Uploading) {
             match upload_segment(store, dir, topic, base, create.clone()) {

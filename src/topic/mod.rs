@@ -83,8 +83,8 @@ pub(crate) struct TopicShared {
     pub interval_syncer: Mutex<Option<write::IntervalSyncer>>,
 }
 
-/// Waits for one of a topic's background threads to end (not when called on that
-/// thread itself); a panic in it is logged, as its work is retried or redone elsewhere.
+/// Waits for a background thread (a topic's, the tier's) to end, not when called on
+/// that thread itself; a panic in it is logged, as its work is retried or redone elsewhere.
 pub(crate) fn join_thread(handle: std::thread::JoinHandle<()>, what: &str) {
     if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
         tracing::error!("a {what} thread panicked");

@@ -172,10 +172,7 @@ fn stats_show_pending_uploads_and_the_last_error_per_topic() {
     let tmp = tempfile::tempdir().unwrap();
     let (dir, bucket) = (tmp.path().join("store"), tmp.path().join("bucket"));
     let down = Arc::new(AtomicBool::new(true));
-    let flaky = Flaky {
-        inner: LocalDirStore::new(&bucket).unwrap(),
-        down: Arc::clone(&down),
-    };
+    let flaky = Flaky::new(&bucket, &down);
     let tier = TierConfig::with_store(Arc::new(flaky)).background(false);
     let (store, topic) = open(&dir, tier);
     append(&topic, 0, 100);
