@@ -413,11 +413,15 @@ fn follow_sees_lines_appended_by_another_process_through_a_slow_pipe() {
     let mut follower = tk(d)
         .args(["read", "live", "--follow", "--format", "raw"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(d.join("follower.err")).unwrap())
         .spawn()
         .unwrap();
     let followed = line_channel(follower.stdout.take().unwrap());
 
+    let stalled = |e| -> String {
+        let stderr = std::fs::read_to_string(d.join("follower.err")).unwrap_or_default();
+        panic!("follower stalled ({e:?}); its stderr: {stderr}")
+    };
     let mut appender = Appender::spawn(d, "live");
     // Enough ~100-byte lines to roll a few 4 KiB segments under the follower.
     let sent: Vec<String> = (0..120)
@@ -429,13 +433,13 @@ fn follow_sees_lines_appended_by_another_process_through_a_slow_pipe() {
         if i % 10 == 0 {
             // Sometimes wait for the follower to catch up, so it is at the head and waiting.
             while seen.len() <= i {
-                seen.push(followed.recv_timeout(DEADLINE).expect("follower stalled"));
+                seen.push(followed.recv_timeout(DEADLINE).unwrap_or_else(stalled));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
     while seen.len() < sent.len() {
-        seen.push(followed.recv_timeout(DEADLINE).expect("follower stalled"));
+        seen.push(followed.recv_timeout(DEADLINE).unwrap_or_else(stalled));
     }
     assert_eq!(seen, sent);
     // Still following: nothing exits by itself.

@@ -265,8 +265,12 @@ fn close_waits_for_the_upload_in_flight_and_stops_the_background_thread() {
         std::thread::sleep(Duration::from_millis(2));
     }
     drop(topic);
+    let tier = Arc::clone(store.tier().unwrap());
     store.close().unwrap();
     assert_eq!(running.load(Ordering::SeqCst), 0, "close returned during an upload");
+    let err = tier.upload_now().unwrap_err();
+    assert!(matches!(err, trailkeep::Error::Closed), "{err}");
+    drop(tier);
     let after_close = started.load(Ordering::SeqCst);
     std::thread::sleep(SLOW_PUT);
     assert_eq!(

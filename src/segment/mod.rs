@@ -508,6 +508,28 @@ pub fn read_exact_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<V
     Ok(buf)
 }
 
+/// Reads up to `len` bytes at `pos`: fewer when the file ends sooner (a file another
+/// process may cut short while it is read, as a seal cuts off the zeros written ahead).
+///
+/// # Errors
+/// I/O errors other than the end of the file.
+pub fn read_up_to_at(file: &File, path: &Path, pos: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], pos + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(e).context(|| format!("reading {len} bytes at byte {pos} of {}", path.display()));
+            }
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
 /// Index entries that observe_batch would add, as one log write's worth of file bytes.
 pub fn encode_entries(
     offset: Option<OffsetEntry>,

@@ -353,8 +353,12 @@ impl StoreTier {
     /// waiting for a pass running elsewhere to finish first.
     ///
     /// # Errors
-    /// The first error met; the other topics were still processed.
+    /// [`Error::Closed`] after the store was closed; else the first error met (the
+    /// other topics were still processed).
     pub fn upload_now(&self) -> Result<PassReport> {
+        if self.stopping() {
+            return Err(Error::Closed);
+        }
         if let Some(seal) = self.seal_hook.get() {
             seal()?;
         }

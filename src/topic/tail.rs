@@ -224,7 +224,13 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
     if len <= visible.tail_bytes {
         return Ok(false);
     }
-    let bytes = tail.read_range(visible.tail_bytes, len)?;
+    // The appender's seal may cut the file meanwhile (the zeros written ahead).
+    let bytes = segment::read_up_to_at(
+        &tail.file,
+        &tail.path,
+        visible.tail_bytes,
+        (len - visible.tail_bytes) as usize,
+    )?;
     let mut pos = 0usize;
     let mut scratch = Vec::new();
     let mut index = tail.index.write();
