@@ -349,3 +349,60 @@ fn a_reader_refreshing_while_the_writer_rolls_never_errs() {
     });
     writer_store.close().unwrap();
 }
+
+/// Zeros after the tail's last batch (what an appender under `Always` writes ahead) are
+/// read whole at most once a second by a polling reader; a valid batch hidden behind them
+/// (damage in the middle of the log, the file's length unchanged) is still reported.
+#[test]
+fn a_valid_batch_behind_zeros_in_the_tail_is_reported_to_a_polling_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("topics").join(TOPIC).join("00000000000000000000.log");
+    let lens: Vec<u64> = [0..5, 5..8]
+        .into_iter()
+        .map(|range| {
+            let store = Store::builder(dir.path())
+                .durability(Durability::Buffered)
+                .open()
+                .unwrap();
+            let topic = store
+                .topic(TOPIC)
+                .or_else(|_| store.create_topic(TOPIC, TopicConfig::default()))
+                .unwrap();
+            for i in range {
+                assert_eq!(topic.append(&record(i)).unwrap(), Offset(i));
+            }
+            store.close().unwrap();
+            std::fs::metadata(&seg).unwrap().len()
+        })
+        .collect();
+    let log = std::fs::read(&seg).unwrap();
+    let (first, later) = log.split_at(lens[0] as usize);
+    const HOLE: usize = 4096;
+    let mut zeroed = first.to_vec();
+    zeroed.resize(first.len() + HOLE + later.len(), 0);
+    for ext in ["index", "timeindex"] {
+        let _ = std::fs::remove_file(seg.with_extension(ext));
+    }
+    std::fs::write(&seg, &zeroed).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let reader = store.topic(TOPIC).unwrap();
+    assert_eq!(reader.end_offset(), Offset(5), "the zeros end the tail");
+    assert!(!reader.refresh().unwrap());
+    // Batches 5..8 land behind the zeros; the file keeps its length.
+    let mut damaged = zeroed.clone();
+    damaged[first.len() + HOLE..].copy_from_slice(later);
+    std::fs::write(&seg, &damaged).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let err = loop {
+        match reader.refresh() {
+            Err(e) => break e,
+            Ok(grew) => assert!(!grew, "records behind the zeros became visible"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the damage was never reported");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("a valid batch follows"), "{err}");
+    assert_eq!(reader.end_offset(), Offset(5));
+}

@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::IoContext;
 use crate::index::{self, SegmentIndex};
@@ -23,7 +24,24 @@ pub(crate) struct TailSegment {
     /// Sparse index: maintained by the appender in its process; loaded from the index
     /// file (and confirmed entry by entry before use) in reader processes.
     pub index: RwLock<SegmentIndex>,
+    /// Where a reader last found zeros after the last batch, with nothing valid after
+    /// them up to the end of the file (see [`extend_visible`]).
+    zeros: Mutex<Option<ZerosSeen>>,
 }
+
+/// Zeros after the last batch of a tail, as a reader last read them whole.
+#[derive(Clone, Copy)]
+struct ZerosSeen {
+    /// File position of the first zero (the end of the last batch).
+    at: u64,
+    /// The file's length then.
+    len: u64,
+    when: Instant,
+}
+
+/// How long a reader trusts that the zeros after the tail's last batch hide no valid
+/// batch (damage in the middle of the log) before it reads them whole again.
+const ZEROS_RECHECK: Duration = Duration::from_secs(1);
 
 impl TailSegment {
     pub fn open(dir: &Path, base: Offset) -> Result<TailSegment> {
@@ -34,12 +52,27 @@ impl TailSegment {
             path,
             file,
             index: RwLock::new(SegmentIndex::default()),
+            zeros: Mutex::new(None),
         })
     }
 
     /// Reads `[from, to)` of the tail.
     pub fn read_range(&self, from: u64, to: u64) -> Result<Vec<u8>> {
         segment::read_exact_at(&self.file, &self.path, from, (to - from) as usize)
+    }
+
+    /// True when the file is as a reader last found it, zeros from `at` to `len` (the
+    /// appender under `Always` writes up to 1 MiB of them ahead of its batches), within
+    /// [`ZEROS_RECHECK`], and the first bytes at `at` are still zeros: nothing new to
+    /// read, and a follower polling every millisecond need not read the zeros again.
+    fn still_zeros(&self, at: u64, len: u64) -> bool {
+        let seen = *self.zeros.lock();
+        let Some(seen) = seen.filter(|z| z.at == at && z.len == len && z.when.elapsed() < ZEROS_RECHECK) else {
+            return false;
+        };
+        let probe = (len - seen.at).min(BATCH_HEADER_BYTES as u64) as usize;
+        segment::read_up_to_at(&self.file, &self.path, at, probe)
+            .is_ok_and(|b| b.len() == probe && b.iter().all(|&x| x == 0))
     }
 
     /// The index entry to start a scan for `offset` from, confirmed against the log.
@@ -152,6 +185,7 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
             path: dir.join(segment::file_name(tail_base, LOG_EXT)),
             file: File::open(dir).context(|| format!("opening {}", dir.display()))?,
             index: RwLock::new(SegmentIndex::default()),
+            zeros: Mutex::new(None),
         });
         let visible = Visible {
             tail_base,
@@ -221,7 +255,7 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
         return Ok(false);
     }
     let len = meta.len();
-    if len <= visible.tail_bytes {
+    if len <= visible.tail_bytes || tail.still_zeros(visible.tail_bytes, len) {
         return Ok(false);
     }
     // The appender's seal may cut the file meanwhile (the zeros written ahead).
@@ -273,6 +307,12 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
         break;
     }
     visible.tail_bytes += pos as u64;
+    let zeros = bytes[pos..].iter().all(|&b| b == 0) && pos < bytes.len();
+    *tail.zeros.lock() = zeros.then(|| ZerosSeen {
+        at: visible.tail_bytes,
+        len,
+        when: Instant::now(),
+    });
     Ok(pos > 0)
 }
 
