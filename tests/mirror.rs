@@ -57,7 +57,7 @@ fn start_tansu(tansu: &Path, port: u16) -> Proc {
         assert!(Instant::now() < deadline, "tansu did not start on port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Proc(child)
+    Proc(child, None)
 }
 
 fn append(topic: &Topic, from: u64, count: u64) {
@@ -147,7 +147,7 @@ fn mirror_into_tansu_is_complete_and_at_least_once() {
     append(&topic, 40, 20_000);
     let end = topic.end_offset().0;
     let child = mirror(dir.path(), &addr, &[]).stderr(Stdio::null()).spawn().unwrap();
-    let mut killed = Proc(child);
+    let mut killed = Proc(child, None);
     let at_kill = wait_committed(&topic, 41, Duration::from_secs(30));
     killed.0.kill().unwrap();
     killed.0.wait().unwrap();
@@ -184,7 +184,7 @@ fn mirror_into_tansu_is_complete_and_at_least_once() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let follower = Proc(child);
+    let follower = Proc(child, None);
     append(&topic, end, 25);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
@@ -200,7 +200,8 @@ fn mirror_into_tansu_is_complete_and_at_least_once() {
     assert_eq!(offsets, (end..end + 25).collect::<Vec<_>>());
     let mut follower = follower;
     let stderr = follower.0.stderr.take().unwrap();
-    assert!(follower.terminate().success(), "SIGTERM stops the mirror cleanly");
+    let status = follower.terminate();
+    assert!(status.success(), "SIGTERM stops the mirror cleanly: {status}");
     let log = std::io::read_to_string(stderr).unwrap();
     assert!(log.contains("retrying in"), "the outage is logged: {log}");
     drop(broker);

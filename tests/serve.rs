@@ -141,7 +141,8 @@ fn check_round_trip(client: &str, other: &str) {
     );
 
     // SIGTERM closes the store: the topics' append locks are free again.
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
     let mut append = trailkeep(dir.path())
         .args(["append", &made])
         .stdin(Stdio::piped())
@@ -262,7 +263,8 @@ fn compressed_batches_from_a_real_client() {
             assert_eq!(record.event_time_us, Some(event_ms * 1000), "{run} record {i}");
         }
     }
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
 /// A Fetch asking for 2 GiB of a 64 MB topic gets at most the server's 55 MiB
@@ -306,7 +308,8 @@ fn a_fetch_response_is_capped_whatever_the_client_asks() {
     // The rest (two or three records) comes with the next fetch from where it stopped.
     let rest = fetch_from((first / value.len()) as i64);
     assert!(rest >= 2 * value.len() && rest < 4 * value.len(), "{rest} bytes");
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
 /// A Produce of a few kilobytes that zstd-decompresses to 168 MB (more than
@@ -361,7 +364,8 @@ fn a_decompression_bomb_is_refused() {
     // Still serving: an ApiVersions request is answered.
     let versions = kafka_protocol::messages::ApiVersionsRequest::default();
     assert_eq!(send_request(&addr, 18, 0, &versions)[4..6], [0, 0]);
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
 /// JoinGroup with a session timeout outside Kafka's default bounds (6 s ..= 30 min) gets
@@ -390,7 +394,8 @@ fn join_group_session_timeouts_are_bounded() {
     assert_eq!(join(i32::MAX), 26, "24 days");
     assert_eq!(join(-1), 26, "negative");
     assert_eq!(join(10_000), 0, "10 s");
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
 /// Bad frames close their own connection with a log line; other clients go on. An
@@ -445,7 +450,8 @@ fn bad_frames_close_only_their_connection() {
         &to_stdin(&sample_records(2, 1)),
     );
     assert_eq!(acks.len(), 2);
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
 /// kafkajs (node): produce with acks=-1, then a consumer group (subscribe, commit) reads
@@ -495,5 +501,6 @@ fn kafkajs_produces_and_consumes() {
     }
     assert_eq!(lines.len(), 7);
     assert_eq!(topic.committed("g-js").unwrap(), Some(Offset(6)));
-    assert!(server.terminate().success());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
 }

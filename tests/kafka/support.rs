@@ -69,8 +69,8 @@ pub fn trailkeep(dir: &Path) -> Command {
     cmd
 }
 
-/// A child killed on drop.
-pub struct Proc(pub Child);
+/// A child killed on drop, and the thread that echoes its log, if any.
+pub struct Proc(pub Child, pub Option<std::thread::JoinHandle<()>>);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -88,6 +88,10 @@ impl Proc {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
+                // Every line it logged is echoed before the caller judges the status.
+                if let Some(echo) = self.1.take() {
+                    let _ = echo.join();
+                }
                 return status;
             }
             assert!(Instant::now() < deadline, "process {pid} did not stop after SIGTERM");
@@ -108,7 +112,7 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting trailkeep serve");
-    let mut proc = Proc(child);
+    let mut proc = Proc(child, None);
     let stderr = proc.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let line = lines.next().expect("serve printed nothing").unwrap();
@@ -117,11 +121,11 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
         "unexpected first line of serve: {line}"
     );
     // Keep draining the log so the server never blocks on a full pipe; echo it for failures.
-    std::thread::spawn(move || {
+    proc.1 = Some(std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             eprintln!("[serve] {line}");
         }
-    });
+    }));
     (proc, addr)
 }
 
