@@ -46,6 +46,15 @@ fn assert_same(reader: &Topic, writer: &Topic, label: &str) {
     }
 }
 
+/// A store appending under `Always` and a second instance reading, with their topics.
+fn always_writer_and_reader(dir: &std::path::Path, config: TopicConfig) -> (Store, Topic, Store, Topic) {
+    let writer_store = Store::builder(dir).durability(Durability::Always).open().unwrap();
+    let writer = writer_store.create_topic(TOPIC, config).unwrap();
+    let reader_store = Store::open(dir).unwrap();
+    let reader = reader_store.topic(TOPIC).unwrap();
+    (writer_store, writer, reader_store, reader)
+}
+
 #[test]
 fn a_second_instance_sees_appends_across_rolls_and_retention_after_refresh() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,15 +322,8 @@ fn a_durable_append_is_readable_as_soon_as_it_returns() {
 fn a_reader_refreshing_while_the_writer_rolls_never_errs() {
     const RECORDS: u64 = 3_000;
     let dir = tempfile::tempdir().unwrap();
-    let writer_store = Store::builder(dir.path())
-        .durability(Durability::Always)
-        .open()
-        .unwrap();
-    let writer = writer_store
-        .create_topic(TOPIC, TopicConfig::default().segment_bytes(4096))
-        .unwrap();
-    let reader_store = Store::open(dir.path()).unwrap();
-    let reader = reader_store.topic(TOPIC).unwrap();
+    let (writer_store, writer, _reader_store, reader) =
+        always_writer_and_reader(dir.path(), TopicConfig::default().segment_bytes(4096));
     std::thread::scope(|s| {
         let appends = s.spawn(|| {
             for i in 0..RECORDS {
@@ -405,4 +407,23 @@ fn a_valid_batch_behind_zeros_in_the_tail_is_reported_to_a_polling_reader() {
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("a valid batch follows"), "{err}");
     assert_eq!(reader.end_offset(), Offset(5));
+}
+
+/// Under `Always` a reader that last saw zeros after the tail's last batch reads only a
+/// window after it; more new batches than the window holds are still all read.
+#[test]
+fn a_reader_catches_up_with_more_than_a_window_of_new_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (writer_store, writer, _reader_store, reader) = always_writer_and_reader(dir.path(), TopicConfig::default());
+    let mut next = 0u64;
+    // Batches of 1, 10, 100 and 1,000 records (~0.2 to ~240 KB) between two refreshes.
+    for n in [1u64, 10, 100, 1_000, 1, 1_000, 10] {
+        let batch: Vec<_> = (next..next + n).map(record).collect();
+        assert_eq!(writer.append_batch(&batch).unwrap().first, Offset(next));
+        next += n;
+        assert!(reader.refresh().unwrap(), "after {n} more records");
+        assert!(!reader.refresh().unwrap(), "a second refresh found more");
+        assert_same(&reader, &writer, &format!("after a batch of {n}"));
+    }
+    writer_store.close().unwrap();
 }

@@ -43,6 +43,10 @@ struct ZerosSeen {
 /// batch (damage in the middle of the log) before it reads them whole again.
 const ZEROS_RECHECK: Duration = Duration::from_secs(1);
 
+/// Bytes a reader reads after the tail's last batch when zeros it checked lately follow
+/// it (see [`extend_visible`]).
+const TAIL_WINDOW_BYTES: u64 = 64 << 10;
+
 impl TailSegment {
     pub fn open(dir: &Path, base: Offset) -> Result<TailSegment> {
         let path = dir.join(segment::file_name(base, LOG_EXT));
@@ -61,16 +65,20 @@ impl TailSegment {
         segment::read_exact_at(&self.file, &self.path, from, (to - from) as usize)
     }
 
-    /// True when the file is as a reader last found it, zeros from `at` to `len` (the
-    /// appender under `Always` writes up to 1 MiB of them ahead of its batches), within
-    /// [`ZEROS_RECHECK`], and the first bytes at `at` are still zeros: nothing new to
-    /// read, and a follower polling every millisecond need not read the zeros again.
-    fn still_zeros(&self, at: u64, len: u64) -> bool {
+    /// The zeros a reader last read whole from `at` to `len`, if the file still has that
+    /// length and that was within [`ZEROS_RECHECK`].
+    fn recent_zeros(&self, at: u64, len: u64) -> Option<ZerosSeen> {
         let seen = *self.zeros.lock();
-        let Some(seen) = seen.filter(|z| z.at == at && z.len == len && z.when.elapsed() < ZEROS_RECHECK) else {
+        seen.filter(|z| z.at == at && z.len == len && z.when.elapsed() < ZEROS_RECHECK)
+    }
+
+    /// True when [`TailSegment::recent_zeros`] holds and the first bytes at `at` are still
+    /// zeros: nothing new to read.
+    fn still_zeros(&self, at: u64, len: u64) -> bool {
+        if self.recent_zeros(at, len).is_none() {
             return false;
-        };
-        let probe = (len - seen.at).min(BATCH_HEADER_BYTES as u64) as usize;
+        }
+        let probe = (len - at).min(BATCH_HEADER_BYTES as u64) as usize;
         segment::read_up_to_at(&self.file, &self.path, at, probe)
             .is_ok_and(|b| b.len() == probe && b.iter().all(|&x| x == 0))
     }
@@ -245,6 +253,12 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
 /// Walks complete, checksummed batches of the tail past `visible` and extends it.
 /// Stops quietly at the first incomplete or bad batch when nothing valid follows (the
 /// appender may be writing it); fails with `Corrupt` when a valid batch follows.
+///
+/// An appender under `Always` writes zeros ahead of its batches (up to 1 MiB): they are
+/// read whole at most once per [`ZEROS_RECHECK`]; in between, a reader probes the first
+/// bytes after the last batch, and when batches were written there, reads a window of
+/// [`TAIL_WINDOW_BYTES`] (the appender writes its batches one after another, into zeros
+/// a reader saw): a follower polling every millisecond reads what is new, not the zeros.
 pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Result<bool> {
     let meta = tail
         .file
@@ -255,16 +269,41 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
         return Ok(false);
     }
     let len = meta.len();
-    if len <= visible.tail_bytes || tail.still_zeros(visible.tail_bytes, len) {
+    let from = visible.tail_bytes;
+    if len <= from || tail.still_zeros(from, len) {
         return Ok(false);
     }
+    if let Some(seen) = tail.recent_zeros(from, len) {
+        let window = (len - from).min(TAIL_WINDOW_BYTES) as usize;
+        let bytes = segment::read_up_to_at(&tail.file, &tail.path, from, window)?;
+        let pos = walk_batches(tail, visible, &bytes)?;
+        visible.tail_bytes += pos as u64;
+        if pos < bytes.len() && bytes[pos..].iter().all(|&b| b == 0) {
+            *tail.zeros.lock() = Some(ZerosSeen {
+                at: visible.tail_bytes,
+                ..seen
+            });
+            return Ok(pos > 0);
+        }
+    }
     // The appender's seal may cut the file meanwhile (the zeros written ahead).
-    let bytes = segment::read_up_to_at(
-        &tail.file,
-        &tail.path,
-        visible.tail_bytes,
-        (len - visible.tail_bytes) as usize,
-    )?;
+    let start = visible.tail_bytes;
+    let bytes = segment::read_up_to_at(&tail.file, &tail.path, start, len.saturating_sub(start) as usize)?;
+    let pos = walk_batches(tail, visible, &bytes)?;
+    visible.tail_bytes += pos as u64;
+    let zeros = pos < bytes.len() && bytes[pos..].iter().all(|&b| b == 0);
+    *tail.zeros.lock() = zeros.then(|| ZerosSeen {
+        at: visible.tail_bytes,
+        len,
+        when: Instant::now(),
+    });
+    Ok(visible.tail_bytes > from)
+}
+
+/// Walks the batches in `bytes` (read from the tail at `visible.tail_bytes`) that continue
+/// `visible.end`, indexing each and advancing `visible.end`; returns how many bytes they
+/// take. Fails with `Corrupt` when bad bytes have a valid batch after them.
+fn walk_batches(tail: &TailSegment, visible: &mut Visible, bytes: &[u8]) -> Result<usize> {
     let mut pos = 0usize;
     let mut scratch = Vec::new();
     let mut index = tail.index.write();
@@ -306,14 +345,7 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
         }
         break;
     }
-    visible.tail_bytes += pos as u64;
-    let zeros = bytes[pos..].iter().all(|&b| b == 0) && pos < bytes.len();
-    *tail.zeros.lock() = zeros.then(|| ZerosSeen {
-        at: visible.tail_bytes,
-        len,
-        when: Instant::now(),
-    });
-    Ok(pos > 0)
+    Ok(pos)
 }
 
 impl Topic {
