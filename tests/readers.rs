@@ -427,3 +427,107 @@ fn a_reader_catches_up_with_more_than_a_window_of_new_batches() {
     }
     writer_store.close().unwrap();
 }
+
+/// What a writer process does to its tail, as a reader in another process sees the file.
+#[derive(Clone, Debug)]
+enum TailOp {
+    /// A batch of this many records, values of this many bytes, written after the last.
+    Batch(u8, u16),
+    /// Zeros written ahead, to this many bytes past the last batch (never shrinking).
+    Zeros(u32),
+    /// The zeros cut off (a seal or close).
+    Cut,
+    /// A batch of this many records written in two steps, the reader refreshing between.
+    Torn(u8, u16),
+}
+
+fn tail_op() -> impl proptest::strategy::Strategy<Value = TailOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (1u8..20, 0u16..3000).prop_map(|(n, pad)| TailOp::Batch(n, pad)),
+        2 => (1u32..300_000).prop_map(TailOp::Zeros),
+        1 => Just(TailOp::Cut),
+        2 => (1u8..20, 0u16..3000).prop_map(|(n, pad)| TailOp::Torn(n, pad)),
+    ]
+}
+
+fn tail_batch(base: u64, n: u8, pad: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let values: Vec<Vec<u8>> = (0..u64::from(n))
+        .map(|i| format!("{{\"i\":{},\"pad\":\"{}\"}}", base + i, "p".repeat(usize::from(pad))).into_bytes())
+        .collect();
+    let mut payload = Vec::new();
+    for v in &values {
+        let record = NewRecord::new(v.clone());
+        trailkeep::segment::batch::encode_record(&mut payload, &record.as_fields());
+    }
+    let mut out = Vec::new();
+    trailkeep::segment::batch::encode_batch(
+        &mut out,
+        Offset(base),
+        1_700_000_000_000_000 + base,
+        u32::from(n),
+        &payload,
+        trailkeep::segment::batch::Compression::None,
+    )
+    .unwrap();
+    (out, values)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Model test of a reader's view of a tail another process writes: batches, zeros
+    /// written ahead and cut off, batches seen half-written, refreshes after some of the
+    /// steps. After every refresh the reader holds exactly the complete batches, never
+    /// errs, and reads their records back.
+    #[test]
+    fn a_reader_sees_exactly_the_complete_batches_of_a_changing_tail(
+        ops in proptest::collection::vec((tail_op(), proptest::bool::weighted(0.6)), 1..40)
+    ) {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().create_topic(TOPIC, TopicConfig::default()).unwrap();
+        let reader_store = Store::open(dir.path()).unwrap();
+        let reader = reader_store.topic(TOPIC).unwrap();
+        let path = dir.path().join("topics").join(TOPIC).join("00000000000000000000.log");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).unwrap();
+        let (mut end, mut values): (u64, Vec<Vec<u8>>) = (0, Vec::new());
+        let check = |values: &[Vec<u8>], label: &str| {
+            reader.refresh().unwrap_or_else(|e| panic!("{label}: {e}"));
+            assert_eq!(reader.end_offset(), Offset(values.len() as u64), "{label}");
+        };
+        for (step, (op, refresh)) in ops.iter().enumerate() {
+            let label = format!("step {step} {op:?}");
+            match *op {
+                TailOp::Batch(n, pad) => {
+                    let (bytes, new) = tail_batch(values.len() as u64, n, pad);
+                    file.write_all_at(&bytes, end).unwrap();
+                    end += bytes.len() as u64;
+                    values.extend(new);
+                }
+                TailOp::Zeros(ahead) => {
+                    let len = file.metadata().unwrap().len();
+                    if end + u64::from(ahead) > len {
+                        file.set_len(end + u64::from(ahead)).unwrap();
+                    }
+                }
+                TailOp::Cut => file.set_len(end).unwrap(),
+                TailOp::Torn(n, pad) => {
+                    let (bytes, new) = tail_batch(values.len() as u64, n, pad);
+                    let half = bytes.len() / 2;
+                    file.write_all_at(&bytes[..half], end).unwrap();
+                    check(&values, &format!("{label}, half written"));
+                    file.write_all_at(&bytes[half..], end + half as u64).unwrap();
+                    end += bytes.len() as u64;
+                    values.extend(new);
+                }
+            }
+            if *refresh {
+                check(&values, &label);
+            }
+        }
+        check(&values, "at the end");
+        let read: Vec<Vec<u8>> = all(&reader).into_iter().map(|r| r.value).collect();
+        proptest::prop_assert_eq!(read, values);
+    }
+}
