@@ -285,6 +285,39 @@ fn close_waits_for_the_upload_in_flight_and_stops_the_background_thread() {
     check_all(&topic, 150);
 }
 
+/// A request that hangs does not hang close: it waits up to `request_timeout_ms`, then
+/// leaves the thread to end on its own, which it does after that request, uploading no more.
+#[test]
+fn close_waits_for_a_hung_upload_only_up_to_the_request_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, bucket) = (tmp.path().join("store"), tmp.path().join("bucket"));
+    let hung = Flaky {
+        first_put_delay: Duration::from_millis(1_500),
+        ..Flaky::new(&bucket, &Arc::default())
+    };
+    let (started, running) = (Arc::clone(&hung.puts_started), Arc::clone(&hung.puts_running));
+    let tier = TierConfig::with_store(Arc::new(hung))
+        .upload_interval_ms(10)
+        .request_timeout_ms(200);
+    let (store, topic) = open(&dir, tier);
+    append(&topic, 0, 150);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background upload began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(topic);
+    store.close().unwrap();
+    assert_eq!(running.load(Ordering::SeqCst), 1, "close waited for the hung request");
+    while running.load(Ordering::SeqCst) > 0 {
+        assert!(std::time::Instant::now() < deadline, "the hung request never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = started.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(started.load(Ordering::SeqCst), after, "uploads went on after close");
+}
+
 #[test]
 fn total_retention_deletes_local_and_remote_copies() {
     let tmp = tempfile::tempdir().unwrap();

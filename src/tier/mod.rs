@@ -19,7 +19,7 @@ pub(crate) mod upload;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
@@ -244,8 +244,28 @@ impl PersistedConfig {
 }
 
 struct Signal {
-    state: Mutex<(bool, bool)>, // (wake, stop)
+    state: Mutex<SignalState>,
     cond: Condvar,
+}
+
+#[derive(Default)]
+struct SignalState {
+    /// A pass is wanted now.
+    wake: bool,
+    /// The store closes: no more passes.
+    stop: bool,
+    /// The background thread has ended.
+    ended: bool,
+}
+
+/// Marks the background thread ended when it returns (or unwinds).
+struct EndedOnDrop(Arc<Signal>);
+
+impl Drop for EndedOnDrop {
+    fn drop(&mut self) {
+        self.0.state.lock().ended = true;
+        self.0.cond.notify_all();
+    }
 }
 
 /// The tiering side of one open store: the object store, the cache, the status, and
@@ -319,7 +339,7 @@ impl StoreTier {
             config,
             status: Mutex::new(status::RunStatus::default()),
             signal: Arc::new(Signal {
-                state: Mutex::new((false, false)),
+                state: Mutex::new(SignalState::default()),
                 cond: Condvar::new(),
             }),
             seal_hook: OnceLock::new(),
@@ -329,24 +349,41 @@ impl StoreTier {
 
     /// Wakes the background thread (after a roll, say).
     pub fn wake(&self) {
-        self.signal.state.lock().0 = true;
+        self.signal.state.lock().wake = true;
         self.signal.cond.notify_all();
     }
 
     /// Stops the background thread and waits for it to end (the store closes). A pass
-    /// it is running stops before its next segment: the upload in flight completes, and
-    /// what the pass did not reach is resumed by the next one, whoever runs it.
+    /// it is running stops before its next segment, and what it did not reach is resumed
+    /// by the next pass, whoever runs it. The wait is bounded by `request_timeout_ms`: a
+    /// request still running then (a bucket that hangs, retried) is left to end on its
+    /// own — uploads are idempotent — and close does not hang on the network.
     pub(crate) fn stop_background(&self) {
-        self.signal.state.lock().1 = true;
-        self.signal.cond.notify_all();
-        if let Some(handle) = self.uploader.lock().take() {
+        let Some(handle) = self.uploader.lock().take() else {
+            self.signal.state.lock().stop = true;
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+        let ended = {
+            let mut state = self.signal.state.lock();
+            state.stop = true;
+            self.signal.cond.notify_all();
+            while !state.ended && !self.signal.cond.wait_until(&mut state, deadline).timed_out() {}
+            state.ended
+        };
+        if ended {
             crate::topic::join_thread(handle, "tier upload");
+        } else {
+            tracing::warn!(
+                wait_ms = self.config.request_timeout_ms,
+                "the tier upload thread is still in a request; close leaves it to end on its own"
+            );
         }
     }
 
     /// True once the store is closing: passes stop early.
     pub(crate) fn stopping(&self) -> bool {
-        self.signal.state.lock().1
+        self.signal.state.lock().stop
     }
 
     /// Runs one upload / verify / evict / remote-delete pass now, in this thread,
@@ -376,7 +413,7 @@ impl StoreTier {
 
 impl Drop for StoreTier {
     fn drop(&mut self) {
-        self.signal.state.lock().1 = true;
+        self.signal.state.lock().stop = true;
         self.signal.cond.notify_all();
     }
 }
@@ -387,6 +424,7 @@ fn spawn_uploader(tier: &Arc<StoreTier>) {
     let spawned = std::thread::Builder::new()
         .name("trailkeep-tier".into())
         .spawn(move || {
+            let _ended = EndedOnDrop(Arc::clone(&signal));
             let mut failures = 0u32;
             loop {
                 let Some(tier) = weak.upgrade() else { return };
@@ -399,13 +437,13 @@ fn spawn_uploader(tier: &Arc<StoreTier>) {
                 drop(tier);
                 {
                     let mut state = signal.state.lock();
-                    if !state.0 && !state.1 {
+                    if !state.wake && !state.stop {
                         signal.cond.wait_for(&mut state, Duration::from_millis(delay));
                     }
-                    if state.1 {
+                    if state.stop {
                         return;
                     }
-                    state.0 = false;
+                    state.wake = false;
                 }
                 let Some(tier) = weak.upgrade() else { return };
                 match upload::run_pass(&tier, false) {

@@ -118,14 +118,15 @@ fn sync_topic(tier: &StoreTier, dir: &Path, topic: &str, report: &mut PassReport
         Ok(())
     })?;
     let mut first_error = None;
+    // Once the store closes, the pass stops before its next request; the next pass
+    // resumes (uploads are idempotent).
     for &base in sealed {
         if tier.stopping() {
-            // The store closes; the next pass resumes here (uploads are idempotent).
-            return first_error.map_or(Ok(()), Err);
+            break;
         }
         let state = known.as_ref().and_then(|m| m.get(base)).map(|s| s.state);
         if state.is_none() || state == Some(SegmentState::Uploading) {
-            match upload_segment(store, dir, topic, base, create.clone()) {
+            match upload_segment(tier, dir, topic, base, create.clone()) {
                 Ok(Some(bytes)) => {
                     report.uploaded.push((topic.to_owned(), Offset(base)));
                     report.uploaded_bytes += bytes;
@@ -139,6 +140,9 @@ fn sync_topic(tier: &StoreTier, dir: &Path, topic: &str, report: &mut PassReport
                 Err(e) => return Err(e),
             }
         }
+    }
+    if tier.stopping() {
+        return first_error.map_or(Ok(()), Err);
     }
     // The bucket's manifest must list a segment before its local copy may go.
     let Some(pushed) = manifest::load(dir)? else {
@@ -215,9 +219,10 @@ fn file_entry(path: &Path) -> Result<(FileEntry, Vec<u32>)> {
 }
 
 /// Uploads one segment's unit: intent, puts, verification, `uploaded`. Returns the bytes
-/// uploaded, or None when the segment vanished or changed state meanwhile.
+/// uploaded, or None when the segment vanished or changed state meanwhile, or the store
+/// closes before the unit is uploaded.
 fn upload_segment(
-    store: &dyn ObjectStore,
+    tier: &StoreTier,
     dir: &Path,
     topic: &str,
     base: u64,
@@ -262,7 +267,12 @@ fn upload_segment(
         return Ok(None);
     }
     hit("tier.after_intent");
+    let store = tier.remote.as_ref();
     for f in &entry.files {
+        if tier.stopping() {
+            // The store closes; the intent stays, and the next pass uploads the unit again.
+            return Ok(None);
+        }
         let key = manifest::remote_file_key(topic, base, &f.name);
         store.put_file(&key, &dir.join(&f.name)).map_err(|e| {
             tier_error(
