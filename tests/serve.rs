@@ -398,6 +398,25 @@ fn join_group_session_timeouts_are_bounded() {
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
+/// SIGTERM sent the moment `serve` says it is ready stops it cleanly: its handler is in
+/// place before that line (it used to be installed when the server first polled it, and a
+/// signal in between killed the process: "signal: 15 (SIGTERM)" under load).
+#[test]
+fn sigterm_right_after_the_ready_line_stops_cleanly() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, _addr) = serve(dir.path(), &[]);
+        // SAFETY-free: libc::kill of our own child, straight from the thread that read the line.
+        let sent = unsafe { libc::kill(server.0.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "round {round}: kill");
+        let status = server.terminate();
+        assert!(
+            status.success(),
+            "round {round}: serve after an early SIGTERM: {status}"
+        );
+    }
+}
+
 /// Bad frames close their own connection with a log line; other clients go on. An
 /// ApiVersions in an unknown version gets UNSUPPORTED_VERSION, as Kafka answers.
 #[test]

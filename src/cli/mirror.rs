@@ -51,6 +51,12 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
         })
         .collect();
     let store = open_store(dir, Durability::Always)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(super::io_err("starting the signal watcher"))?;
+    // Before the lines that say it runs: a SIGTERM sent at once must find the handler.
+    let shutdown = super::serve::shutdown_signal(runtime.handle());
     for config in &configs {
         eprintln!(
             "trailkeep mirroring {} to {} topic {} (group {})",
@@ -62,10 +68,6 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let watcher_stop = Arc::clone(&stop);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(super::io_err("starting the signal watcher"))?;
     let mirrored = std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
             let result = crate::mirror::run_all(&store, &configs, Arc::clone(&stop));
@@ -74,7 +76,7 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
         });
         runtime.block_on(async {
             tokio::select! {
-                () = super::serve::shutdown_signal() => {
+                () = shutdown => {
                     eprintln!("trailkeep mirror: stopping (the cursor stays at the last acknowledged record)");
                     watcher_stop.store(true, Ordering::Relaxed);
                 }

@@ -44,13 +44,15 @@ pub(crate) fn run(dir: &Path, args: ServeArgs) -> Result<(), CliError> {
     let addr = server
         .local_addr()
         .map_err(super::io_err("reading the bound address"))?;
+    // Before the line that says it is ready: a SIGTERM sent at once must find the handler.
+    let shutdown = shutdown_signal(&server.runtime_handle());
     // The one line scripts wait for (stderr, so stdout stays free).
     eprintln!(
         "trailkeep serving the Kafka protocol on {addr} (store {})",
         dir.display()
     );
     tracing::info!(%addr, "listening");
-    server.run(shutdown_signal()).map_err(server_err)?;
+    server.run(shutdown).map_err(server_err)?;
     eprintln!("trailkeep serve: stopped, store closed");
     Ok(())
 }
@@ -62,26 +64,37 @@ pub(crate) fn server_err(e: crate::server::ServerError) -> CliError {
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+/// A future that resolves on Ctrl-C or SIGTERM. The handlers are installed before this
+/// returns (in `runtime`'s context), not when the future is first polled: a process that
+/// has said it is ready and is sent SIGTERM at once must stop cleanly, not die of the
+/// signal's default action (the serve tests saw that under load).
+pub(crate) fn shutdown_signal(runtime: &tokio::runtime::Handle) -> ShutdownSignal {
+    let _entered = runtime.enter();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut interrupt)) => Box::pin(async move {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
                 }
-            }
-            Err(e) => {
+            }),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!("cannot watch SIGTERM ({e}); stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
+                Box::pin(async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        Box::pin(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
+
+/// See [`shutdown_signal`].
+pub(crate) type ShutdownSignal = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

@@ -200,6 +200,18 @@ impl Server {
         })
     }
 
+    /// A handle on the server's runtime (to install signal handlers before [`Server::run`]).
+    ///
+    /// # Panics
+    /// After [`Server::run`] (which consumes the server, so never in safe use).
+    pub fn runtime_handle(&self) -> tokio::runtime::Handle {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until run")
+            .handle()
+            .clone()
+    }
+
     /// The address actually bound (useful with port 0).
     ///
     /// # Errors
