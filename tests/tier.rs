@@ -244,6 +244,14 @@ fn background_thread_catches_up_after_an_outage() {
     check_all(&topic, 150);
 }
 
+/// Waits until the background thread has started a put.
+fn wait_for_a_put(started: &AtomicUsize, deadline: std::time::Instant) {
+    while started.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no background upload began");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 const SLOW_PUT: Duration = Duration::from_millis(300);
 
 #[test]
@@ -260,10 +268,7 @@ fn close_waits_for_the_upload_in_flight_and_stops_the_background_thread() {
     append(&topic, 0, 150);
     assert!(local_logs(&dir).len() > 3, "several sealed segments to upload");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while started.load(Ordering::SeqCst) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no background upload began");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_a_put(&started, deadline);
     drop(topic);
     let tier = Arc::clone(store.tier().unwrap());
     store.close().unwrap();
@@ -302,10 +307,7 @@ fn close_waits_for_a_hung_upload_only_up_to_the_request_timeout() {
     let (store, topic) = open(&dir, tier);
     append(&topic, 0, 150);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while started.load(Ordering::SeqCst) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no background upload began");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    wait_for_a_put(&started, deadline);
     drop(topic);
     store.close().unwrap();
     assert_eq!(running.load(Ordering::SeqCst), 1, "close waited for the hung request");

@@ -159,7 +159,7 @@ impl State {
 pub struct Server {
     listener: TcpListener,
     state: Arc<State>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Server {
@@ -196,20 +196,13 @@ impl Server {
         Ok(Server {
             listener,
             state,
-            runtime: Some(runtime),
+            runtime,
         })
     }
 
     /// A handle on the server's runtime (to install signal handlers before [`Server::run`]).
-    ///
-    /// # Panics
-    /// After [`Server::run`] (which consumes the server, so never in safe use).
     pub fn runtime_handle(&self) -> tokio::runtime::Handle {
-        self.runtime
-            .as_ref()
-            .expect("the runtime lives until run")
-            .handle()
-            .clone()
+        self.runtime.handle().clone()
     }
 
     /// The address actually bound (useful with port 0).
@@ -225,16 +218,15 @@ impl Server {
     ///
     /// # Errors
     /// The store's close error.
-    pub fn run<F>(mut self, shutdown: F) -> Result<(), ServerError>
+    pub fn run<F>(self, shutdown: F) -> Result<(), ServerError>
     where
         F: std::future::Future<Output = ()> + Send,
     {
-        let runtime = self.runtime.take().ok_or_else(|| ServerError::Io {
-            context: "the server runtime is gone".into(),
-            source: std::io::Error::other("run called twice"),
-        })?;
-        let state = Arc::clone(&self.state);
-        let listener = self.listener;
+        let Server {
+            listener,
+            state,
+            runtime,
+        } = self;
         runtime.block_on(async {
             let reaper = tokio::spawn(groups::reap_expired(Arc::clone(&state)));
             tokio::select! {

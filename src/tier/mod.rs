@@ -254,19 +254,10 @@ struct SignalState {
     wake: bool,
     /// The store closes: no more passes.
     stop: bool,
-    /// The background thread has ended.
-    ended: bool,
 }
 
-/// Marks the background thread ended when it returns (or unwinds).
-struct EndedOnDrop(Arc<Signal>);
-
-impl Drop for EndedOnDrop {
-    fn drop(&mut self) {
-        self.0.state.lock().ended = true;
-        self.0.cond.notify_all();
-    }
-}
+/// How often close looks whether the background thread has ended.
+const UPLOADER_END_POLL: Duration = Duration::from_millis(1);
 
 /// The tiering side of one open store: the object store, the cache, the status, and
 /// the background thread.
@@ -359,19 +350,15 @@ impl StoreTier {
     /// request still running then (a bucket that hangs, retried) is left to end on its
     /// own — uploads are idempotent — and close does not hang on the network.
     pub(crate) fn stop_background(&self) {
+        self.signal.stop();
         let Some(handle) = self.uploader.lock().take() else {
-            self.signal.state.lock().stop = true;
             return;
         };
         let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
-        let ended = {
-            let mut state = self.signal.state.lock();
-            state.stop = true;
-            self.signal.cond.notify_all();
-            while !state.ended && !self.signal.cond.wait_until(&mut state, deadline).timed_out() {}
-            state.ended
-        };
-        if ended {
+        while !handle.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(UPLOADER_END_POLL);
+        }
+        if handle.is_finished() {
             crate::topic::join_thread(handle, "tier upload");
         } else {
             tracing::warn!(
@@ -413,8 +400,15 @@ impl StoreTier {
 
 impl Drop for StoreTier {
     fn drop(&mut self) {
-        self.signal.state.lock().stop = true;
-        self.signal.cond.notify_all();
+        self.signal.stop();
+    }
+}
+
+impl Signal {
+    /// Tells the background thread to stop (and passes to stop early).
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.cond.notify_all();
     }
 }
 
@@ -424,7 +418,6 @@ fn spawn_uploader(tier: &Arc<StoreTier>) {
     let spawned = std::thread::Builder::new()
         .name("trailkeep-tier".into())
         .spawn(move || {
-            let _ended = EndedOnDrop(Arc::clone(&signal));
             let mut failures = 0u32;
             loop {
                 let Some(tier) = weak.upgrade() else { return };

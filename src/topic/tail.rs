@@ -72,15 +72,11 @@ impl TailSegment {
         seen.filter(|z| z.at == at && z.len == len && z.when.elapsed() < ZEROS_RECHECK)
     }
 
-    /// True when [`TailSegment::recent_zeros`] holds and the first bytes at `at` are still
-    /// zeros: nothing new to read.
-    fn still_zeros(&self, at: u64, len: u64) -> bool {
-        if self.recent_zeros(at, len).is_none() {
-            return false;
-        }
+    /// True when the first bytes at `at` (up to a batch header's worth before `len`) are
+    /// zeros: no batch was written there since.
+    fn zeros_at(&self, at: u64, len: u64) -> bool {
         let probe = (len - at).min(BATCH_HEADER_BYTES as u64) as usize;
-        segment::read_up_to_at(&self.file, &self.path, at, probe)
-            .is_ok_and(|b| b.len() == probe && b.iter().all(|&x| x == 0))
+        segment::read_up_to_at(&self.file, &self.path, at, probe).is_ok_and(|b| b.len() == probe && all_zeros(&b))
     }
 
     /// The index entry to start a scan for `offset` from, confirmed against the log.
@@ -270,15 +266,18 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
     }
     let len = meta.len();
     let from = visible.tail_bytes;
-    if len <= from || tail.still_zeros(from, len) {
+    if len <= from {
         return Ok(false);
     }
     if let Some(seen) = tail.recent_zeros(from, len) {
+        if tail.zeros_at(from, len) {
+            return Ok(false);
+        }
         let window = (len - from).min(TAIL_WINDOW_BYTES) as usize;
         let bytes = segment::read_up_to_at(&tail.file, &tail.path, from, window)?;
         let pos = walk_batches(tail, visible, &bytes)?;
         visible.tail_bytes += pos as u64;
-        if pos < bytes.len() && bytes[pos..].iter().all(|&b| b == 0) {
+        if pos < bytes.len() && all_zeros(&bytes[pos..]) {
             *tail.zeros.lock() = Some(ZerosSeen {
                 at: visible.tail_bytes,
                 ..seen
@@ -291,13 +290,17 @@ pub(crate) fn extend_visible(tail: &TailSegment, visible: &mut Visible) -> Resul
     let bytes = segment::read_up_to_at(&tail.file, &tail.path, start, len.saturating_sub(start) as usize)?;
     let pos = walk_batches(tail, visible, &bytes)?;
     visible.tail_bytes += pos as u64;
-    let zeros = pos < bytes.len() && bytes[pos..].iter().all(|&b| b == 0);
+    let zeros = pos < bytes.len() && all_zeros(&bytes[pos..]);
     *tail.zeros.lock() = zeros.then(|| ZerosSeen {
         at: visible.tail_bytes,
         len,
         when: Instant::now(),
     });
     Ok(visible.tail_bytes > from)
+}
+
+fn all_zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 /// Walks the batches in `bytes` (read from the tail at `visible.tail_bytes`) that continue
