@@ -4,8 +4,9 @@
 //! record arrives with key, headers, value and timestamp intact; a mirror killed with
 //! SIGKILL mid-stream and restarted leaves no gap (duplicates only from the kill point:
 //! at-least-once); with the broker down the mirror retries, loses nothing and catches up
-//! when the broker is back. Without the tools the test fails under CI (`CI` set) and
-//! prints "skipped: ..." otherwise.
+//! when the broker is back; a SIGTERM right after start stops it cleanly (no broker
+//! needed). Without the tools the broker tests fail under CI (`CI` set) and prints
+//! "skipped: ..." otherwise.
 
 #[path = "kafka/support.rs"]
 mod support;
@@ -206,4 +207,45 @@ fn mirror_into_tansu_is_complete_and_at_least_once() {
     assert!(log.contains("retrying in"), "the outage is logged: {log}");
     drop(broker);
     let _ = std::io::stderr().flush();
+}
+
+/// A SIGTERM sent right after the mirror's first line stops it cleanly (its handler is
+/// installed before the line). No broker needed: the mirror retries against a closed port
+/// until it is told to stop.
+#[test]
+fn sigterm_right_after_the_mirror_starts_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        append(
+            &store.create_topic(TOPIC, trailkeep::TopicConfig::default()).unwrap(),
+            0,
+            3,
+        );
+        store.close().unwrap();
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    for round in 0..10 {
+        let child = mirror(dir.path(), &addr, &[]).stderr(Stdio::piped()).spawn().unwrap();
+        let mut proc = Proc(child, None);
+        let mut stderr = std::io::BufReader::new(proc.0.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        assert!(
+            line.contains("trailkeep mirroring"),
+            "round {round}: first line {line:?}"
+        );
+        // SAFETY-free: libc::kill of our own child, straight after its first line.
+        let sent = unsafe { libc::kill(proc.0.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "round {round}: kill");
+        // Drain the log so the mirror never blocks on a full pipe.
+        proc.1 = Some(std::thread::spawn(move || {
+            let _ = std::io::read_to_string(stderr);
+        }));
+        let status = proc.terminate();
+        assert!(
+            status.success(),
+            "round {round}: mirror after an early SIGTERM: {status}"
+        );
+    }
 }
