@@ -47,7 +47,9 @@ fn bytes_value(bytes: &[u8]) -> Value {
 }
 
 /// One record as a JSON object: offset, timestamp, timestamp_us, key, value (strings when
-/// UTF-8, else `{"base64": ...}`), and event_time / headers when present.
+/// UTF-8, else `{"base64": ...}`), and event_time / headers when present. Headers are an
+/// object by name; a name that repeats (Kafka producers may send that) maps to the array
+/// of its values in order.
 pub fn record_json(record: &Record) -> Value {
     let mut object = Map::new();
     object.insert("offset".into(), json!(record.offset.0));
@@ -60,14 +62,25 @@ pub fn record_json(record: &Record) -> Value {
         object.insert("event_time_us".into(), json!(t));
     }
     if !record.headers.is_empty() {
-        let headers: Map<String, Value> = record
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), bytes_value(v)))
-            .collect();
-        object.insert("headers".into(), Value::Object(headers));
+        object.insert("headers".into(), headers_json(&record.headers));
     }
     object.insert("value".into(), bytes_value(&record.value));
+    Value::Object(object)
+}
+
+fn headers_json(headers: &[(String, Vec<u8>)]) -> Value {
+    let mut object = Map::new();
+    for (name, value) in headers {
+        let value = bytes_value(value);
+        match object.get_mut(name) {
+            None => {
+                object.insert(name.clone(), value);
+            }
+            // A single value is a string or a base64 object, never an array.
+            Some(Value::Array(values)) => values.push(value),
+            Some(first) => *first = Value::Array(vec![first.take(), value]),
+        }
+    }
     Value::Object(object)
 }
 
@@ -83,5 +96,17 @@ mod tests {
         assert!(parse_time_us("yesterday").is_err());
         assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
         assert!(parse_duration_ms("soon").is_err());
+    }
+
+    #[test]
+    fn a_repeated_header_name_keeps_every_value_in_order() {
+        let headers = [("a", "1"), ("dup", "x"), ("b", "2"), ("dup", "y"), ("dup", "z")]
+            .map(|(n, v)| (n.to_owned(), v.as_bytes().to_vec()));
+        assert_eq!(
+            headers_json(&headers),
+            json!({"a": "1", "dup": ["x", "y", "z"], "b": "2"})
+        );
+        let binary = [("k".to_owned(), vec![0xff]), ("k".to_owned(), b"t".to_vec())];
+        assert_eq!(headers_json(&binary), json!({"k": [{"base64": "/w=="}, "t"]}));
     }
 }

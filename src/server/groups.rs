@@ -422,7 +422,11 @@ impl Coordinator {
     /// Generation check of OffsetCommit: -1 (a consumer outside any group) always passes,
     /// and so does a commit to a group the coordinator does not know (none after a
     /// restart, nor once the last member left): membership is not durable, and refusing
-    /// would fail the first commit of every consumer after a restart.
+    /// would fail the first commit of every consumer after a restart. A member of the
+    /// current generation may commit while the group prepares a rebalance (consumers
+    /// commit what they processed as their partitions are revoked, before they rejoin);
+    /// only between the join and the sync, when its generation is not yet its own, it gets
+    /// REBALANCE_IN_PROGRESS, as Kafka's coordinator answers.
     fn commit_allowed(&self, group_id: &str, member_id: &str, generation: i32) -> i16 {
         if generation < 0 {
             return code::NONE;
@@ -432,7 +436,7 @@ impl Coordinator {
             None => code::NONE,
             Some(group) if !group.members.contains_key(member_id) => code::UNKNOWN_MEMBER_ID,
             Some(group) if group.generation != generation => code::ILLEGAL_GENERATION,
-            Some(group) if group.phase == Phase::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
+            Some(group) if group.phase == Phase::CompletingRebalance => code::REBALANCE_IN_PROGRESS,
             Some(_) => code::NONE,
         }
     }

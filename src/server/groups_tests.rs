@@ -57,7 +57,33 @@ fn a_group_left_empty_is_forgotten_and_starts_over() {
         coordinator.commit_allowed("g", &member, generation),
         code::UNKNOWN_MEMBER_ID
     );
+    // Once synced, the new member commits.
+    coordinator.groups.lock().get_mut("g").unwrap().phase = Phase::Stable;
     assert_eq!(coordinator.commit_allowed("g", &again, generation), code::NONE);
+}
+
+/// Kafka's rule: a member of the current generation commits while the group prepares a
+/// rebalance (the commit of a consumer whose partitions are being revoked); between join
+/// and sync it gets REBALANCE_IN_PROGRESS.
+#[test]
+fn a_member_commits_while_the_group_prepares_a_rebalance() {
+    let coordinator = Coordinator::default();
+    let (error, member, generation) = join(&coordinator, "g", "");
+    assert_eq!(error, code::NONE);
+    let set_phase = |phase| coordinator.groups.lock().get_mut("g").unwrap().phase = phase;
+    assert_eq!(
+        coordinator.commit_allowed("g", &member, generation),
+        code::REBALANCE_IN_PROGRESS,
+        "joined, not synced"
+    );
+    for phase in [Phase::Stable, Phase::PreparingRebalance] {
+        set_phase(phase);
+        assert_eq!(coordinator.commit_allowed("g", &member, generation), code::NONE);
+        assert_eq!(
+            coordinator.commit_allowed("g", &member, generation - 1),
+            code::ILLEGAL_GENERATION
+        );
+    }
 }
 
 #[test]

@@ -144,8 +144,8 @@ pub fn timestamp_ms(timestamp_us: u64) -> i64 {
     i64::try_from(timestamp_us / 1000).unwrap_or(i64::MAX)
 }
 
-/// Header names and values of a Kafka record.
-pub type KafkaHeaders = kafka_protocol::indexmap::IndexMap<kafka_protocol::protocol::StrBytes, Option<Bytes>>;
+/// Header names and values of a Kafka record, in order; a name may repeat.
+pub type KafkaHeaders = Vec<(kafka_protocol::protocol::StrBytes, Option<Bytes>)>;
 
 /// A Kafka record outside any transaction and of no idempotent producer (producer id and
 /// epoch -1), with a CreateTime `timestamp_ms`.
@@ -248,13 +248,15 @@ mod tests {
             record(7, Some("k1"), &[("h", "v"), ("trace", "t1")], "one"),
             record(8, None, &[], ""),
             record(9, Some(""), &[("x", "")], "three"),
+            // Kafka headers are a list: a repeated name keeps every value, in order.
+            record(10, None, &[("dup", "a"), ("h", "v"), ("dup", "b")], "four"),
         ];
         let bytes = encode_batch(&records, true).unwrap();
         let batches = decode(&bytes).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].base_sequence, -1);
         let back = &batches[0].records;
-        assert_eq!(back.len(), 3);
+        assert_eq!(back.len(), 4);
         for (a, b) in records.iter().zip(back) {
             assert_eq!(a.key, b.key);
             assert_eq!(a.headers, b.headers);
@@ -264,7 +266,7 @@ mod tests {
         let mut sets = bytes.clone();
         let decoded = RecordBatchDecoder::decode_all(&mut sets).unwrap();
         let offsets: Vec<i64> = decoded[0].records.iter().map(|r| r.offset).collect();
-        assert_eq!(offsets, vec![7, 8, 9]);
+        assert_eq!(offsets, vec![7, 8, 9, 10]);
     }
 
     #[test]
