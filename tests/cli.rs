@@ -321,6 +321,37 @@ fn bad_line_three_is_named_and_lines_before_it_are_kept() {
     assert_eq!(offsets_of(&ok(d, &["read", "t"], b"")), [0, 1, 2]);
 }
 
+/// RFC 3339 ends at year 9999: such a time given to `append` is a bad line; one stored
+/// through the library (which takes any time) reads as null beside its exact `_us` value.
+#[test]
+fn times_after_year_9999_are_refused_by_append_and_read_as_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (at, line) in [
+        ("253402300800000", 2),
+        ("18446744073709551615", 2),
+        ("\"10000-01-01T00:00:00Z\"", 2),
+    ] {
+        let input = format!("{{\"at\":1}}\n{{\"at\":{at}}}\n");
+        let stderr = fails(d, &["append", "t", "--time-field", "at"], input.as_bytes());
+        assert!(stderr.contains(&format!("stdin line {line}")), "{at}: {stderr}");
+    }
+    assert_eq!(offsets_of(&ok(d, &["read", "t"], b"")), [0, 1, 2]);
+    {
+        let store = trailkeep::Store::open(d).unwrap();
+        let topic = store.topic("t").unwrap();
+        topic
+            .append(&trailkeep::NewRecord::new("far").with_event_time_us(253_402_300_800_000_000))
+            .unwrap();
+        store.close().unwrap();
+    }
+    let records = jsonl(&ok(d, &["read", "t", "--from-offset", "3"], b""));
+    assert_eq!(records.len(), 1);
+    assert!(records[0]["event_time"].is_null(), "{}", records[0]);
+    assert_eq!(records[0]["event_time_us"], 253_402_300_800_000_000u64);
+    assert_eq!(records[0]["value"], "far");
+}
+
 #[test]
 fn lines_over_a_limit_are_named_and_lines_before_them_are_kept() {
     let dir = tempfile::tempdir().unwrap();

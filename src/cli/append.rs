@@ -104,7 +104,8 @@ impl LineParser<'_> {
                     let ms = n
                         .as_u64()
                         .ok_or_else(|| bad(format!("field {field}: not epoch milliseconds")))?;
-                    Some(ms.saturating_mul(1000) as i64)
+                    let us = parse_time_us(&ms.to_string()).map_err(|e| bad(format!("field {field}: {e}")))?;
+                    Some(us as i64)
                 }
                 Some(_) => return Err(bad(format!("field {field}: not a time"))),
             };

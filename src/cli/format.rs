@@ -2,6 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
+use crate::events::{format_rfc3339_us, TIME_US_MAX};
 use crate::Record;
 
 /// Parses a time given as RFC 3339 or as epoch milliseconds, into epoch microseconds.
@@ -10,14 +11,19 @@ use crate::Record;
 /// A message saying what was expected.
 pub fn parse_time_us(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    if let Ok(ms) = text.parse::<u64>() {
-        return ms.checked_mul(1000).ok_or_else(|| format!("time {text} is too large"));
+    let us = if let Ok(ms) = text.parse::<u64>() {
+        ms.saturating_mul(1000)
+    } else {
+        let t = humantime::parse_rfc3339_weak(text)
+            .map_err(|e| format!("time {text:?} is neither RFC 3339 nor epoch milliseconds: {e}"))?;
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .map_err(|_| format!("time {text:?} is before 1970"))?
+    };
+    if us > TIME_US_MAX as u64 {
+        return Err(format!("time {text} is after 9999-12-31T23:59:59.999999Z"));
     }
-    let t = humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("time {text:?} is neither RFC 3339 nor epoch milliseconds: {e}"))?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .map_err(|_| format!("time {text:?} is before 1970"))
+    Ok(us)
 }
 
 /// Parses a duration such as `7d`, `12h`, `30m`, `90s` into milliseconds.
@@ -30,10 +36,13 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
         .map_err(|e| format!("duration {text:?} is not like 7d, 12h, 30m or 90s: {e}"))
 }
 
-/// RFC 3339 with microseconds, UTC.
-pub fn format_time_us(us: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us);
-    humantime::format_rfc3339_micros(t).to_string()
+/// RFC 3339 with microseconds, UTC; `None` after 9999-12-31T23:59:59.999999Z, which the
+/// format cannot write (a library caller may store any time; the CLI refuses such input).
+pub fn format_time_us(us: u64) -> Option<String> {
+    i64::try_from(us)
+        .ok()
+        .filter(|&us| us <= TIME_US_MAX)
+        .map(format_rfc3339_us)
 }
 
 fn bytes_value(bytes: &[u8]) -> Value {
@@ -53,11 +62,12 @@ fn bytes_value(bytes: &[u8]) -> Value {
 pub fn record_json(record: &Record) -> Value {
     let mut object = Map::new();
     object.insert("offset".into(), json!(record.offset.0));
+    // A time the format cannot write is null; the `_us` field beside it is exact.
     object.insert("timestamp".into(), json!(format_time_us(record.timestamp_us)));
     object.insert("timestamp_us".into(), json!(record.timestamp_us));
     object.insert("key".into(), record.key.as_deref().map_or(Value::Null, bytes_value));
     if let Some(t) = record.event_time_us {
-        let formatted = u64::try_from(t).map_or_else(|_| Value::Null, |t| json!(format_time_us(t)));
+        let formatted = json!(u64::try_from(t).ok().and_then(format_time_us));
         object.insert("event_time".into(), formatted);
         object.insert("event_time_us".into(), json!(t));
     }
@@ -92,7 +102,16 @@ mod tests {
     fn times() {
         assert_eq!(parse_time_us("1700000000000").unwrap(), 1_700_000_000_000_000);
         assert_eq!(parse_time_us("2023-11-14T22:13:20Z").unwrap(), 1_700_000_000_000_000);
-        assert_eq!(format_time_us(1_700_000_000_000_001), "2023-11-14T22:13:20.000001Z");
+        assert_eq!(
+            format_time_us(1_700_000_000_000_001).as_deref(),
+            Some("2023-11-14T22:13:20.000001Z")
+        );
+        assert_eq!(format_time_us(TIME_US_MAX as u64 + 1), None);
+        assert_eq!(format_time_us(u64::MAX), None);
+        assert!(parse_time_us("253402300800000").is_err(), "year 10000");
+        assert!(parse_time_us("18446744073709551615").is_err());
+        assert!(parse_time_us("10000-01-01T00:00:00Z").is_err());
+        assert_eq!(parse_time_us("253402300799999").unwrap(), 253_402_300_799_999_000);
         assert!(parse_time_us("yesterday").is_err());
         assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
         assert!(parse_duration_ms("soon").is_err());

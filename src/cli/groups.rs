@@ -77,7 +77,7 @@ pub fn run(dir: &Path, args: GroupsArgs) -> Result<(), CliError> {
                     g.committed,
                     topic.end_offset(),
                     g.lag,
-                    format_time_us(g.committed_at_us)
+                    format_time_us(g.committed_at_us).unwrap_or_else(|| format!("{} µs", g.committed_at_us))
                 );
             }
         }

@@ -71,7 +71,7 @@ pub use schema::{
     ToolResult, UserInput, EVENT_JSON_BYTES_MAX, SCHEMA_VERSION,
 };
 pub use shred::{decrypt_fields, is_encrypted, is_erased, Shredder};
-pub use time::{format_rfc3339_us, parse_rfc3339_us};
+pub use time::{format_rfc3339_us, parse_rfc3339_us, TIME_US_MAX};
 
 /// Result alias for this module.
 pub type Result<T, E = EventError> = std::result::Result<T, E>;

@@ -6,7 +6,7 @@
 use super::{EventError, Result};
 
 /// Largest accepted time: 9999-12-31T23:59:59.999999Z in microseconds.
-pub(crate) const TIME_US_MAX: i64 = 253_402_300_799_999_999;
+pub const TIME_US_MAX: i64 = 253_402_300_799_999_999;
 
 /// Formats microseconds since the epoch as RFC 3339 UTC with six fraction digits,
 /// e.g. `2025-01-01T00:00:00.000250Z`. Values outside the accepted range are clamped.
