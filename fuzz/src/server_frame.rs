@@ -246,12 +246,12 @@ fn built_record(input: &mut Input<'_>, i: u8) -> KafkaRecord {
     let (key_len, value_len) = (usize::from(input.u8() % 32), usize::from(input.u8()));
     let key = Bytes::copy_from_slice(input.take(key_len));
     let value = Bytes::copy_from_slice(input.take(value_len));
-    let mut headers = kafka_protocol::indexmap::IndexMap::new();
+    let mut headers = Vec::new();
     if flags & 4 != 0 {
-        headers.insert(
+        headers.push((
             StrBytes::from_static_str("h"),
             Some(Bytes::copy_from_slice(input.take(4))),
-        );
+        ));
     }
     let timestamp = if flags & 8 != 0 {
         -1
