@@ -13,6 +13,7 @@
 //!   the `c2sp.org/tlog-proof@v1` text bundle.
 //! - [`note`]: C2SP signed notes, Ed25519 note keys and their text forms.
 //! - [`checkpoint`]: signed tree checkpoints and the signing key file.
+//! - [`checkpoint_log`]: a topic's `checkpoints.log` (framing, torn-tail rule, appends).
 //!
 //! **Invariant:** this module knows nothing about segments, topics or the
 //! engine's record type; the engine hands it plain fields and leaf hashes.
@@ -21,6 +22,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod checkpoint_log;
 pub mod merkle;
 pub mod note;
 pub mod proof;
@@ -28,6 +30,7 @@ pub mod tree_file;
 
 pub use batch::{leaf_hashes, node_hashes, LeafBatch};
 pub use checkpoint::{Checkpoint, SigningKeyFile};
+pub use checkpoint_log::CheckpointLogWriter;
 pub use merkle::{
     empty_root, leaf_bytes, leaf_hash, node_hash, record_leaf_hash, Frontier, Hash, LeafHeaders, LeafRecord,
     HASH_BYTES, TREE_SIZE_MAX,

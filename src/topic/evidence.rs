@@ -7,8 +7,6 @@
 //! is signed, the log is synced up to the checkpoint's size and the tree file is synced,
 //! so a signed checkpoint never covers a record that could still be lost.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::audit::{self, Checkpoint, Hash, LeafBatch, NoteSigner, NoteVerifier, SyncTicket, TreeFile};
+use crate::audit::{
+    self, Checkpoint, CheckpointLogWriter, Hash, LeafBatch, NoteSigner, NoteVerifier, SyncTicket, TreeFile,
+};
 use crate::error::IoContext;
 use crate::record::{HeaderList, RecordRef};
 use crate::topic::{Topic, TopicShared};
@@ -51,6 +51,8 @@ pub(crate) struct Evidence {
     pub signer: Arc<NoteSigner>,
     pub origin: String,
     pub last_checkpoint: Option<(u64, Instant)>,
+    /// `checkpoints.log`, whose torn final frame this writer cuts before appending.
+    pub checkpoints: CheckpointLogWriter,
     pub checkpoint_tail_base: Offset,
     /// The tail segment when the tree was last synced (by a checkpoint or after a seal).
     pub tree_sync_tail_base: Offset,
@@ -144,7 +146,13 @@ impl Topic {
                 self.start_offset()
             )
         });
-        let last = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.last().cloned();
+        let checkpoints_path = self.dir().join(CHECKPOINTS_FILE);
+        let mut checkpoints = CheckpointLogWriter::new(&checkpoints_path);
+        let last = checkpoints
+            .repair()
+            .map_err(|e| checkpoints_err(&checkpoints_path, e))?
+            .texts
+            .pop();
         let last_checkpoint = last
             .and_then(|text| Checkpoint::parse_and_verify(&text, &signer.verifier()).ok())
             .map(|cp| (cp.size, Instant::now()));
@@ -161,6 +169,7 @@ impl Topic {
             signer,
             origin,
             last_checkpoint,
+            checkpoints,
             checkpoint_tail_base,
             tree_sync_tail_base: checkpoint_tail_base,
             end_seen: (Offset(0), Instant::now()),
@@ -376,7 +385,10 @@ impl Topic {
             root,
         };
         let text = checkpoint.sign(&evidence.signer).map_err(audit_err)?;
-        append_checkpoint(&self.dir().join(CHECKPOINTS_FILE), &text)?;
+        evidence
+            .checkpoints
+            .append(&text)
+            .map_err(|e| checkpoints_err(&self.dir().join(CHECKPOINTS_FILE), e))?;
         evidence.last_checkpoint = Some((size, Instant::now()));
         evidence.checkpoint_tail_base = tail_base;
         evidence.tree_sync_tail_base = tail_base;
@@ -552,55 +564,28 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
     }
 }
 
-/// Appends one signed note to the checkpoints file: u32 length, u32 CRC-32, the text.
-fn append_checkpoint(path: &Path, text: &str) -> Result<()> {
-    let mut frame = Vec::with_capacity(8 + text.len());
-    frame.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(text.as_bytes()).to_le_bytes());
-    frame.extend_from_slice(text.as_bytes());
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .context(|| format!("opening {}", path.display()))?;
-    file.write_all(&frame)
-        .and_then(|()| {
-            if crate::fsutil::is_volatile(path) {
-                Ok(())
-            } else {
-                file.sync_data()
-            }
-        })
-        .context(|| format!("appending to {}", path.display()))
+/// An error of `checkpoints.log`: damage names the file and byte (as damage in a segment
+/// does); an I/O failure stays an I/O error.
+fn checkpoints_err(path: &Path, e: audit::AuditError) -> Error {
+    match e {
+        audit::AuditError::Corrupt { path, byte, reason } => Error::Corrupt {
+            file: path,
+            byte_pos: byte,
+            reason,
+        },
+        audit::AuditError::Io { source, .. } => Error::Io {
+            context: format!("tamper evidence file {}", path.display()),
+            source,
+        },
+        other => audit_err(other),
+    }
 }
 
-/// Every complete checkpoint in the file, oldest first (a torn last frame is ignored).
+/// Every complete checkpoint in the file, oldest first (a torn final frame is ignored;
+/// see `audit::checkpoint_log` for what counts as torn).
 pub(crate) fn read_checkpoints(path: &Path) -> Result<Vec<String>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).context(|| format!("reading {}", path.display())),
-    };
-    let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos + 8 <= bytes.len() {
-        let len = crate::segment::batch::read_u32(&bytes, pos) as usize;
-        let crc = crate::segment::batch::read_u32(&bytes, pos + 4);
-        if len > audit::note::NOTE_BYTES_MAX || pos + 8 + len > bytes.len() {
-            break;
-        }
-        let body = &bytes[pos + 8..pos + 8 + len];
-        if crc32fast::hash(body) != crc {
-            return Err(Error::Corrupt {
-                file: path.to_path_buf(),
-                byte_pos: pos as u64,
-                reason: "checkpoint checksum mismatch".into(),
-            });
-        }
-        out.push(String::from_utf8_lossy(body).into_owned());
-        pos += 8 + len;
-    }
-    Ok(out)
+    let decoded = audit::checkpoint_log::read(path).map_err(|e| checkpoints_err(path, e))?;
+    Ok(decoded.texts)
 }
 
 /// The store's checkpoint signing key: loaded, or created (mode 0600) on first use.
