@@ -159,6 +159,15 @@ fn check_all(topic: &Topic, want: &[Record], label: &str) {
     }
 }
 
+/// Removes a segment's index files, as a crash leaves them for the tail recovery looks
+/// at: a framed pair is written only after the log's sync (close, seal) and vouches for
+/// its size, so a torn tail never has one.
+fn drop_index_files(log: &Path) {
+    for ext in ["index", "timeindex"] {
+        std::fs::remove_file(log.with_extension(ext)).unwrap();
+    }
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
@@ -212,6 +221,7 @@ fn torn_tail_at_every_byte_of_the_last_batch() {
             let label = format!("{compression:?} cut at {cut} of batch [{start}, {end})");
             let copy = t.copy();
             let path = log_path(copy.path(), 0);
+            drop_index_files(&path);
             write(&path, &original[..cut as usize]);
             let (store, topic) = open(copy.path());
             // A reader sees the intact records only.
@@ -340,8 +350,35 @@ fn bit_flip_in_the_middle_of_the_active_segment_is_an_error_not_a_truncation() {
     }
 }
 
+/// After a crash (no clean close: the active segment has no framed index), damage in the
+/// last batch cannot be told from a torn write: it is truncated and reported.
 #[test]
-fn bit_flip_in_the_last_batch_of_the_active_segment_is_a_reported_truncation() {
+fn bit_flip_in_the_last_batch_of_the_active_segment_after_a_crash_is_a_reported_truncation() {
+    let t = build(1 << 20, Compression::None, 9);
+    let &(_, start, end, first, count) = t.batches.last().unwrap();
+    let original = std::fs::read(log_path(&t.root, 0)).unwrap();
+    for pos in (start..end).step_by(7) {
+        let label = format!("flip at byte {pos} of the last batch [{start}, {end})");
+        let copy = t.copy();
+        let path = log_path(copy.path(), 0);
+        drop_index_files(&path);
+        let mut bytes = original.clone();
+        bytes[pos as usize] ^= 0x10;
+        write(&path, &bytes);
+        let (_store, topic) = open(copy.path());
+        let report = topic.recover().unwrap();
+        assert_eq!(report.kept_bytes, start, "{label}");
+        assert_eq!(report.truncated_bytes, end - start, "{label}");
+        assert_eq!(report.end_offset, Offset(first), "{label}: {count} records dropped");
+        check_all(&topic, &t.records[..first as usize], &label);
+    }
+}
+
+/// After a clean close the segment's framed index vouches for its size: damage in the
+/// last batch is damage to acknowledged records. The appender refuses to open, naming
+/// the byte, and truncates nothing; a reader never gets wrong data.
+#[test]
+fn bit_flip_in_the_last_batch_after_a_clean_close_is_an_error_not_a_truncation() {
     let t = build(1 << 20, Compression::None, 9);
     let &(_, start, end, first, count) = t.batches.last().unwrap();
     let original = std::fs::read(log_path(&t.root, 0)).unwrap();
@@ -353,12 +390,32 @@ fn bit_flip_in_the_last_batch_of_the_active_segment_is_a_reported_truncation() {
         bytes[pos as usize] ^= 0x10;
         write(&path, &bytes);
         let (_store, topic) = open(copy.path());
-        let report = topic.recover().unwrap();
-        assert_eq!(report.kept_bytes, start, "{label}");
-        assert_eq!(report.truncated_bytes, end - start, "{label}");
-        assert_eq!(report.end_offset, Offset(first), "{label}: {count} records dropped");
-        check_all(&topic, &t.records[..first as usize], &label);
+        for r in &t.records[..first as usize] {
+            assert_eq!(&topic.read(r.offset).unwrap(), r, "{label}");
+        }
+        for o in first..first + count {
+            if let Ok(got) = topic.read(Offset(o)) {
+                panic!("{label}: read({o}) of the damaged batch returned {got:?}");
+            }
+        }
+        let err = topic.recover().expect_err(&label);
+        assert_corrupt_in(&err, &path, start..end, &label);
+        assert!(err.to_string().contains("closed cleanly"), "{label}: {err}");
+        assert!(topic.append(&NewRecord::new("x")).is_err(), "{label}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{label}: the damaged file was changed"
+        );
     }
+    // Cut short after a clean close: records acknowledged at close are missing.
+    let copy = t.copy();
+    let path = log_path(copy.path(), 0);
+    write(&path, &original[..(end - 1) as usize]);
+    let (_store, topic) = open(copy.path());
+    let err = topic.recover().expect_err("cut after a clean close");
+    assert_corrupt_in(&err, &path, start..end, "cut");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), end - 1, "nothing truncated");
 }
 
 /// Flips one bit at each sampled byte of a sealed segment; every read of the topic either
@@ -596,6 +653,35 @@ fn a_missing_middle_segment_is_a_gap_naming_the_offsets() {
     }
 }
 
+/// The newest segment deleted from under the store: `sealed.offset` says it was started,
+/// so the appender refuses (it used to reopen the sealed segment before it, move
+/// `sealed.offset` back and reuse acknowledged offsets) and changes nothing.
+#[test]
+fn a_missing_newest_segment_is_an_error_and_nothing_is_rewritten() {
+    let t = build(4096, Compression::None, 120);
+    let segments = t.segments();
+    assert!(segments.len() >= 3, "{segments:?}");
+    let copy = t.copy();
+    let dir = topic_dir(copy.path());
+    let (newest, _) = *segments.last().unwrap();
+    for ext in ["log", "index", "timeindex"] {
+        let _ = std::fs::remove_file(log_path(copy.path(), newest).with_extension(ext));
+    }
+    let before: Vec<(PathBuf, Vec<u8>)> = files::segment_logs(&dir)
+        .into_iter()
+        .chain([dir.join("sealed.offset")])
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let (_store, topic) = open(copy.path());
+    let err = topic.recover().expect_err("newest segment missing");
+    assert_corrupt_in(&err, &dir.join("sealed.offset"), 0..1, "missing newest");
+    assert!(err.to_string().contains(&format!("offset {newest}")), "{err}");
+    assert!(topic.append(&NewRecord::new("x")).is_err());
+    for (path, bytes) in before {
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{} changed", path.display());
+    }
+}
+
 #[test]
 fn a_truncated_sealed_segment_is_corrupt_naming_its_file() {
     for compression in [Compression::None, Compression::Zstd] {
@@ -668,6 +754,7 @@ fn a_torn_segment_whose_seal_was_not_durable_ends_the_log_and_drops_later_segmen
         let label = format!("segment {base} cut from {len} to {cut}, zero-filled: {zeros}");
         let copy = t.copy();
         let path = log_path(copy.path(), base);
+        drop_index_files(&path);
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(cut).unwrap();
         if zeros {

@@ -1115,9 +1115,15 @@ impl Harness {
                 _ => (n / 4) % (len + 1),
             }
         };
+        let path = log_path(&self.topic_dir, active);
+        // The drop closed the topic, leaving framed index files that vouch for the log's
+        // size; a crash leaves none (they are written after the log's sync).
+        for ext in ["index", "timeindex"] {
+            let _ = std::fs::remove_file(path.with_extension(ext));
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
-            .open(log_path(&self.topic_dir, active))
+            .open(&path)
             .map_err(|e| e.to_string())?;
         file.set_len(cut).map_err(|e| e.to_string())?;
         drop(file);

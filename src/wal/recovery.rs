@@ -11,6 +11,7 @@ use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
+use crate::index::file::{self, IndexKind, Parsed};
 use crate::index::SegmentIndex;
 use crate::segment::batch::{self, BATCH_HEADER_BYTES, BATCH_MAGIC};
 use crate::segment::{self, Scan, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
@@ -55,6 +56,7 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
     let removed_files = remove_leftovers(dir)?;
     let dropped_segments = confirm_seals(dir)?;
     let bases = segment::list_segments(dir)?;
+    newest_segment_present(dir, bases.last().copied())?;
     let Some(&base) = bases.last() else {
         let active = ActiveFile::create(dir, Offset(0))?;
         segment::write_sealed_through(dir, Offset(0))?;
@@ -79,6 +81,9 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
         dropped_segments,
         ..RecoveryReport::default()
     };
+    if let Some(closed) = closed_cleanly_at(&path, base).filter(|&closed| scan.valid_bytes < closed) {
+        return Err(damage_before_clean_close(&path, &scan, bytes.len() as u64, closed));
+    }
     if let Some(err) = &scan.stopped_by {
         let tail = &bytes[scan.valid_bytes as usize..];
         // Also when the batch looks cut short: a torn batch is the last thing in the file,
@@ -139,6 +144,63 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
     write_index(&mut active, &scan.index)?;
     active.first_timestamp_us = (scan.batches > 0).then_some(scan.first_timestamp_us);
     Ok(Recovered { active, scan, report })
+}
+
+/// Checks that the segment `sealed.offset` names as started exists: a roll creates the
+/// new segment (and syncs the directory) before any seal moves `sealed.offset` to it, so
+/// a newest segment below it means segments were deleted from under the store. Moving
+/// `sealed.offset` back and appending would reuse offsets that were acknowledged.
+fn newest_segment_present(dir: &Path, newest: Option<Offset>) -> Result<()> {
+    let Some(sealed) = segment::read_sealed_through(dir)? else {
+        return Ok(());
+    };
+    if newest.is_some_and(|base| base >= sealed) || (newest.is_none() && sealed == Offset(0)) {
+        return Ok(());
+    }
+    let found = newest.map_or_else(
+        || "no segment".to_owned(),
+        |b| format!("the newest segment starts at {}", b.0),
+    );
+    Err(segment::corrupt(
+        &dir.join(segment::SEALED_FILE),
+        0,
+        format!(
+            "segments up to offset {} were sealed, so a segment starting there must exist, but {found}: \
+             segment files are missing (nothing was changed)",
+            sealed.0
+        ),
+    ))
+}
+
+/// The log size a clean close vouched for: the active segment's offset index is framed
+/// (written, after the log's sync, when the appender closed; the next appender deletes it
+/// before it writes). Bytes below it were durable, so damage there is not a torn tail.
+fn closed_cleanly_at(path: &Path, base: Offset) -> Option<u64> {
+    let bytes = fs::read(path.with_extension(INDEX_EXT)).ok()?;
+    match file::parse(IndexKind::Offset, &bytes) {
+        Parsed::Framed(header, _) if header.base_offset == base.0 => Some(header.log_bytes),
+        _ => None,
+    }
+}
+
+/// The error for a segment closed cleanly at `closed` bytes whose valid batches now end
+/// before that: damaged, or cut short.
+fn damage_before_clean_close(path: &Path, scan: &Scan, len: u64, closed: u64) -> crate::Error {
+    let (at, reason) = match &scan.stopped_by {
+        Some(err) if len >= closed => (
+            scan.valid_bytes + if err.truncated { 4 } else { err.byte_pos },
+            err.reason.clone(),
+        ),
+        _ => (len.min(scan.valid_bytes), format!("the file ends at byte {len}")),
+    };
+    segment::corrupt(
+        path,
+        at,
+        format!(
+            "{reason}; the segment was closed cleanly at {closed} bytes (its index says so), \
+             so this is damage to acknowledged records, not a torn tail; nothing was truncated"
+        ),
+    )
 }
 
 /// Checks the segments sealed in the background whose seal is not recorded as durable
