@@ -15,10 +15,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use super::{handlers, State, CONNECTION_IDLE_MAX, FRAME_BYTES_MAX, FRAME_PERMIT_BYTES};
+use super::{
+    handlers, State, CONNECTION_IDLE_MAX, FRAME_BODY_STEP_BYTES, FRAME_BODY_TIME_MAX, FRAME_BYTES_MAX,
+    FRAME_PERMIT_BYTES,
+};
 
 /// Shortest request frame: api key, api version and correlation id (2 + 2 + 4 bytes).
 const FRAME_BYTES_MIN: usize = 8;
+
+/// Read limits of a served connection.
+const SERVE_TIMES: FrameTimes = FrameTimes {
+    idle: CONNECTION_IDLE_MAX,
+    body: FRAME_BODY_TIME_MAX,
+};
 
 /// A decoded request with what the response needs.
 pub(crate) struct Request {
@@ -34,7 +43,7 @@ pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<St
     tracing::debug!(%peer, "connection opened");
     loop {
         // The permit holds the frame's share of the in-flight budget until it is answered.
-        let (frame, _permit) = match read_frame(&mut socket, &state.frames, CONNECTION_IDLE_MAX).await {
+        let (frame, _permit) = match read_frame(&mut socket, &state.frames, SERVE_TIMES).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -71,14 +80,39 @@ pub(crate) async fn serve(mut socket: TcpStream, peer: SocketAddr, state: Arc<St
     tracing::debug!(%peer, "connection closed");
 }
 
-/// Reads one size-prefixed frame, once `frames` (the in-flight budget, in permits of
-/// `FRAME_PERMIT_BYTES`) has room for it; `None` at a clean end of stream. A frame that
-/// does not start within `idle` is an error (the connection closes).
+/// How long a connection's reads may take: to start a frame, and to finish it.
+#[derive(Clone, Copy)]
+struct FrameTimes {
+    /// A frame whose size does not start arriving within this closes the connection.
+    idle: Duration,
+    /// A frame whose body does not arrive within this, once its size is read, closes it.
+    body: Duration,
+}
+
+/// Reads one size-prefixed frame, its bytes counted against `frames` (the in-flight
+/// budget, in permits of `FRAME_PERMIT_BYTES`) as they arrive; `None` at a clean end of
+/// stream. Closing errors: no frame started within `times.idle`, or its body not there
+/// within `times.body` after its size (waits for budget included).
 async fn read_frame<'a>(
     socket: &mut (impl AsyncRead + Unpin),
     frames: &'a Semaphore,
-    idle: Duration,
+    times: FrameTimes,
 ) -> Result<Option<(Bytes, SemaphorePermit<'a>)>, String> {
+    let Some(size) = read_size(socket, times.idle).await? else {
+        return Ok(None);
+    };
+    let mut arrived = 0;
+    match tokio::time::timeout(times.body, read_body(socket, frames, size, &mut arrived)).await {
+        Ok(read) => read.map(Some),
+        Err(_) => Err(format!(
+            "a {size}-byte frame did not arrive within {} s of its size ({arrived} bytes came)",
+            times.body.as_secs_f64()
+        )),
+    }
+}
+
+/// Reads and checks a frame's 4-byte size; `None` at a clean end of stream.
+async fn read_size(socket: &mut (impl AsyncRead + Unpin), idle: Duration) -> Result<Option<usize>, String> {
     let mut size = [0u8; 4];
     let Ok(started) = tokio::time::timeout(idle, socket.read_exact(&mut size)).await else {
         return Err(format!("idle for {} s", idle.as_secs_f64()));
@@ -99,17 +133,56 @@ async fn read_frame<'a>(
     if size < FRAME_BYTES_MIN {
         return Err(format!("bad frame: {size} bytes, too short for a request header"));
     }
-    let permits = u32::try_from(size.div_ceil(FRAME_PERMIT_BYTES)).unwrap_or(u32::MAX);
-    let permit = frames
-        .acquire_many(permits)
-        .await
-        .map_err(|e| format!("waiting for room for a {size}-byte frame: {e}"))?;
-    let mut frame = BytesMut::zeroed(size);
-    socket
-        .read_exact(&mut frame)
-        .await
-        .map_err(|e| format!("reading a {size}-byte frame failed: {e}"))?;
-    Ok(Some((frame.freeze(), permit)))
+    Ok(Some(size))
+}
+
+/// Reads a frame body of `size` bytes, paying for it as it grows; `arrived` says how many
+/// bytes came so far (for the caller's error when time runs out).
+///
+/// Budget is taken in steps, before the bytes of each step are read: first
+/// `FRAME_BODY_STEP_BYTES`, then as much again as the frame holds (doubling) up to its
+/// size, and the buffer grows by exactly what was paid for. So a client that sends a size
+/// and nothing more holds one step (all 1,024 connections together at most 1/16 of the
+/// budget: they cannot stall anyone), and any frame holds at most about twice the bytes
+/// it really sent; memory for frames never exceeds `FRAMES_IN_FLIGHT_BYTES_MAX`. Taking
+/// the announced size up front instead let 11 silent 100 MiB sizes hold the whole 1 GiB
+/// forever, every later frame queued behind them (the semaphore is FIFO).
+///
+/// Paying as bytes come can deadlock: when the budget is full of partial frames that
+/// each wait for more of it, none finishes. The caller's `FRAME_BODY_TIME_MAX` ends that:
+/// the oldest frame's connection is closed first and its budget goes to the next waiter
+/// in line, so a full budget stalls requests for at most that long, and keeping it full
+/// costs a client 1 GiB of real bytes per `FRAME_BODY_TIME_MAX`.
+async fn read_body<'a>(
+    socket: &mut (impl AsyncRead + Unpin),
+    frames: &'a Semaphore,
+    size: usize,
+    arrived: &mut usize,
+) -> Result<(Bytes, SemaphorePermit<'a>), String> {
+    let permits = |bytes: usize| u32::try_from(bytes.div_ceil(FRAME_PERMIT_BYTES)).unwrap_or(u32::MAX);
+    let step = |filled: usize| (size - filled).min(filled.max(FRAME_BODY_STEP_BYTES));
+    let acquire = |filled: usize| {
+        let more = permits(filled + step(filled)) - permits(filled);
+        frames.acquire_many(more)
+    };
+    let waited = |e| format!("waiting for room for a {size}-byte frame: {e}");
+    let mut held = acquire(0).await.map_err(waited)?;
+    let mut frame: Vec<u8> = Vec::new();
+    loop {
+        let filled = frame.len();
+        let grown = filled + step(filled);
+        frame.reserve_exact(grown - filled);
+        frame.resize(grown, 0);
+        socket
+            .read_exact(&mut frame[filled..])
+            .await
+            .map_err(|e| format!("reading a {size}-byte frame failed after {filled} bytes: {e}"))?;
+        *arrived = grown;
+        if grown == size {
+            return Ok((Bytes::from(frame), held));
+        }
+        held.merge(acquire(grown).await.map_err(waited)?);
+    }
 }
 
 pub(crate) enum Undecodable {
@@ -285,7 +358,10 @@ mod tests {
     use super::*;
     use crate::server::block_on;
 
-    const IDLE: Duration = Duration::from_secs(60);
+    const TIMES: FrameTimes = FrameTimes {
+        idle: Duration::from_secs(60),
+        body: Duration::from_secs(60),
+    };
 
     fn framed(len: usize) -> Vec<u8> {
         let mut out = (len as i32).to_be_bytes().to_vec();
@@ -303,11 +379,11 @@ mod tests {
             let (mut client, mut server) = tokio::io::duplex(64 << 10);
             client.write_all(&framed(3 * 1024)).await.unwrap();
             client.write_all(&framed(2 * 1024)).await.unwrap();
-            let (first, permit) = read_frame(&mut server, &frames, IDLE).await.unwrap().unwrap();
+            let (first, permit) = read_frame(&mut server, &frames, TIMES).await.unwrap().unwrap();
             assert_eq!(first.len(), 3 * 1024);
             assert_eq!(frames.available_permits(), 1);
             let (second, _permit) = {
-                let next = read_frame(&mut server, &frames, IDLE);
+                let next = read_frame(&mut server, &frames, TIMES);
                 tokio::pin!(next);
                 let wait = tokio::time::timeout(Duration::from_millis(100), &mut next).await;
                 assert!(wait.is_err(), "the second frame must wait for room");
@@ -321,7 +397,7 @@ mod tests {
                 .write_all(&((FRAME_BYTES_MAX + 1) as i32).to_be_bytes())
                 .await
                 .unwrap();
-            let err = read_frame(&mut server, &frames, IDLE).await.unwrap_err();
+            let err = read_frame(&mut server, &frames, TIMES).await.unwrap_err();
             assert!(err.contains("over the limit"), "{err}");
         });
     }
@@ -333,12 +409,63 @@ mod tests {
         block_on(async {
             let frames = Semaphore::new(16);
             let (mut client, mut server) = tokio::io::duplex(64 << 10);
-            let idle = Duration::from_millis(100);
-            let err = read_frame(&mut server, &frames, idle).await.unwrap_err();
+            let times = FrameTimes {
+                idle: Duration::from_millis(100),
+                ..TIMES
+            };
+            let err = read_frame(&mut server, &frames, times).await.unwrap_err();
             assert!(err.contains("idle for 0.1 s"), "{err}");
             client.write_all(&framed(100)).await.unwrap();
-            let (frame, _permit) = read_frame(&mut server, &frames, idle).await.unwrap().unwrap();
+            let (frame, _permit) = read_frame(&mut server, &frames, times).await.unwrap().unwrap();
             assert_eq!(frame.len(), 100);
+        });
+    }
+
+    /// A client that sends a frame size and nothing more holds one step of the budget,
+    /// not the size it announced, so frames of other connections are read meanwhile (the
+    /// whole size taken up front let 11 silent 100 MiB sizes hold the 1 GiB budget forever).
+    #[test]
+    fn a_silent_frame_holds_one_step_and_stalls_nobody() {
+        block_on(async {
+            let budget = 1024; // 1 MiB
+            let frames = Semaphore::new(budget);
+            let (mut silent, mut silent_server) = tokio::io::duplex(64 << 10);
+            silent.write_all(&(FRAME_BYTES_MAX as i32).to_be_bytes()).await.unwrap();
+            let stalled = read_frame(&mut silent_server, &frames, TIMES);
+            tokio::pin!(stalled);
+            let wait = tokio::time::timeout(Duration::from_millis(50), &mut stalled).await;
+            assert!(wait.is_err(), "the silent frame has no body to read");
+            assert_eq!(
+                frames.available_permits(),
+                budget - FRAME_BODY_STEP_BYTES / FRAME_PERMIT_BYTES
+            );
+            let (mut client, mut server) = tokio::io::duplex(256 << 10);
+            client.write_all(&framed(200 << 10)).await.unwrap();
+            let read = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut server, &frames, TIMES)).await;
+            let (frame, _permit) = read.expect("a frame behind a silent one is read").unwrap().unwrap();
+            assert_eq!(frame.len(), 200 << 10);
+            assert!(frame.iter().all(|b| *b == 7));
+        });
+    }
+
+    /// A frame whose body stops coming closes its connection once the body time limit
+    /// passes, and gives back all the budget it took.
+    #[test]
+    fn a_frame_body_that_stops_coming_is_dropped_in_time() {
+        block_on(async {
+            let frames = Semaphore::new(1024);
+            let (mut client, mut server) = tokio::io::duplex(1 << 20);
+            let mut partial = framed(300 << 10);
+            partial.truncate(4 + (100 << 10));
+            client.write_all(&partial).await.unwrap();
+            let times = FrameTimes {
+                body: Duration::from_millis(100),
+                ..TIMES
+            };
+            let read = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut server, &frames, times)).await;
+            let err = read.expect("the body time limit ends the read").unwrap_err();
+            assert!(err.contains("did not arrive within 0.1 s"), "{err}");
+            assert_eq!(frames.available_permits(), 1024, "all budget is given back");
         });
     }
 }

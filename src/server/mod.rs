@@ -56,10 +56,11 @@ pub const FETCH_BYTES_MAX: usize = 55 << 20;
 const FETCH_POLL_MS: u64 = 10;
 /// Most concurrent connections; more are refused with a log line.
 pub const CONNECTIONS_MAX: usize = 1024;
-/// Most bytes of request frames held at once over all connections (1 GiB): a connection
-/// whose next frame would go past it waits, unread (TCP backpressure), until requests
-/// before it are answered. Without it, connections each stalled just short of the end of
-/// a 100 MiB frame could make the server hold [`CONNECTIONS_MAX`] times that.
+/// Most bytes of request frames held at once over all connections (1 GiB): a frame's
+/// bytes are counted as they are read, and a connection whose frame would go past it
+/// waits, unread (TCP backpressure), until requests before it are answered. Without it,
+/// connections each stalled just short of the end of a 100 MiB frame could make the
+/// server hold [`CONNECTIONS_MAX`] times that.
 pub const FRAMES_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
 /// A connection that starts no request for this long is closed (Kafka brokers' default
 /// `connections.max.idle.ms`, 10 min; clients reconnect when they need to), so idle
@@ -67,6 +68,21 @@ pub const FRAMES_IN_FLIGHT_BYTES_MAX: usize = 1 << 30;
 pub const CONNECTION_IDLE_MAX: Duration = Duration::from_secs(600);
 /// The in-flight frame budget is counted in permits of this many bytes.
 const FRAME_PERMIT_BYTES: usize = 1024;
+/// Once a frame's size is read, its whole body must arrive within this long, waits for
+/// room in the in-flight budget included (at 100 MiB, at least ~1.7 MB/s); else the
+/// connection is closed and its share of the budget released. It bounds how long a slow
+/// or silent client holds budget, and how long partial frames can wait on each other when
+/// the budget is full (see `conn::read_body`).
+pub const FRAME_BODY_TIME_MAX: Duration = Duration::from_secs(60);
+/// Budget a frame takes before its first body bytes are read; later it takes as much
+/// again as it holds each time it has filled what it holds (so a frame holds at most
+/// about twice the bytes that arrived, never its announced size up front).
+const FRAME_BODY_STEP_BYTES: usize = 64 << 10;
+
+// Connections that sent only a frame size together hold at most 1/16 of the budget.
+const _: () = assert!(CONNECTIONS_MAX * FRAME_BODY_STEP_BYTES <= FRAMES_IN_FLIGHT_BYTES_MAX / 16);
+const _: () = assert!(FRAME_BODY_STEP_BYTES.is_multiple_of(FRAME_PERMIT_BYTES));
+const _: () = assert!(FRAME_BYTES_MAX <= FRAMES_IN_FLIGHT_BYTES_MAX);
 
 /// Errors of server mode.
 #[derive(Debug, thiserror::Error)]
