@@ -3,7 +3,12 @@
 //! What it proves:
 //! - a torn final frame of `checkpoints.log` (a crash while a checkpoint was written) is
 //!   ignored by `verify` and cut off by the next writer, so later checkpoints are appended
-//!   to whole frames and every later `verify` and append succeeds;
+//!   to whole frames and every later `verify` and append succeeds; zeros or a cut frame at
+//!   the end are such a torn frame too;
+//! - damage a crash cannot leave (a flipped length bit, garbage or a bad whole frame at the
+//!   end, a zero length, a flipped text byte of the last frame) makes `verify` and the
+//!   appending writer fail with `Error::Corrupt` naming `checkpoints.log` and the frame's
+//!   byte, and nothing is cut;
 //!
 //! How: each test builds a store in a temporary directory through the library (closing it
 //! signs a checkpoint), edits the files on disk as a crash or a damaged disk would, reopens
@@ -11,7 +16,10 @@
 
 use std::path::{Path, PathBuf};
 
-use trailkeep::{Durability, NewRecord, Store, TopicConfig, VerifyReport};
+use trailkeep::{Durability, Error, NewRecord, Store, TopicConfig, VerifyReport};
+
+#[path = "support/files.rs"]
+mod files;
 
 const T: &str = "t";
 
@@ -98,5 +106,118 @@ fn a_torn_final_checkpoint_frame_is_cut_by_the_next_writer() {
             frames, report.checkpoints,
             "torn {torn}: frames on disk and checkpoints verified"
         );
+    }
+}
+
+/// `verify` on a copy of `template` whose `checkpoints.log` was changed by `damage`: the
+/// exact error, and the appending writer (reopen, append, close) fails too instead of
+/// writing behind the damage.
+fn damaged_checkpoints(template: &Path, what: &str, byte: u64, damage: impl Fn(&mut Vec<u8>)) {
+    let work = tempfile::tempdir().unwrap();
+    files::copy_dir(template, work.path());
+    let path = checkpoints_path(work.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    damage(&mut bytes);
+    std::fs::write(&path, &bytes).unwrap();
+    let result = verify(work.path());
+    match &result {
+        Err(Error::Corrupt { file, byte_pos, .. }) => {
+            assert_eq!(file, &path, "{what}: {result:?}");
+            assert_eq!(*byte_pos, byte, "{what}: {result:?}");
+        }
+        other => panic!("{what}: expected a corrupt checkpoints.log at byte {byte}, got {other:?}"),
+    }
+    let store = open(work.path());
+    let appended = store
+        .topic(T)
+        .and_then(|t| t.append(&NewRecord::new(b"after".to_vec())));
+    assert!(
+        matches!(appended, Err(Error::Corrupt { .. })),
+        "{what}: the writer appended over the damage: {appended:?}"
+    );
+    let _ = store.close();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: the file was changed");
+}
+
+/// Where each frame of a whole checkpoints file starts.
+fn frame_starts(bytes: &[u8]) -> Vec<u64> {
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        starts.push(pos as u64);
+        pos += 8 + u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+    }
+    starts
+}
+
+#[test]
+fn damage_that_a_crash_cannot_leave_is_corruption_not_a_torn_tail() {
+    let template = three_checkpoints();
+    let bytes = std::fs::read(checkpoints_path(template.path())).unwrap();
+    let first = 8 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as u64;
+    let end = bytes.len() as u64;
+    let t = template.path();
+    damaged_checkpoints(t, "bit 4 of the first length byte 1 flipped", 0, |b| b[1] ^= 0x10);
+    damaged_checkpoints(t, "bit 0 of the first length byte 0 flipped", 0, |b| b[0] ^= 0x01);
+    damaged_checkpoints(t, "top length byte of the second frame set", first, |b| {
+        b[first as usize + 3] = 0x40
+    });
+    damaged_checkpoints(t, "second frame's length zeroed", first, |b| {
+        b[first as usize..first as usize + 4].copy_from_slice(&[0; 4])
+    });
+    damaged_checkpoints(t, "text garbage appended", end, |b| {
+        b.extend_from_slice(b"garbage at the end\n")
+    });
+    damaged_checkpoints(t, "a short length appended, then binary", end, |b| {
+        b.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    });
+    damaged_checkpoints(t, "a whole frame with a bad crc appended", end, |b| {
+        b.extend_from_slice(&[3, 0, 0, 0, 9, 9, 9, 9, b'a', b'b', b'c']);
+    });
+    let last = frame_starts(&bytes).pop().unwrap();
+    damaged_checkpoints(t, "a text byte of the last frame flipped", last, |b| {
+        let n = b.len();
+        b[n - 20] ^= 0x01;
+    });
+}
+
+/// A change to a file's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
+#[test]
+fn zeros_and_cut_frames_at_the_end_are_a_torn_tail() {
+    let template = three_checkpoints();
+    let path = checkpoints_path(template.path());
+    let bytes = std::fs::read(&path).unwrap();
+    let cases: [(&str, Damage); 3] = [
+        ("zeros appended", Box::new(|b| b.extend_from_slice(&[0; 300]))),
+        (
+            "last frame's text zeroed from its middle",
+            Box::new(|b| {
+                let n = b.len();
+                b[n - 40..].fill(0);
+            }),
+        ),
+        (
+            "a frame header and half a note appended",
+            Box::new(|b| {
+                let text = b"trailkeep/0123/t\n12\n";
+                b.extend_from_slice(&300u32.to_le_bytes());
+                b.extend_from_slice(&[7, 7, 7, 7]);
+                b.extend_from_slice(text);
+            }),
+        ),
+    ];
+    for (what, damage) in cases {
+        let work = tempfile::tempdir().unwrap();
+        files::copy_dir(template.path(), work.path());
+        let path = checkpoints_path(work.path());
+        let mut damaged = bytes.clone();
+        damage(&mut damaged);
+        std::fs::write(&path, &damaged).unwrap();
+        let report = verify(work.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(report.checkpoints >= 2, "{what}: {report:?}");
+        append_session(work.path(), 1);
+        verify(work.path()).unwrap_or_else(|e| panic!("{what}: after an append: {e}"));
     }
 }

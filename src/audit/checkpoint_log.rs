@@ -58,35 +58,101 @@ pub fn frame(text: &str) -> Result<Vec<u8>> {
 /// Decodes a whole checkpoints file.
 ///
 /// # Errors
-/// [`AuditError::Decode`] naming the byte of the first frame that is damaged.
+/// [`AuditError::Decode`] naming the byte of the first frame that is damaged: one that
+/// cannot be what a crash while it was written left (see [`next_frame`]).
 pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     let mut out = Decoded::default();
     let mut pos = 0usize;
     while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let damaged = |reason: String| AuditError::Decode {
+        let next = next_frame(&bytes[pos..]).map_err(|reason| AuditError::Decode {
             what: "checkpoints log",
             byte: pos,
             reason,
-        };
-        if rest.len() < FRAME_HEADER_BYTES {
-            out.torn = Some(format!("{} bytes of a frame header", rest.len()));
-            break;
+        })?;
+        match next {
+            Next::Whole(text) => {
+                out.texts.push(String::from_utf8_lossy(text).into_owned());
+                pos += FRAME_HEADER_BYTES + text.len();
+                out.valid_bytes = pos as u64;
+            }
+            Next::Torn(reason) => {
+                out.torn = Some(reason);
+                break;
+            }
         }
-        let len = read_u32(rest, 0) as usize;
-        if len > CHECKPOINT_TEXT_BYTES_MAX || FRAME_HEADER_BYTES + len > rest.len() {
-            out.torn = Some(format!("a frame of {len} bytes cut short at {} bytes", rest.len()));
-            break;
-        }
-        let text = &rest[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
-        if crc32fast::hash(text) != read_u32(rest, 4) {
-            return Err(damaged("checkpoint checksum mismatch".into()));
-        }
-        out.texts.push(String::from_utf8_lossy(text).into_owned());
-        pos += FRAME_HEADER_BYTES + len;
-        out.valid_bytes = pos as u64;
     }
     Ok(out)
+}
+
+/// What starts at a frame boundary.
+enum Next<'a> {
+    /// A whole frame whose checksum holds: its text.
+    Whole(&'a [u8]),
+    /// The torn end of a crashed write: why it counts as one.
+    Torn(String),
+}
+
+/// Decodes the frame at the start of `rest` (the bytes from a frame boundary to the end of
+/// the file). A crash while a frame is written leaves a prefix of that frame, possibly
+/// followed by zeros where blocks were not written, and nothing after it. So `rest` is a
+/// torn frame only if it is no longer than the frame its length field announces, and its
+/// bytes before the trailing zeros are a proper prefix of such a frame: a length in
+/// `1..=CHECKPOINT_TEXT_BYTES_MAX` (as far as it is there) and text that could start a
+/// signed note (UTF-8, no control character but `\n`). Anything else is damage: `Err`
+/// says what is wrong.
+fn next_frame(rest: &[u8]) -> std::result::Result<Next<'_>, String> {
+    let written = rest.len() - rest.iter().rev().take_while(|&&b| b == 0).count();
+    if written == 0 {
+        if rest.len() <= FRAME_HEADER_BYTES + CHECKPOINT_TEXT_BYTES_MAX {
+            return Ok(Next::Torn(format!(
+                "{} zero bytes (blocks a crash left unwritten)",
+                rest.len()
+            )));
+        }
+        return Err(format!("{} zero bytes, more than one frame can hold", rest.len()));
+    }
+    // The length field, or the part of it that is there (the missing high bytes are zeros).
+    let mut len_bytes = [0u8; 4];
+    let present = rest.len().min(4);
+    len_bytes[..present].copy_from_slice(&rest[..present]);
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len > CHECKPOINT_TEXT_BYTES_MAX {
+        return Err(format!(
+            "frame length {len} is above {CHECKPOINT_TEXT_BYTES_MAX}, longer than any checkpoint"
+        ));
+    }
+    if len == 0 && present == 4 {
+        return Err("frame length 0: a checkpoint is never empty".into());
+    }
+    let end = FRAME_HEADER_BYTES + len;
+    if rest.len() >= end {
+        let text = &rest[FRAME_HEADER_BYTES..end];
+        if crc32fast::hash(text) == read_u32(rest, 4) {
+            return Ok(Next::Whole(text));
+        }
+        if rest.len() > end || written == end {
+            return Err("checkpoint checksum mismatch".into());
+        }
+    }
+    let text = &rest[FRAME_HEADER_BYTES.min(written)..written];
+    note_prefix(text).map_err(|why| format!("a frame of {len} bytes cut short at {} bytes, but {why}", rest.len()))?;
+    Ok(Next::Torn(format!(
+        "a frame of {len} bytes with {written} of its {end} bytes written"
+    )))
+}
+
+/// Checks that `text` can be the start of a signed note: UTF-8 (the last character may be
+/// cut), no control character but `\n`.
+fn note_prefix(text: &[u8]) -> std::result::Result<(), String> {
+    let valid = match std::str::from_utf8(text) {
+        Ok(s) => s,
+        Err(e) if e.error_len().is_none() => std::str::from_utf8(&text[..e.valid_up_to()]).unwrap_or_default(),
+        Err(e) => return Err(format!("its text is not utf-8 at text byte {}", e.valid_up_to())),
+    };
+    match valid.char_indices().find(|&(_, c)| c != '\n' && c.is_control()) {
+        Some((at, c)) => Err(format!("its text holds control character {c:?} at text byte {at}")),
+        None => Ok(()),
+    }
 }
 
 /// Reads and decodes the file at `path`; a missing file holds no checkpoint.
@@ -233,6 +299,29 @@ mod tests {
             assert_eq!(decoded.texts, ["first\n"], "cut at {cut}");
             assert_eq!(decoded.valid_bytes, first_end as u64, "cut at {cut}");
             assert!(decoded.torn.is_some(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bytes_a_crash_cannot_leave_are_damage() {
+        let bytes = two_frames();
+        let first_end = FRAME_HEADER_BYTES + 6;
+        let mut flipped = bytes.clone();
+        flipped[1] ^= 0x10;
+        let mut garbage = bytes.clone();
+        garbage.extend_from_slice(b"garbage\n");
+        let mut zero_len = bytes.clone();
+        zero_len[first_end..first_end + 4].fill(0);
+        for (what, damaged, at) in [
+            ("length flip", flipped, 0),
+            ("garbage", garbage, bytes.len()),
+            ("zero length", zero_len, first_end),
+        ] {
+            let err = decode(&damaged).unwrap_err();
+            assert!(
+                matches!(err, AuditError::Decode { byte, .. } if byte == at),
+                "{what}: {err}"
+            );
         }
     }
 
