@@ -523,3 +523,36 @@ fn kafkajs_produces_and_consumes() {
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
+
+/// FindCoordinator for a transactional id (key type 1), which transactional producers send
+/// before InitProducerId, gets TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53) saying
+/// transactions are not supported, so clients fail at once (INVALID_REQUEST had
+/// confluent-kafka retry forever); a group (key type 0) still finds this server.
+#[test]
+fn find_coordinator_for_a_transaction_is_refused() {
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    // v1 and v2 (send_request writes the non-flexible request header of versions < 3).
+    for version in 1..=2 {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_static_str("tx-1"))
+            .with_key_type(1);
+        let response = send_request(&addr, 10, version, &request);
+        // Correlation id, throttle time, error code, error message.
+        let error = i16::from_be_bytes([response[8], response[9]]);
+        assert_eq!(error, 53, "v{version}: TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+        let message = String::from_utf8_lossy(&response[10..]);
+        assert!(
+            message.contains("transactions are not supported"),
+            "v{version}: {message}"
+        );
+        let group = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"));
+        let found = send_request(&addr, 10, version, &group);
+        assert_eq!(i16::from_be_bytes([found[8], found[9]]), 0, "v{version}: a group");
+    }
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}

@@ -47,6 +47,10 @@ pub(crate) mod code {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
 }
 
+/// FindCoordinator key types: a consumer group, a transactional id.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
 /// The one broker's node id.
 pub(crate) const NODE_ID: i32 = 0;
 
@@ -280,7 +284,17 @@ fn init_producer_id(state: &State, request: InitProducerIdRequest) -> InitProduc
 
 fn find_coordinator(state: &State, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
-    if request.key_type != 0 {
+    // Only versions 0-3 are advertised, so the one key is `key`; the batched
+    // `coordinator_keys` of v4+ never arrive.
+    if request.key_type == KEY_TYPE_TRANSACTION {
+        // As docs/server.md promises for transactional ids: clients give up at once on
+        // this code, where INVALID_REQUEST had confluent-kafka retry forever.
+        tracing::warn!("refusing FindCoordinator for a transactional id: transactions are not supported");
+        response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        response.error_message = Some(str_bytes("transactions are not supported by trailkeep serve"));
+        return response;
+    }
+    if request.key_type != KEY_TYPE_GROUP {
         response.error_code = code::INVALID_REQUEST;
         response.error_message = Some(str_bytes("only group coordinators (key type 0) exist here"));
         return response;
