@@ -556,3 +556,37 @@ fn find_coordinator_for_a_transaction_is_refused() {
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
+
+/// CreateTopics with 0 partitions (or fewer than -1) gets INVALID_PARTITIONS (37) and
+/// creates nothing, as Kafka answers; -1 (the default) and 1 create the topic.
+#[test]
+fn create_topics_refuses_zero_partitions() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let create = |name: &'static str, num_partitions: i32| {
+        let topic = CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(name)))
+            .with_num_partitions(num_partitions)
+            .with_replication_factor(-1);
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![topic]);
+        let response = send_request(&addr, 19, 2, &request);
+        // v2: correlation id, throttle time, topic array (1), name, error code.
+        let at = 4 + 4 + 4 + 2 + name.len();
+        i16::from_be_bytes([response[at], response[at + 1]])
+    };
+    assert_eq!(create("zero", 0), 37, "0 partitions");
+    assert_eq!(create("minus-two", -2), 37, "-2 partitions");
+    assert_eq!(create("default", -1), 0, "-1: the default");
+    assert_eq!(create("one", 1), 0, "1 partition");
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.topic("zero").is_err(), "a topic was created for 0 partitions");
+    assert!(store.topic("default").is_ok());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}

@@ -235,7 +235,13 @@ async fn create_topics(state: &Arc<State>, request: CreateTopicsRequest) -> Crea
                 result.num_partitions = 1;
                 result.replication_factor = 1;
                 let refuse = |code: i16, message: &str| (code, Some(str_bytes(message)));
-                let (code, message) = if t.num_partitions > 1 {
+                // -1 asks for the default (one partition); 0 or below -1 is no count at all.
+                let (code, message) = if t.num_partitions == 0 || t.num_partitions < -1 {
+                    refuse(
+                        code::INVALID_PARTITIONS,
+                        "number of partitions must be 1, or -1 for the default",
+                    )
+                } else if t.num_partitions > 1 {
                     refuse(code::INVALID_PARTITIONS, "trailkeep topics have exactly one partition")
                 } else if t.replication_factor > 1 {
                     refuse(
