@@ -9,6 +9,8 @@
 //!   end, a zero length, a flipped text byte of the last frame) makes `verify` and the
 //!   appending writer fail with `Error::Corrupt` naming `checkpoints.log` and the frame's
 //!   byte, and nothing is cut;
+//! - an inclusion proof that would use a damaged interior node of `merkle.tree` is refused
+//!   (checked against the signed root before it is handed out);
 //!
 //! How: each test builds a store in a temporary directory through the library (closing it
 //! signs a checkpoint), edits the files on disk as a crash or a damaged disk would, reopens
@@ -220,4 +222,40 @@ fn zeros_and_cut_frames_at_the_end_are_a_torn_tail() {
         append_session(work.path(), 1);
         verify(work.path()).unwrap_or_else(|e| panic!("{what}: after an append: {e}"));
     }
+}
+
+/// Post-order position of the root of the perfect subtree of `2^level` leaves that ends
+/// with leaf `last_leaf` (FORMAT.md, "Tree file"): `E(last_leaf) + level`.
+fn node_position(level: u32, last_leaf: u64) -> u64 {
+    2 * last_leaf - u64::from(last_leaf.count_ones()) + u64::from(level)
+}
+
+/// A damaged interior node of the tree file (not a peak, so opening the tree does not
+/// notice it): `prove` checks each proof against the signed root before handing it out,
+/// so the proofs that use the node are refused and the others still given.
+#[test]
+fn a_proof_through_a_damaged_tree_node_is_refused_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    append_session(dir.path(), 300);
+    // The node over leaves 76..80 (level 2): inside the subtree of leaves 0..256, and the
+    // sibling on the inclusion paths of leaves 72..76.
+    let position = node_position(2, 79);
+    assert_eq!(position, 155);
+    let path = dir.path().join("topics").join(T).join("merkle").join("merkle.tree");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[16 + 32 * position as usize + 8] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let store = open(dir.path());
+    let topic = store.topic(T).unwrap();
+    for offset in 72..76 {
+        match topic.prove(trailkeep::Offset(offset)) {
+            Err(Error::Tamper { reason, .. }) => assert!(reason.contains("tree file is damaged"), "{reason}"),
+            other => panic!("prove {offset}: expected a tamper error, got {other:?}"),
+        }
+    }
+    for offset in [0, 71, 76, 200, 299] {
+        topic.prove(trailkeep::Offset(offset)).unwrap();
+    }
+    let _ = store.close();
 }

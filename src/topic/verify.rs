@@ -237,14 +237,29 @@ impl Topic {
             return Err(self.out_of_range(offset));
         }
         let verifier = self.shared.keys.verifier()?;
+        let bundle = self.inclusion_bundle(offset, &verifier)?;
+        // A proof is built from the tree file's stored nodes; one that does not verify
+        // against the signed root (a damaged node) is never handed out.
+        let record = self.read(offset)?;
+        verify_record_inclusion(&record, &bundle, &verifier.to_vkey()).map_err(|e| {
+            tamper(
+                self,
+                Some(offset),
+                format!("the proof built from the tree file does not verify ({e}): the tree file is damaged; run trailkeep verify"),
+            )
+        })?;
+        Ok(bundle)
+    }
+
+    fn inclusion_bundle(&self, offset: Offset, verifier: &NoteVerifier) -> Result<String> {
         self.with_evidence(|evidence| {
             let latest = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.pop();
-            let covering = latest.and_then(|t| Checkpoint::parse_and_verify(&t, &verifier).ok().map(|c| (t, c)));
+            let covering = latest.and_then(|t| Checkpoint::parse_and_verify(&t, verifier).ok().map(|c| (t, c)));
             let (text, cp) = match covering {
                 Some((t, c)) if c.size > offset.0 => (t, c),
                 _ => {
                     let t = self.checkpoint_now(evidence)?;
-                    let c = Checkpoint::parse_and_verify(&t, &verifier).map_err(|e| audit_err(self, e))?;
+                    let c = Checkpoint::parse_and_verify(&t, verifier).map_err(|e| audit_err(self, e))?;
                     (t, c)
                 }
             };
