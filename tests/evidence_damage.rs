@@ -231,10 +231,11 @@ fn node_position(level: u32, last_leaf: u64) -> u64 {
 }
 
 /// A damaged interior node of the tree file (not a peak, so opening the tree does not
-/// notice it): `prove` checks each proof against the signed root before handing it out,
-/// so the proofs that use the node are refused and the others still given.
+/// notice it): `verify` names it, and `prove` checks each proof against the signed root
+/// before handing it out, so the proofs that use the node are refused and the others
+/// still given.
 #[test]
-fn a_proof_through_a_damaged_tree_node_is_refused_not_printed() {
+fn a_damaged_tree_node_fails_verify_and_the_proofs_through_it() {
     let dir = tempfile::tempdir().unwrap();
     append_session(dir.path(), 300);
     // The node over leaves 76..80 (level 2): inside the subtree of leaves 0..256, and the
@@ -246,6 +247,13 @@ fn a_proof_through_a_damaged_tree_node_is_refused_not_printed() {
     bytes[16 + 32 * position as usize + 8] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
 
+    match verify(dir.path()) {
+        Err(Error::Tamper { reason, .. }) => assert!(
+            reason.contains("merkle.tree") && reason.contains("node hash 155 (level 2, leaves 76..80)"),
+            "{reason}"
+        ),
+        other => panic!("verify: expected a tamper error naming node 155, got {other:?}"),
+    }
     let store = open(dir.path());
     let topic = store.topic(T).unwrap();
     for offset in 72..76 {

@@ -7,7 +7,6 @@
 //! and prints "skipped: ..." otherwise.
 
 #[path = "kafka/support.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -599,3 +599,6 @@ fn read_sync_point(meta: &File) -> SyncPoint {
 #[cfg(test)]
 #[path = "tree_file_tests.rs"]
 mod tests;
+
+#[path = "tree_check.rs"]
+mod tree_check;

@@ -132,6 +132,9 @@ impl Topic {
             if records != end.0 - start.0 {
                 return Err(tamper(self, None, format!("read {records} records, expected {}", end.0 - start.0)));
             }
+            // The leaves match the records; every interior node must be the hash of its
+            // children (proofs are built from them).
+            tree.check_nodes(|_| ()).map_err(|e| audit_err(self, e))?;
             let stored = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?;
             for (i, text) in stored.iter().enumerate() {
                 self.check_checkpoint(tree, text, &own, &origin).map_err(|e| {
@@ -236,22 +239,7 @@ impl Topic {
         if offset >= self.end_offset() {
             return Err(self.out_of_range(offset));
         }
-        let verifier = self.shared.keys.verifier()?;
-        let bundle = self.inclusion_bundle(offset, &verifier)?;
-        // A proof is built from the tree file's stored nodes; one that does not verify
-        // against the signed root (a damaged node) is never handed out.
-        let record = self.read(offset)?;
-        verify_record_inclusion(&record, &bundle, &verifier.to_vkey()).map_err(|e| {
-            tamper(
-                self,
-                Some(offset),
-                format!("the proof built from the tree file does not verify ({e}): the tree file is damaged; run trailkeep verify"),
-            )
-        })?;
-        Ok(bundle)
-    }
-
-    fn inclusion_bundle(&self, offset: Offset, verifier: &NoteVerifier) -> Result<String> {
+        let verifier = &self.shared.keys.verifier()?;
         self.with_evidence(|evidence| {
             let latest = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.pop();
             let covering = latest.and_then(|t| Checkpoint::parse_and_verify(&t, verifier).ok().map(|c| (t, c)));
@@ -267,6 +255,18 @@ impl Topic {
                 .tree
                 .inclusion_proof(offset.0, cp.size)
                 .map_err(|e| audit_err(self, e))?;
+            // The proof is built from the tree file's stored nodes: one that does not lead
+            // from the stored leaf to the signed root (a damaged node) is never handed out.
+            // (`verify` checks the leaves against the records.)
+            let mut leaf = [[0u8; audit::HASH_BYTES]];
+            evidence.tree.leaves_into(offset.0, &mut leaf).map_err(|e| audit_err(self, e))?;
+            audit::verify_inclusion(&leaf[0], offset.0, cp.size, &proof, &cp.root).map_err(|e| {
+                tamper(
+                    self,
+                    Some(offset),
+                    format!("the proof built from the tree file does not verify ({e}): the tree file is damaged; run trailkeep verify"),
+                )
+            })?;
             Ok(ProofBundle {
                 extra: None,
                 index: offset.0,
