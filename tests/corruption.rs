@@ -350,21 +350,29 @@ fn bit_flip_in_the_middle_of_the_active_segment_is_an_error_not_a_truncation() {
     }
 }
 
+/// A copy of `t` with one bit flipped at byte `pos` of segment 0 (and, when `crashed`,
+/// without the framed index files a clean close leaves): label, copy, log path, its bytes.
+fn flip_in_last_batch(t: &Template, pos: u64, crashed: bool) -> (String, tempfile::TempDir, PathBuf, Vec<u8>) {
+    let copy = t.copy();
+    let path = log_path(copy.path(), 0);
+    if crashed {
+        drop_index_files(&path);
+    }
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[pos as usize] ^= 0x10;
+    write(&path, &bytes);
+    let label = format!("flip at byte {pos} of the last batch (crashed: {crashed})");
+    (label, copy, path, bytes)
+}
+
 /// After a crash (no clean close: the active segment has no framed index), damage in the
 /// last batch cannot be told from a torn write: it is truncated and reported.
 #[test]
 fn bit_flip_in_the_last_batch_of_the_active_segment_after_a_crash_is_a_reported_truncation() {
     let t = build(1 << 20, Compression::None, 9);
     let &(_, start, end, first, count) = t.batches.last().unwrap();
-    let original = std::fs::read(log_path(&t.root, 0)).unwrap();
     for pos in (start..end).step_by(7) {
-        let label = format!("flip at byte {pos} of the last batch [{start}, {end})");
-        let copy = t.copy();
-        let path = log_path(copy.path(), 0);
-        drop_index_files(&path);
-        let mut bytes = original.clone();
-        bytes[pos as usize] ^= 0x10;
-        write(&path, &bytes);
+        let (label, copy, _, _) = flip_in_last_batch(&t, pos, true);
         let (_store, topic) = open(copy.path());
         let report = topic.recover().unwrap();
         assert_eq!(report.kept_bytes, start, "{label}");
@@ -383,12 +391,7 @@ fn bit_flip_in_the_last_batch_after_a_clean_close_is_an_error_not_a_truncation()
     let &(_, start, end, first, count) = t.batches.last().unwrap();
     let original = std::fs::read(log_path(&t.root, 0)).unwrap();
     for pos in (start..end).step_by(7) {
-        let label = format!("flip at byte {pos} of the last batch [{start}, {end})");
-        let copy = t.copy();
-        let path = log_path(copy.path(), 0);
-        let mut bytes = original.clone();
-        bytes[pos as usize] ^= 0x10;
-        write(&path, &bytes);
+        let (label, copy, path, bytes) = flip_in_last_batch(&t, pos, false);
         let (_store, topic) = open(copy.path());
         for r in &t.records[..first as usize] {
             assert_eq!(&topic.read(r.offset).unwrap(), r, "{label}");
