@@ -104,25 +104,6 @@ pub enum Error {
         /// The earliest offset still held.
         earliest: Offset,
     },
-    /// A consumer group's committed position is past the end of the log: records it had
-    /// read were lost (a power loss under `Durability::Buffered` or `IntervalMs` loses
-    /// the last unsynced appends, while cursor commits are synced). Starting there would
-    /// skip the records appended at those offsets since.
-    #[error(
-        "group {group:?} of topic {topic:?} is at offset {position}, past the end of the log ({end}): \
-         records it had read were lost (a power loss before they were synced?); reset the group \
-         (trailkeep groups {topic} reset {group} --to ...) to choose where it goes on"
-    )]
-    GroupPastEnd {
-        /// The topic.
-        topic: String,
-        /// The group.
-        group: String,
-        /// The group's committed position.
-        position: Offset,
-        /// The end of the log.
-        end: Offset,
-    },
     /// Records are missing between two segments (a segment was removed by hand or lost).
     #[error("records {from}..{to} of topic {topic:?} are missing: no segment holds them (next segment {file})")]
     Gap {

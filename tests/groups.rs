@@ -250,58 +250,6 @@ fn cursor_file_with_no_valid_entry_is_a_clear_error() {
     assert_eq!(topic.committed("g").unwrap(), Some(Offset(2)));
 }
 
-/// Under `Buffered` a power loss may take the last appends while the group's commit of
-/// them (synced) survives: the group is then past the end of the log. Opening it is an
-/// error, not a silent start at a position the next appends will fill (the group would
-/// skip them); a reset chooses where it goes on.
-#[test]
-fn a_group_past_the_end_of_a_log_that_lost_records_is_an_error_until_reset() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("topics/t/00000000000000000000.log");
-    let kept_len;
-    {
-        let store = Store::builder(dir.path())
-            .durability(Durability::Buffered)
-            .open()
-            .unwrap();
-        let topic = store
-            .create_topic("t", TopicConfig::default().tamper_evidence(false))
-            .unwrap();
-        append_n(&topic, 0, 6);
-        kept_len = std::fs::metadata(&log).unwrap().len();
-        append_n(&topic, 6, 10);
-        let mut consumer = topic.consumer("g", manual()).unwrap();
-        assert_eq!(offsets(&consumer.poll(100, Duration::ZERO).unwrap()).len(), 10);
-        consumer.commit().unwrap();
-        drop(consumer);
-        store.close().unwrap();
-    }
-    // As a power loss leaves it: the last four appends never reached the disk, and there
-    // was no clean close (whose framed index would vouch for the log's size).
-    for ext in ["index", "timeindex"] {
-        std::fs::remove_file(log.with_extension(ext)).unwrap();
-    }
-    OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(kept_len)
-        .unwrap();
-
-    let store = open(dir.path());
-    let topic = store.topic("t").unwrap();
-    append_n(&topic, 6, 8);
-    let err = topic.consumer("g", manual()).err().expect("a group past the end");
-    let Error::GroupPastEnd { position, end, .. } = &err else {
-        panic!("expected GroupPastEnd, got {err:?}");
-    };
-    assert_eq!((position.0, end.0), (10, 8), "{err}");
-    assert!(err.to_string().contains("reset"), "{err}");
-    assert_eq!(topic.reset_group("g", ResetTo::Offset(Offset(6))).unwrap(), Offset(6));
-    let mut consumer = topic.consumer("g", manual()).unwrap();
-    assert_eq!(offsets(&consumer.poll(100, Duration::ZERO).unwrap()), [6, 7]);
-}
-
 #[test]
 fn second_consumer_of_a_group_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();

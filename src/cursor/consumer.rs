@@ -71,9 +71,7 @@ impl Topic {
     /// Opens a consumer of `group`.
     ///
     /// # Errors
-    /// [`Error::Locked`] when another consumer of the group is open;
-    /// [`Error::GroupPastEnd`] when the group's position is past the end of the log; I/O
-    /// errors.
+    /// [`Error::Locked`] when another consumer of the group is open; I/O errors.
     pub fn consumer(&self, group: &str, config: ConsumerConfig) -> Result<Consumer> {
         self.refresh()?;
         let path = self.ensure_groups_dir(group)?;
@@ -83,14 +81,6 @@ impl Topic {
             crate::cursor::file::read_cursor(&path)?;
         }
         let position = match (cursor.last(), config.start_at) {
-            (Some(entry), _) if entry.offset > self.end_offset() => {
-                return Err(Error::GroupPastEnd {
-                    topic: self.name().to_owned(),
-                    group: group.to_owned(),
-                    position: entry.offset,
-                    end: self.end_offset(),
-                });
-            }
             (Some(entry), _) => entry.offset,
             (None, StartAt::Earliest) => self.start_offset(),
             (None, StartAt::Latest) => self.end_offset(),
