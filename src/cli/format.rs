@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::events::{format_rfc3339_us, TIME_US_MAX};
+use crate::events::{format_rfc3339_us, parse_rfc3339_us, TIME_US_MAX};
 use crate::Record;
 
 /// Parses a time given as RFC 3339 or as epoch milliseconds, into epoch microseconds.
@@ -14,11 +14,13 @@ pub fn parse_time_us(text: &str) -> Result<u64, String> {
     let us = if let Ok(ms) = text.parse::<u64>() {
         ms.saturating_mul(1000)
     } else {
-        let t = humantime::parse_rfc3339_weak(text)
-            .map_err(|e| format!("time {text:?} is neither RFC 3339 nor epoch milliseconds: {e}"))?;
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-            .map_err(|_| format!("time {text:?} is before 1970"))?
+        // Full RFC 3339: an offset such as +02:00 counts (it used to be ignored).
+        let us = parse_rfc3339_us(text, "time").map_err(|_| {
+            format!(
+                "time {text:?} is neither RFC 3339 (1970 to 9999, e.g. 2025-01-01T00:00:00Z) nor epoch milliseconds"
+            )
+        })?;
+        u64::try_from(us).map_err(|_| format!("time {text:?} is before 1970"))?
     };
     if us > TIME_US_MAX as u64 {
         return Err(format!("time {text} is after 9999-12-31T23:59:59.999999Z"));
@@ -31,9 +33,10 @@ pub fn parse_time_us(text: &str) -> Result<u64, String> {
 /// # Errors
 /// A message saying what was expected.
 pub fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    humantime::parse_duration(text.trim())
-        .map(|d| d.as_millis() as u64)
-        .map_err(|e| format!("duration {text:?} is not like 7d, 12h, 30m or 90s: {e}"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("duration {text:?} is not like 7d, 12h, 30m or 90s: {e}"))?;
+    // A duration too long for u64 milliseconds used to wrap to a short one.
+    u64::try_from(d.as_millis()).map_err(|_| format!("duration {text:?} is too long"))
 }
 
 /// RFC 3339 with microseconds, UTC; `None` after 9999-12-31T23:59:59.999999Z, which the
@@ -115,6 +118,12 @@ mod tests {
         assert!(parse_time_us("yesterday").is_err());
         assert_eq!(parse_duration_ms("2h").unwrap(), 7_200_000);
         assert!(parse_duration_ms("soon").is_err());
+        assert!(parse_duration_ms("18446744073709553s").is_err(), "wrapped to 1,384 ms");
+        assert_eq!(
+            parse_time_us("2024-01-02T03:04:05.5+02:00").unwrap(),
+            parse_time_us("2024-01-02T01:04:05.5Z").unwrap()
+        );
+        assert_eq!(parse_time_us("2023-11-14t22:13:20z").unwrap(), 1_700_000_000_000_000);
     }
 
     #[test]
