@@ -121,22 +121,20 @@ fn damaged_checkpoints(template: &Path, what: &str, byte: u64, damage: impl Fn(&
     let mut bytes = std::fs::read(&path).unwrap();
     damage(&mut bytes);
     std::fs::write(&path, &bytes).unwrap();
-    let result = verify(work.path());
-    match &result {
-        Err(Error::Corrupt { file, byte_pos, .. }) => {
-            assert_eq!(file, &path, "{what}: {result:?}");
-            assert_eq!(*byte_pos, byte, "{what}: {result:?}");
+    let expect_corrupt = |result: &dyn std::fmt::Debug, err: Option<&Error>, who: &str| match err {
+        Some(Error::Corrupt { file, byte_pos, .. }) => {
+            assert_eq!(file, &path, "{what}, {who}: {result:?}");
+            assert_eq!(*byte_pos, byte, "{what}, {who}: {result:?}");
         }
-        other => panic!("{what}: expected a corrupt checkpoints.log at byte {byte}, got {other:?}"),
-    }
+        _ => panic!("{what}, {who}: expected a corrupt checkpoints.log at byte {byte}, got {result:?}"),
+    };
+    let result = verify(work.path());
+    expect_corrupt(&result, result.as_ref().err(), "verify");
     let store = open(work.path());
     let appended = store
         .topic(T)
         .and_then(|t| t.append(&NewRecord::new(b"after".to_vec())));
-    assert!(
-        matches!(appended, Err(Error::Corrupt { .. })),
-        "{what}: the writer appended over the damage: {appended:?}"
-    );
+    expect_corrupt(&appended, appended.as_ref().err(), "the writer");
     let _ = store.close();
     assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: the file was changed");
 }

@@ -317,11 +317,10 @@ mod tests {
             ("garbage", garbage, bytes.len()),
             ("zero length", zero_len, first_end),
         ] {
-            let err = decode(&damaged).unwrap_err();
-            assert!(
-                matches!(err, AuditError::Decode { byte, .. } if byte == at),
-                "{what}: {err}"
-            );
+            match decode(&damaged) {
+                Err(AuditError::Decode { byte, .. }) => assert_eq!(byte, at, "{what}"),
+                other => panic!("{what}: expected a decode error at byte {at}, got {other:?}"),
+            }
         }
     }
 

@@ -365,7 +365,9 @@ pub(crate) fn install(topic_dir: &Path, files: &Fetched, end: u64) -> Result<Ins
                 let _ = std::fs::remove_file(&staged);
                 let (mut kept, mut dropped) = (Vec::new(), Vec::new());
                 for text in all {
-                    let frame = frame(&text);
+                    // Texts read from a valid file are within the frame's limit.
+                    let frame = crate::audit::checkpoint_log::frame(&text)
+                        .map_err(|e| crate::segment::corrupt(&staged, 0, e.to_string()))?;
                     if checkpoint_size(&text).is_some_and(|s| s <= end) {
                         installed.checkpoints += 1;
                         kept.extend(frame);
@@ -385,12 +387,4 @@ pub(crate) fn install(topic_dir: &Path, files: &Fetched, end: u64) -> Result<Ins
     crate::fsutil::sync_dir(&merkle)?;
     crate::fsutil::sync_dir(topic_dir)?;
     Ok(installed)
-}
-
-fn frame(text: &str) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(8 + text.len());
-    frame.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32fast::hash(text.as_bytes()).to_le_bytes());
-    frame.extend_from_slice(text.as_bytes());
-    frame
 }
