@@ -54,8 +54,9 @@ pub enum Error {
     /// The topic exists already (on an explicit create).
     #[error("topic {0:?} exists already")]
     TopicExists(String),
-    /// Another process holds the topic's append lock.
-    #[error("topic {topic:?} is locked for appending by {holder} (lock file {lock_file})")]
+    /// Another process (or consumer) holds a lock of the topic: its append lock, or a
+    /// consumer group's cursor.
+    #[error("topic {topic:?} is locked by {holder} (lock file {lock_file})")]
     Locked {
         /// The topic.
         topic: String,

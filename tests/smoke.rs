@@ -155,6 +155,45 @@ fn second_appender_process_lock_is_reported() {
         .unwrap()
         .append(&NewRecord::new(b"y".to_vec()))
         .unwrap_err();
-    assert!(matches!(err, trailkeep::Error::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("locked for appending by process"), "{err}");
+    match &err {
+        trailkeep::Error::Locked { lock_file, .. } => {
+            assert_eq!(
+                lock_file,
+                &dir.path().join("topics/t").join(trailkeep::topic::LOCK_FILE)
+            )
+        }
+        other => panic!("expected Locked, got {other}"),
+    }
+    assert!(err.to_string().contains("is locked by process"), "{err}");
+}
+
+#[test]
+fn deleting_the_lock_file_does_not_admit_a_second_appender() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    let b = Store::open(dir.path()).unwrap();
+    let topic_a = a.topic_or_create("t").unwrap();
+    topic_a.append(&NewRecord::new(b"x".to_vec())).unwrap();
+    let lock = dir.path().join("topics/t").join(trailkeep::topic::LOCK_FILE);
+    std::fs::remove_file(&lock).unwrap();
+    let err = b
+        .topic("t")
+        .unwrap()
+        .append(&NewRecord::new(b"y".to_vec()))
+        .unwrap_err();
+    match &err {
+        trailkeep::Error::Locked { topic, .. } => assert_eq!(topic, "t"),
+        other => panic!("a second appender got {other}, not Locked"),
+    }
+    topic_a.append(&NewRecord::new(b"z".to_vec())).unwrap();
+    a.close().unwrap();
+    drop(b);
+    let values: Vec<Vec<u8>> = Store::open(dir.path())
+        .unwrap()
+        .topic("t")
+        .unwrap()
+        .iter(Offset(0))
+        .map(|r| r.unwrap().value)
+        .collect();
+    assert_eq!(values, vec![b"x".to_vec(), b"z".to_vec()]);
 }

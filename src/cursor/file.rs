@@ -4,7 +4,7 @@
 //! leaves the old position or the new one (see FORMAT.md, "Cursor file").
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::IoContext;
@@ -119,8 +119,9 @@ impl CursorFile {
         let created = !path.exists();
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .context(|| format!("opening cursor {}", path.display()))?;
         if created {
@@ -176,7 +177,7 @@ impl CursorFile {
             self.compact(entry)?;
         } else {
             self.file
-                .write_all(&entry.encode())
+                .write_all_at(&entry.encode(), self.entries * CURSOR_ENTRY_BYTES as u64)
                 .and_then(|()| self.file.sync_data())
                 .context(|| format!("committing cursor {}", self.path.display()))?;
             self.entries += 1;
@@ -186,21 +187,17 @@ impl CursorFile {
         Ok(entry)
     }
 
-    /// Replaces the file with one entry (temp, fsync, rename, dir fsync), then re-locks.
+    /// Leaves the file with one entry, in place, so the inode (and the lock on it) stays:
+    /// `entry` overwrites the first entry and is synced, then the file is cut to it.
+    /// A crash between the two leaves `entry` as the highest sequence among the old ones;
+    /// a torn first entry fails its CRC and the previous commit stays in force.
     fn compact(&mut self, entry: CursorEntry) -> Result<()> {
-        crate::fsutil::write_atomic(&self.path, &entry.encode())?;
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)
-            .context(|| format!("reopening cursor {}", self.path.display()))?;
-        // Nobody else can hold the new inode's lock yet: other consumers fail on the old one.
-        file.try_lock().map_err(|_| Error::Locked {
-            topic: String::new(),
-            holder: "another consumer".into(),
-            lock_file: self.path.clone(),
-        })?;
-        self.file = file;
+        self.file
+            .write_all_at(&entry.encode(), 0)
+            .and_then(|()| self.file.sync_data())
+            .and_then(|()| self.file.set_len(CURSOR_ENTRY_BYTES as u64))
+            .and_then(|()| self.file.sync_all())
+            .context(|| format!("compacting cursor {}", self.path.display()))?;
         self.entries = 1;
         Ok(())
     }
@@ -243,15 +240,57 @@ mod tests {
             for i in 0..(CURSOR_ENTRIES_MAX + 10) {
                 file.commit(Offset(i), i).unwrap();
             }
-            assert!(matches!(
-                CursorFile::open_locked("t", "g", &path),
-                Err(Error::Locked { .. })
-            ));
+            // Compaction rewrote the file in place: the lock still covers the cursor.
+            match CursorFile::open_locked("t", "g", &path) {
+                Err(Error::Locked { lock_file, .. }) => assert_eq!(lock_file, path),
+                Err(other) => panic!("a second consumer got {other}, not Locked"),
+                Ok(_) => panic!("a second consumer locked the cursor after a compaction"),
+            }
         }
         assert_eq!(
             read_cursor(&path).unwrap().unwrap().offset,
             Offset(CURSOR_ENTRIES_MAX + 9)
         );
         assert!(std::fs::metadata(&path).unwrap().len() < 1024);
+    }
+
+    #[test]
+    fn compaction_keeps_the_inode_and_a_crash_inside_it_keeps_the_newest_commit() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.cursor");
+        let mut file = CursorFile::open_locked("t", "g", &path).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        for i in 0..=CURSOR_ENTRIES_MAX {
+            file.commit(Offset(i), i).unwrap();
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), CURSOR_ENTRY_BYTES as u64);
+        drop(file);
+        // A crash after the first entry was overwritten, before the cut: the old entries
+        // are still there, and the newest sequence wins.
+        let old: Vec<u8> = (1..=CURSOR_ENTRIES_MAX)
+            .flat_map(|seq| {
+                CursorEntry {
+                    offset: Offset(seq * 10),
+                    committed_at_us: seq,
+                    sequence: seq,
+                }
+                .encode()
+            })
+            .collect();
+        let mut crashed = old.clone();
+        let newest = CursorEntry {
+            offset: Offset(7),
+            committed_at_us: 0,
+            sequence: CURSOR_ENTRIES_MAX + 1,
+        };
+        crashed[..CURSOR_ENTRY_BYTES].copy_from_slice(&newest.encode());
+        std::fs::write(&path, &crashed).unwrap();
+        assert_eq!(read_cursor(&path).unwrap(), Some(newest));
+        // Torn while overwriting it: the previous commit stays in force.
+        crashed[..CURSOR_ENTRY_BYTES / 2].copy_from_slice(&old[CURSOR_ENTRY_BYTES..CURSOR_ENTRY_BYTES * 3 / 2]);
+        std::fs::write(&path, &crashed).unwrap();
+        assert_eq!(read_cursor(&path).unwrap().unwrap().sequence, CURSOR_ENTRIES_MAX);
     }
 }

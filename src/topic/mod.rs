@@ -25,7 +25,7 @@ pub use read::Records;
 pub use retention::{GroupLoss, RetentionReport};
 pub(crate) use tail::TailSegment;
 pub use verify::{verify_record_inclusion, VerifyReport, CONSISTENCY_HEADER};
-pub(crate) use write::now_us;
+pub(crate) use write::{now_us, AppendLock};
 pub use write::{Appended, LOCK_FILE};
 
 use crate::segment::SealedSegment;

@@ -444,9 +444,23 @@ impl TopicShared {
     }
 }
 
-/// Takes the topic's append lock (flock on `append.lock`) and writes our pid into it.
-fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<File> {
+/// The topic's append lock: flocks on the topic directory and on `append.lock` (which
+/// names the holder), both held for as long as this value lives.
+///
+/// The directory's lock is the one that excludes: `append.lock` can be deleted while its
+/// holder appends, and a second writer would then create and lock a new file of that
+/// name; the directory cannot be replaced under a writer that way. `append.lock` is
+/// locked too, for tools that look at it.
+pub(crate) struct AppendLock {
+    _dir: File,
+    _file: File,
+}
+
+/// Takes the topic's append lock and writes our pid into `append.lock`.
+fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<AppendLock> {
     let path = dir.join(LOCK_FILE);
+    let dir_file = File::open(dir).context(|| format!("opening topic directory {} to lock it", dir.display()))?;
+    try_lock(topic, &dir_file, dir, &path)?;
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -454,25 +468,7 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<File> {
         .truncate(false)
         .open(&path)
         .context(|| format!("opening lock file {}", path.display()))?;
-    match crate::fsutil::try_lock_briefly(&file) {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
-            let holder = if holder.is_empty() {
-                "another process".to_owned()
-            } else {
-                holder
-            };
-            return Err(Error::Locked {
-                topic: topic.to_owned(),
-                holder,
-                lock_file: path,
-            });
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).context(|| format!("locking {}", path.display()));
-        }
-    }
+    try_lock(topic, &file, &path, &path)?;
     let me = format!(
         "process {} ({})",
         std::process::id(),
@@ -481,7 +477,32 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<File> {
     file.set_len(0)
         .and_then(|()| file.write_all(me.as_bytes()))
         .context(|| format!("writing lock file {}", path.display()))?;
-    Ok(file)
+    Ok(AppendLock {
+        _dir: dir_file,
+        _file: file,
+    })
+}
+
+/// flock `file` (at `locked`) for appending; when another process holds it, the error
+/// names the holder as written in `lock_file`.
+fn try_lock(topic: &str, file: &File, locked: &std::path::Path, lock_file: &std::path::Path) -> Result<()> {
+    match crate::fsutil::try_lock_briefly(file) {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(lock_file).unwrap_or_default().trim().to_owned();
+            let holder = if holder.is_empty() {
+                "another process".to_owned()
+            } else {
+                holder
+            };
+            Err(Error::Locked {
+                topic: topic.to_owned(),
+                holder: format!("{holder}, appending"),
+                lock_file: lock_file.to_path_buf(),
+            })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context(|| format!("locking {}", locked.display())),
+    }
 }
 
 /// The thread that syncs an `IntervalMs` topic's log every interval while this process

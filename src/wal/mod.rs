@@ -195,8 +195,8 @@ pub(crate) struct Writer {
     pub time_buf: Vec<u8>,
     /// Relative offset, position and append time of the last batch written.
     pub last_batch: Option<(u32, u32, u64)>,
-    /// The lock file, held (flock) for as long as this value lives.
-    pub _lock: File,
+    /// The topic's append lock, held for as long as this value lives.
+    pub _lock: crate::topic::AppendLock,
 }
 
 /// What one append call wrote.
