@@ -1,10 +1,11 @@
 //! Produce and Fetch: records in and out.
 //!
-//! Produce appends all records of one partition's data with one `append_fields` call (one
-//! append time; under a limit error nothing is written) and answers only after the append
-//! returned. Idempotent producers are de-duplicated on (producer id, epoch, base sequence)
-//! of their last [`PRODUCER_BATCHES_KEPT`] batches per topic, as Kafka does; the window lives
-//! in memory, so a server restart forgets it (a retried batch may then be appended twice).
+//! Produce appends the one record batch of a partition's data (Kafka refuses more in
+//! Produce v3+) with one `append_fields` call (one append time; under a limit error nothing
+//! is written) and answers only after the append returned. Idempotent producers are
+//! de-duplicated on (producer id, epoch, base sequence) of their last
+//! [`PRODUCER_BATCHES_KEPT`] batches per topic, as Kafka does; the window lives in memory,
+//! so a server restart forgets it (a retried batch may then be appended twice).
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
@@ -15,8 +16,8 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, ProduceResponse};
 
-use super::handlers::{code, error_code, name, to_offset};
-use super::records::{decode_produced, encode_batch, ProducedBatch};
+use super::handlers::{code, error_code, name, str_bytes, to_offset};
+use super::records::{decode_partition, encode_batch, BatchError, ProducedBatch};
 use super::DECOMPRESSED_BYTES_MAX;
 use super::{State, FETCH_BYTES_MAX, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
 use crate::{Record, RecordFields, Topic};
@@ -73,6 +74,27 @@ impl Producers {
     }
 }
 
+/// A partition's records taken: the first offset they have (a retried batch's original
+/// one), the topic's start offset, and whether anything was appended.
+struct Accepted {
+    first: u64,
+    start: u64,
+    appended: bool,
+}
+
+/// A partition's records refused: the Kafka error code and, when the client should
+/// know more, what was wrong (the response's error message, Produce v8 and later).
+struct Refused {
+    code: i16,
+    message: Option<String>,
+}
+
+impl From<i16> for Refused {
+    fn from(code: i16) -> Refused {
+        Refused { code, message: None }
+    }
+}
+
 pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Option<ProduceResponse> {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
@@ -93,9 +115,9 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
                     topic = topic_name,
                     "refusing a transactional produce: transactions are not supported"
                 );
-                Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+                Err(Refused::from(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
             } else if partition.index != 0 {
-                Err(code::UNKNOWN_TOPIC_OR_PARTITION)
+                Err(Refused::from(code::UNKNOWN_TOPIC_OR_PARTITION))
             } else {
                 let st = Arc::clone(state);
                 let topic_name = topic_name.clone();
@@ -104,17 +126,20 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
                 let (outcome, left) =
                     tokio::task::spawn_blocking(move || append_partition(&st, &topic_name, &records, left))
                         .await
-                        .unwrap_or((Err(code::UNKNOWN_SERVER_ERROR), 0));
+                        .unwrap_or((Err(Refused::from(code::UNKNOWN_SERVER_ERROR)), 0));
                 budget = left;
                 outcome
             };
             match outcome {
-                Ok((first, start, appended)) => {
-                    r.base_offset = first as i64;
-                    r.log_start_offset = start as i64;
-                    appended_any |= appended;
+                Ok(accepted) => {
+                    r.base_offset = accepted.first as i64;
+                    r.log_start_offset = accepted.start as i64;
+                    appended_any |= accepted.appended;
                 }
-                Err(code) => r.error_code = code,
+                Err(refused) => {
+                    r.error_code = refused.code;
+                    r.error_message = refused.message.as_deref().map(str_bytes);
+                }
             }
             partitions.push(r);
         }
@@ -134,73 +159,65 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
     Some(response)
 }
 
-/// Decodes and appends one partition's batches, its compressed batches decompressing to
-/// at most `budget` bytes; the outcome, and what is left of the budget.
+/// Decodes and appends one partition's batch, which may decompress to at most `budget`
+/// bytes; the outcome, and what is left of the budget.
 fn append_partition(
     state: &State,
     topic_name: &str,
     bytes: &bytes::Bytes,
     mut budget: usize,
-) -> (Result<(u64, u64, bool), i16>, usize) {
-    let outcome = decode_produced(bytes, &mut budget)
-        .map_err(|reason| {
-            tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
-            code::CORRUPT_MESSAGE
-        })
-        .and_then(|batches| append_batches(state, topic_name, &batches));
+) -> (Result<Accepted, Refused>, usize) {
+    let outcome = match decode_partition(bytes, &mut budget) {
+        Ok(batch) => append_batch(state, topic_name, &batch),
+        Err(e) => {
+            tracing::warn!(topic = topic_name, "refusing a produce: {e}");
+            let code = match e {
+                BatchError::Invalid(_) => code::INVALID_RECORD,
+                BatchError::Corrupt(_) => code::CORRUPT_MESSAGE,
+            };
+            Err(Refused {
+                code,
+                message: Some(format!("topic {topic_name:?} partition 0: {e}")),
+            })
+        }
+    };
     (outcome, budget)
 }
 
-/// Appends the decoded batches of one partition; (first offset, start offset, appended).
-fn append_batches(state: &State, topic_name: &str, batches: &[ProducedBatch]) -> Result<(u64, u64, bool), i16> {
-    if batches.iter().any(|b| b.transactional) {
+/// Appends a partition's decoded batch, unless it is a retry of one already appended.
+fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Result<Accepted, Refused> {
+    if batch.transactional {
         tracing::warn!(
             topic = topic_name,
-            "refusing transactional batches: transactions are not supported"
+            "refusing a transactional batch: transactions are not supported"
         );
-        return Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        return Err(Refused::from(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED));
     }
     let topic = state
         .topic(topic_name, true)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    let (fresh, duplicate_first): (Vec<&ProducedBatch>, Option<u64>) = {
-        let producers = state.producers.lock();
-        let mut duplicate_first = None;
-        let fresh = batches
-            .iter()
-            .filter(|b| match producers.duplicate_of(topic_name, b) {
-                Some(offset) => {
-                    tracing::debug!(
-                        topic = topic_name,
-                        producer_id = b.producer_id,
-                        "duplicate batch ignored"
-                    );
-                    duplicate_first.get_or_insert(offset);
-                    false
-                }
-                None => true,
-            })
-            .collect();
-        (fresh, duplicate_first)
-    };
-    let fields: Vec<RecordFields<'_>> = fresh
-        .iter()
-        .flat_map(|b| b.records.iter().map(|r| r.as_fields()))
-        .collect();
-    if fields.is_empty() {
-        let first = duplicate_first.unwrap_or_else(|| topic.end_offset().0);
-        return Ok((first, topic.start_offset().0, false));
+    if let Some(first) = state.producers.lock().duplicate_of(topic_name, batch) {
+        tracing::debug!(
+            topic = topic_name,
+            producer_id = batch.producer_id,
+            "duplicate batch ignored"
+        );
+        return Ok(Accepted {
+            first,
+            start: topic.start_offset().0,
+            appended: false,
+        });
     }
+    let fields: Vec<RecordFields<'_>> = batch.records.iter().map(|r| r.as_fields()).collect();
     let appended = topic
         .append_fields(&fields)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    let mut producers = state.producers.lock();
-    let mut next = appended.first.0;
-    for batch in fresh {
-        producers.remember(topic_name, batch, next);
-        next += batch.records.len() as u64;
-    }
-    Ok((appended.first.0, topic.start_offset().0, true))
+    state.producers.lock().remember(topic_name, batch, appended.first.0);
+    Ok(Accepted {
+        first: appended.first.0,
+        start: topic.start_offset().0,
+        appended: true,
+    })
 }
 
 /// One partition a Fetch asks for, and what was read for it.
@@ -361,3 +378,7 @@ fn fetch_response(wants: Vec<Want>) -> FetchResponse {
     response.responses = topics;
     response
 }
+
+#[cfg(test)]
+#[path = "data_tests.rs"]
+mod tests;

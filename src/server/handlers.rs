@@ -45,6 +45,7 @@ pub(crate) mod code {
     pub const INVALID_REQUEST: i16 = 42;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// FindCoordinator key types: a consumer group, a transactional id.

@@ -1,6 +1,7 @@
 //! Kafka record batches (magic 2) to and from trailkeep records. Pure: no I/O.
 //!
-//! Produce: every record of every batch becomes a [`NewRecord`]; the producer's timestamp
+//! Produce: a partition's data is exactly one batch (Produce v3+, as Kafka brokers
+//! require), each of its records becomes a [`NewRecord`]; the producer's timestamp
 //! (milliseconds) becomes the event time, keys and headers are kept, a null value becomes
 //! an empty one. Fetch and mirroring: trailkeep records become one batch whose records
 //! carry their offsets and their append time (milliseconds) as a CreateTime timestamp.
@@ -20,6 +21,11 @@ use crate::{NewRecord, Record};
 pub const BATCH_RECORDS_MAX: usize = 1 << 20;
 /// Bytes of a v2 batch header up to and including the record count.
 const BATCH_HEADER_BYTES: usize = 61;
+/// Bytes before a v2 batch's length-counted part (base offset, length).
+const BATCH_PREFIX_BYTES: usize = 12;
+/// Attribute bits of a v2 batch: part of a transaction, control records.
+const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
+const ATTRIBUTE_CONTROL: i16 = 1 << 5;
 
 /// One produced batch: who produced it and its records.
 #[derive(Debug)]
@@ -32,20 +38,62 @@ pub struct ProducedBatch {
     pub base_sequence: i32,
     /// Part of a transaction (not supported by the server).
     pub transactional: bool,
-    /// The batch's records; control records are left out.
+    /// The batch's records (at least one; control batches are refused).
     pub records: Vec<NewRecord>,
 }
 
+/// Why one partition's records of a Produce are refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BatchError {
+    /// Bytes that do not decode: truncated, a bad checksum or magic, an unknown codec, a
+    /// bad record, over the decompression budget (Kafka's `CORRUPT_MESSAGE`).
+    #[error("{0}")]
+    Corrupt(String),
+    /// A well-formed batch that Kafka brokers refuse from a client: not exactly one batch
+    /// (Produce v3+), no records, an offset range that does not match the record count,
+    /// control records, a producer id without a sequence (Kafka's `INVALID_RECORD`).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The fields of a v2 batch header the server checks before decoding the batch.
+#[derive(Clone, Copy, Debug)]
+struct BatchHeader {
+    attributes: i16,
+    last_offset_delta: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    record_count: i32,
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(bytes)
+}
+
 /// Checks every batch header in `bytes` (complete batches, magic 2, a sane record count)
-/// without decoding records.
-fn check_batch_headers(bytes: &[u8]) -> Result<(), String> {
+/// without decoding records, and returns them. The checksum is the decoder's to check;
+/// it covers every field returned here but the base offset and length.
+fn check_batch_headers(bytes: &[u8]) -> Result<Vec<BatchHeader>, String> {
+    let mut headers = Vec::new();
     let mut pos = 0usize;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
         if rest.len() < BATCH_HEADER_BYTES {
             return Err(format!("truncated record batch at byte {pos}"));
         }
-        let length = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        let length = be_i32(rest, 8);
         let magic = rest[16] as i8;
         if magic != 2 {
             return Err(format!(
@@ -53,77 +101,131 @@ fn check_batch_headers(bytes: &[u8]) -> Result<(), String> {
             ));
         }
         let length = usize::try_from(length).map_err(|_| format!("negative record batch length at byte {pos}"))?;
-        if length < BATCH_HEADER_BYTES - 12 || rest.len() - 12 < length {
+        if length < BATCH_HEADER_BYTES - BATCH_PREFIX_BYTES || rest.len() - BATCH_PREFIX_BYTES < length {
             return Err(format!(
                 "record batch at byte {pos} claims {length} bytes, {} are there",
-                rest.len() - 12
+                rest.len() - BATCH_PREFIX_BYTES
             ));
         }
-        let count = i32::from_be_bytes([rest[57], rest[58], rest[59], rest[60]]);
-        if count < 0 || count as usize > BATCH_RECORDS_MAX {
+        let record_count = be_i32(rest, 57);
+        if record_count < 0 || record_count as usize > BATCH_RECORDS_MAX {
             return Err(format!(
-                "record batch at byte {pos} claims {count} records (limit {BATCH_RECORDS_MAX})"
+                "record batch at byte {pos} claims {record_count} records (limit {BATCH_RECORDS_MAX})"
             ));
         }
-        pos += 12 + length;
+        headers.push(BatchHeader {
+            attributes: be_i16(rest, 21),
+            last_offset_delta: be_i32(rest, 23),
+            producer_id: be_i64(rest, 43),
+            producer_epoch: be_i16(rest, 51),
+            base_sequence: be_i32(rest, 53),
+            record_count,
+        });
+        pos += BATCH_PREFIX_BYTES + length;
     }
-    Ok(())
+    Ok(headers)
 }
 
-/// Decodes the record batches of one partition of a Produce request.
+/// The one batch of a partition's records, refused as Kafka's `LogValidator` refuses a
+/// client's batch: Produce v3+ carries exactly one batch per partition.
+fn the_one_batch(headers: &[BatchHeader]) -> Result<BatchHeader, BatchError> {
+    let header = match headers {
+        [one] => *one,
+        [] => {
+            return Err(BatchError::Invalid(
+                "no record batch: Produce v3+ needs exactly one per partition".into(),
+            ))
+        }
+        many => {
+            return Err(BatchError::Invalid(format!(
+                "{} record batches: Produce v3+ allows exactly one per partition",
+                many.len()
+            )))
+        }
+    };
+    let count = header.record_count;
+    if count == 0 {
+        return Err(BatchError::Invalid("a record batch with no records".into()));
+    }
+    if i64::from(header.last_offset_delta) != i64::from(count) - 1 {
+        return Err(BatchError::Invalid(format!(
+            "record batch with last offset delta {} and {count} records: they must match",
+            header.last_offset_delta
+        )));
+    }
+    if header.attributes & ATTRIBUTE_CONTROL != 0 {
+        return Err(BatchError::Invalid("clients may not write control records".into()));
+    }
+    if header.producer_id >= 0 && (header.base_sequence < 0 || header.producer_epoch < 0) {
+        return Err(BatchError::Invalid(format!(
+            "record batch of producer id {} with sequence {} and epoch {}: both must be >= 0",
+            header.producer_id, header.base_sequence, header.producer_epoch
+        )));
+    }
+    Ok(header)
+}
+
+/// Decodes the one record batch of one partition of a Produce request.
 ///
-/// Compressed batches may decompress to at most `budget` bytes in all; `budget` is left
-/// with what remains (one budget serves a whole request, see
+/// A compressed batch may decompress to at most `budget` bytes; `budget` is left with
+/// what remains (one budget serves a whole request, see
 /// [`DECOMPRESSED_BYTES_MAX`](super::DECOMPRESSED_BYTES_MAX)).
 ///
 /// # Errors
-/// A description of what is wrong (truncated, bad checksum, unknown codec, bad record,
-/// over the budget).
-pub fn decode_produced(bytes: &Bytes, budget: &mut usize) -> Result<Vec<ProducedBatch>, String> {
-    check_batch_headers(bytes)?;
+/// [`BatchError::Corrupt`] for bytes that do not decode (truncated, bad checksum, unknown
+/// codec, bad record, over the budget); [`BatchError::Invalid`] for a batch Kafka refuses
+/// from a client (not exactly one batch, no records, control records, a producer id
+/// without a sequence).
+pub fn decode_partition(bytes: &Bytes, budget: &mut usize) -> Result<ProducedBatch, BatchError> {
+    let headers = check_batch_headers(bytes).map_err(BatchError::Corrupt)?;
+    let header = the_one_batch(&headers)?;
     let mut buf = bytes.clone();
     let start = *budget;
-    // What was decompressed is charged even when a later batch fails; after a panic the
-    // rest of the request gets nothing.
+    // What was decompressed is charged even when the batch fails; after a panic the rest
+    // of the request gets nothing.
     *budget = 0;
     // The decoder is a third-party parser of untrusted bytes: a panic in it must not take
     // the server down, only fail this request.
-    let (sets, left) = std::panic::catch_unwind(move || {
+    let (set, left) = std::panic::catch_unwind(move || {
         let budget = Cell::new(start);
         let decompress = |records: &mut Bytes, compression| {
             Ok(decompress(records, compression, &budget).map_err(std::io::Error::other)?)
         };
-        let mut sets = Vec::new();
-        while !buf.is_empty() {
-            match RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress)) {
-                Ok(set) => sets.push(set),
-                Err(e) => return (Err(e.to_string()), budget.get()),
-            }
-        }
-        (Ok(sets), budget.get())
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(&decompress));
+        (set.map_err(|e| e.to_string()), budget.get())
     })
-    .map_err(|_| "the record batch decoder gave up".to_string())?;
+    .map_err(|_| BatchError::Corrupt("the record batch decoder gave up".into()))?;
     *budget = left;
-    let sets = sets?;
-    let mut batches = Vec::with_capacity(sets.len());
-    for set in sets {
-        let Some(first) = set.records.first() else { continue };
-        let mut batch = ProducedBatch {
-            producer_id: first.producer_id,
-            producer_epoch: first.producer_epoch,
-            base_sequence: first.sequence,
-            transactional: first.transactional,
-            records: Vec::with_capacity(set.records.len()),
-        };
-        for record in set.records {
-            if record.control {
-                continue;
-            }
-            batch.records.push(to_new_record(record)?);
-        }
-        batches.push(batch);
+    let set = set.map_err(BatchError::Corrupt)?;
+    if set.records.len() != header.record_count as usize {
+        return Err(BatchError::Corrupt(format!(
+            "record batch claims {} records, {} decode",
+            header.record_count,
+            set.records.len()
+        )));
     }
-    Ok(batches)
+    let mut records = Vec::with_capacity(set.records.len());
+    for record in set.records {
+        records.push(to_new_record(record).map_err(BatchError::Corrupt)?);
+    }
+    Ok(ProducedBatch {
+        producer_id: header.producer_id,
+        producer_epoch: header.producer_epoch,
+        base_sequence: header.base_sequence,
+        transactional: header.attributes & ATTRIBUTE_TRANSACTIONAL != 0,
+        records,
+    })
+}
+
+/// [`decode_partition`] as a list, for the fuzz targets: the one batch, or why the
+/// partition's records are refused.
+///
+/// # Errors
+/// What [`decode_partition`] refuses, as text.
+pub fn decode_produced(bytes: &Bytes, budget: &mut usize) -> Result<Vec<ProducedBatch>, String> {
+    decode_partition(bytes, budget)
+        .map(|batch| vec![batch])
+        .map_err(|e| e.to_string())
 }
 
 fn to_new_record(record: KafkaRecord) -> Result<NewRecord, String> {
@@ -308,14 +410,14 @@ mod tests {
         assert!(budget < 20_000, "{budget}");
         let err = decode_produced(&batch, &mut budget).unwrap_err();
         assert!(err.contains("allowed"), "{err}");
-        // A batch that fails after one that decompressed: the first is still charged.
-        let mut both = batch.to_vec();
-        both.extend_from_slice(&batch);
-        let last = both.len() - 1;
-        both[last] ^= 0xff; // the second batch's checksum no longer matches
+        // Two batches are refused before anything is decompressed.
+        let both = Bytes::from([&batch[..], &batch[..]].concat());
         let mut budget = 60_000;
-        assert!(decode_produced(&Bytes::from(both), &mut budget).is_err());
-        assert!(budget < 20_000, "{budget}");
+        match decode_partition(&both, &mut budget) {
+            Err(BatchError::Invalid(reason)) => assert!(reason.contains("2 record batches"), "{reason}"),
+            other => panic!("two batches: {other:?}"),
+        }
+        assert_eq!(budget, 60_000);
         // Uncompressed batches are not charged.
         let plain = encode_batch(&[record(0, None, &[], "v")], false).unwrap();
         let mut left = 0;
