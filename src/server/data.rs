@@ -2,12 +2,11 @@
 //!
 //! Produce appends the one record batch of a partition's data (Kafka refuses more in
 //! Produce v3+) with one `append_fields` call (one append time; under a limit error nothing
-//! is written) and answers only after the append returned. Idempotent producers are
-//! de-duplicated on (producer id, epoch, base sequence) of their last
-//! [`PRODUCER_BATCHES_KEPT`] batches per topic, as Kafka does; the window lives in memory,
-//! so a server restart forgets it (a retried batch may then be appended twice).
+//! is written) and answers only after the append returned. A batch of an idempotent
+//! producer is first checked against what `producers` knows of it: a retry of one of its
+//! last batches is answered with that batch's offset and not appended again, a gap or a
+//! stale epoch is refused.
 
-use std::collections::{HashMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,62 +16,14 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, ProduceResponse};
 
 use super::handlers::{code, error_code, name, str_bytes, to_offset};
+use super::producers::{self, Sequenced, Verdict};
 use super::records::{decode_partition, encode_batch, BatchError, ProducedBatch};
 use super::DECOMPRESSED_BYTES_MAX;
 use super::{State, FETCH_BYTES_MAX, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
 use crate::{Record, RecordFields, Topic};
 
-/// Batches remembered per idempotent producer and topic (Kafka keeps 5).
-pub const PRODUCER_BATCHES_KEPT: usize = 5;
-/// Idempotent producers remembered; the oldest is forgotten past this.
-pub const PRODUCERS_MAX: usize = 10_000;
 /// Estimated framing bytes of one record in a fetched batch, on top of key, headers, value.
 const RECORD_OVERHEAD_BYTES: usize = 24;
-
-/// (topic, producer id).
-type ProducerKey = (String, i64);
-/// (producer epoch, base sequence, first offset) of an appended batch.
-type SeenBatch = (i16, i32, u64);
-
-/// Recent batches of idempotent producers: (topic, producer id) -> (epoch, base sequence,
-/// first offset) of the last few batches.
-#[derive(Default)]
-pub(crate) struct Producers {
-    batches: HashMap<ProducerKey, VecDeque<SeenBatch>>,
-    order: VecDeque<ProducerKey>,
-}
-
-impl Producers {
-    fn duplicate_of(&self, topic: &str, batch: &ProducedBatch) -> Option<u64> {
-        if batch.producer_id < 0 || batch.base_sequence < 0 {
-            return None;
-        }
-        let seen = self.batches.get(&(topic.to_owned(), batch.producer_id))?;
-        seen.iter()
-            .find(|(epoch, sequence, _)| *epoch == batch.producer_epoch && *sequence == batch.base_sequence)
-            .map(|&(_, _, offset)| offset)
-    }
-
-    fn remember(&mut self, topic: &str, batch: &ProducedBatch, first_offset: u64) {
-        if batch.producer_id < 0 || batch.base_sequence < 0 {
-            return;
-        }
-        let key = (topic.to_owned(), batch.producer_id);
-        if !self.batches.contains_key(&key) {
-            self.order.push_back(key.clone());
-            while self.order.len() > PRODUCERS_MAX {
-                if let Some(old) = self.order.pop_front() {
-                    self.batches.remove(&old);
-                }
-            }
-        }
-        let seen = self.batches.entry(key).or_default();
-        seen.push_back((batch.producer_epoch, batch.base_sequence, first_offset));
-        while seen.len() > PRODUCER_BATCHES_KEPT {
-            seen.pop_front();
-        }
-    }
-}
 
 /// A partition's records taken: the first offset they have (a retried batch's original
 /// one), the topic's start offset, and whether anything was appended.
@@ -196,23 +147,40 @@ fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Resul
     let topic = state
         .topic(topic_name, true)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    if let Some(first) = state.producers.lock().duplicate_of(topic_name, batch) {
-        tracing::debug!(
-            topic = topic_name,
-            producer_id = batch.producer_id,
-            "duplicate batch ignored"
-        );
-        return Ok(Accepted {
-            first,
-            start: topic.start_offset().0,
-            appended: false,
-        });
+    let sequenced = Sequenced::of(batch);
+    if let Some(sequenced) = &sequenced {
+        let verdict = producers::check(state.producers.lock().get(topic_name, sequenced.producer_id), sequenced);
+        match verdict {
+            Verdict::Append => {}
+            Verdict::Duplicate(first) => {
+                tracing::debug!(
+                    topic = topic_name,
+                    ?sequenced,
+                    first,
+                    "a retried batch answered, not appended"
+                );
+                return Ok(Accepted {
+                    first,
+                    start: topic.start_offset().0,
+                    appended: false,
+                });
+            }
+            Verdict::Refuse(code, reason) => {
+                tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
+                return Err(Refused {
+                    code,
+                    message: Some(format!("topic {topic_name:?} partition 0: {reason}")),
+                });
+            }
+        }
     }
     let fields: Vec<RecordFields<'_>> = batch.records.iter().map(|r| r.as_fields()).collect();
     let appended = topic
         .append_fields(&fields)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    state.producers.lock().remember(topic_name, batch, appended.first.0);
+    if let Some(sequenced) = &sequenced {
+        state.producers.lock().record(topic_name, sequenced, appended.first.0);
+    }
     Ok(Accepted {
         first: appended.first.0,
         start: topic.start_offset().0,

@@ -209,3 +209,113 @@ fn a_partition_must_hold_exactly_one_well_formed_batch() {
     assert_taken(&send(&state, plain_batch("ok", 2)), 0, "one batch");
     assert_eq!(values(&state, TOPIC), ["ok/0", "ok/1"]);
 }
+
+/// A retried batch (same producer, epoch, first and last sequence) of one of the
+/// producer's last 5 is answered with the offset it was appended at and not appended
+/// again, as Kafka brokers answer it; an older one is out of sequence.
+#[test]
+fn a_retried_batch_gets_its_first_offset_and_is_not_appended_again() {
+    let state = state();
+    let producer = (PID, 0);
+    assert_taken(&send(&state, batch(producer, 0, 2)), 0, "seq 0-1");
+    assert_taken(&send(&state, batch(producer, 2, 3)), 2, "seq 2-4");
+    assert_taken(&send(&state, batch(producer, 0, 2)), 0, "retry of seq 0-1");
+    assert_taken(&send(&state, batch(producer, 2, 3)), 2, "retry of seq 2-4");
+    assert_eq!(values(&state, TOPIC).len(), 5, "the retries appended nothing");
+    // The same first sequence with another last one is no retry.
+    let other = send(&state, batch(producer, 2, 2));
+    assert_refused(&other, code::OUT_OF_ORDER_SEQUENCE_NUMBER, "expected 5", "seq 2-3");
+
+    for (i, sequence) in (5..10).enumerate() {
+        assert_taken(&send(&state, batch(producer, sequence, 1)), 5 + i as i64, "seq 5-9");
+    }
+    assert_taken(&send(&state, batch(producer, 9, 1)), 9, "retry of the newest");
+    assert_taken(&send(&state, batch(producer, 5, 1)), 5, "retry of the 5th newest");
+    let old = send(&state, batch(producer, 2, 3));
+    assert_refused(
+        &old,
+        code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "expected 10",
+        "past the window",
+    );
+    assert_eq!(values(&state, TOPIC).len(), 10);
+}
+
+/// A batch that does not start right after the producer's last one (a lost batch in
+/// between) gets OUT_OF_ORDER_SEQUENCE_NUMBER (45) and is not appended; the batch that
+/// fills the gap is. Sequences are per topic (per partition, in Kafka).
+#[test]
+fn a_gap_in_a_producers_sequence_is_refused() {
+    let state = state();
+    let producer = (PID, 3);
+    assert_taken(&send(&state, batch(producer, 0, 1)), 0, "seq 0");
+    let gap = send(&state, batch(producer, 2, 1));
+    assert_refused(
+        &gap,
+        code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "sequence 2, expected 1",
+        "seq 2",
+    );
+    assert_eq!(values(&state, TOPIC), [format!("{PID}.3.0/0")]);
+    assert_taken(&send(&state, batch(producer, 1, 1)), 1, "seq 1");
+    assert_taken(&send(&state, batch(producer, 2, 1)), 2, "seq 2 after 1");
+    assert_taken(&produce_to(&state, "other", batch(producer, 0, 1)), 0, "another topic");
+}
+
+/// A batch of an epoch older than the producer's newest gets INVALID_PRODUCER_EPOCH (47),
+/// retries of the old epoch included (what Kafka brokers since 2.7 answer to a produce,
+/// and what clients recover from by bumping the epoch; PRODUCER_FENCED is fatal to
+/// them). A newer epoch must start at sequence 0, else OUT_OF_ORDER_SEQUENCE_NUMBER.
+#[test]
+fn a_stale_epoch_is_fenced_and_a_new_one_starts_at_zero() {
+    let state = state();
+    assert_taken(&send(&state, batch((PID, 1), 0, 2)), 0, "epoch 1");
+    let stale = send(&state, batch((PID, 0), 2, 1));
+    assert_refused(
+        &stale,
+        code::INVALID_PRODUCER_EPOCH,
+        "epoch 0 is older than its epoch 1",
+        "epoch 0",
+    );
+    let late = send(&state, batch((PID, 2), 2, 1));
+    assert_refused(
+        &late,
+        code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        "new epoch 2 at sequence 2",
+        "epoch 2",
+    );
+    assert_taken(&send(&state, batch((PID, 2), 0, 1)), 2, "epoch 2 at 0");
+    let retry = send(&state, batch((PID, 1), 0, 2));
+    assert_refused(&retry, code::INVALID_PRODUCER_EPOCH, "older", "retry of epoch 1");
+    assert_taken(&send(&state, batch((PID, 2), 1, 1)), 3, "epoch 2 goes on");
+    assert_eq!(values(&state, TOPIC).len(), 4);
+}
+
+/// A producer the server knows nothing of may start at any sequence (as Kafka brokers
+/// since 2.5 accept): after a restart the server has forgotten every producer, and
+/// refusing their next batch would stop them for nothing. It goes on from there.
+#[test]
+fn an_unknown_producer_may_start_at_any_sequence() {
+    let state = state();
+    assert_taken(&send(&state, batch((PID, 4), 17, 3)), 0, "first seen at 17");
+    let gap = send(&state, batch((PID, 4), 21, 1));
+    assert_refused(&gap, code::OUT_OF_ORDER_SEQUENCE_NUMBER, "expected 20", "then a gap");
+    assert_taken(&send(&state, batch((PID, 4), 20, 1)), 3, "then 20");
+}
+
+/// Sequences wrap from i32::MAX to 0, also inside one batch, as in Kafka.
+#[test]
+fn sequences_wrap_from_i32_max_to_zero() {
+    let state = state();
+    let producer = (PID, 0);
+    // i32::MAX - 1, i32::MAX, 0: the next batch starts at 1.
+    assert_taken(&send(&state, batch(producer, i32::MAX - 1, 3)), 0, "across the wrap");
+    assert_taken(&send(&state, batch(producer, i32::MAX - 1, 3)), 0, "its retry");
+    assert_taken(&send(&state, batch(producer, 1, 1)), 3, "after the wrap");
+    // A batch ending at i32::MAX: the next starts at 0.
+    let other = (PID + 1, 0);
+    assert_taken(&produce_to(&state, "b", batch(other, i32::MAX - 1, 2)), 0, "up to MAX");
+    let gap = produce_to(&state, "b", batch(other, 1, 1));
+    assert_refused(&gap, code::OUT_OF_ORDER_SEQUENCE_NUMBER, "expected 0", "skipping 0");
+    assert_taken(&produce_to(&state, "b", batch(other, 0, 1)), 2, "0 after MAX");
+}

@@ -20,8 +20,6 @@ use super::conn::Request;
 use super::{data, State};
 use crate::{Error, Offset, TopicConfig};
 
-pub(crate) use data::Producers;
-
 /// Kafka error codes the server answers with.
 pub(crate) mod code {
     pub const NONE: i16 = 0;
@@ -43,6 +41,8 @@ pub(crate) mod code {
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
     pub const INVALID_REQUEST: i16 = 42;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;

@@ -17,6 +17,7 @@ mod data;
 mod decompress;
 mod groups;
 mod handlers;
+mod producers;
 pub mod records;
 
 /// Runs a future to its end on a current-thread runtime (unit tests of the async parts).
@@ -133,7 +134,7 @@ pub(crate) struct State {
     /// Woken after every append made through this server (Fetch long-polls wait on it).
     pub appended: tokio::sync::Notify,
     pub groups: groups::Coordinator,
-    pub producers: Mutex<handlers::Producers>,
+    pub producers: Mutex<producers::Producers>,
     pub next_producer_id: AtomicI64,
     /// The in-flight frame budget ([`FRAMES_IN_FLIGHT_BYTES_MAX`]), in permits of
     /// [`FRAME_PERMIT_BYTES`].
@@ -149,7 +150,7 @@ impl State {
             cluster_id,
             appended: tokio::sync::Notify::new(),
             groups: groups::Coordinator::default(),
-            producers: Mutex::new(handlers::Producers::default()),
+            producers: Mutex::new(producers::Producers::default()),
             // Producer ids from the clock (ms), so a restarted server does not hand out
             // the ids of before.
             next_producer_id: AtomicI64::new((crate::topic::now_us() / 1000) as i64),
