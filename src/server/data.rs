@@ -148,8 +148,9 @@ fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Resul
         .topic(topic_name, true)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
     let sequenced = Sequenced::of(batch);
-    if let Some(sequenced) = &sequenced {
-        let verdict = producers::check(state.producers.lock().get(topic_name, sequenced.producer_id), sequenced);
+    let slot = sequenced.map(|s| state.producers.lock().slot(topic_name, s.producer_id));
+    if let (Some(sequenced), Some(slot)) = (&sequenced, &slot) {
+        let verdict = producers::check(slot.lock().as_ref(), sequenced);
         match verdict {
             Verdict::Append => {}
             Verdict::Duplicate(first) => {
@@ -178,8 +179,8 @@ fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Resul
     let appended = topic
         .append_fields(&fields)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    if let Some(sequenced) = &sequenced {
-        state.producers.lock().record(topic_name, sequenced, appended.first.0);
+    if let (Some(sequenced), Some(slot)) = (&sequenced, &slot) {
+        producers::record(&mut slot.lock(), sequenced, appended.first.0);
     }
     Ok(Accepted {
         first: appended.first.0,

@@ -7,9 +7,13 @@
 //! epoch must start right after the last one (sequences wrap from `i32::MAX` to 0), a
 //! newer epoch must start at 0, an older epoch is fenced. A producer the server knows
 //! nothing of (first batch, or forgotten by a restart) may start at any sequence, as
-//! Kafka brokers since 2.5 (KIP-360) accept. Memory only.
+//! Kafka brokers since 2.5 (KIP-360) accept. Memory only, and at most [`PRODUCERS_MAX`]
+//! producers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use super::handlers::code;
 use super::records::ProducedBatch;
@@ -17,7 +21,7 @@ use super::records::ProducedBatch;
 /// Batches remembered per idempotent producer and topic (Kafka keeps 5, the most requests
 /// a producer may have in flight).
 pub const PRODUCER_BATCHES_KEPT: usize = 5;
-/// (topic, producer id) pairs remembered; the oldest is forgotten past this.
+/// (topic, producer id) pairs remembered; the least recently used is forgotten past this.
 pub const PRODUCERS_MAX: usize = 10_000;
 /// Kafka sequences run from 0 to `i32::MAX`, then start at 0 again.
 const SEQUENCES: i64 = i32::MAX as i64 + 1;
@@ -145,34 +149,111 @@ pub(crate) fn record(known: &mut Option<ProducerState>, batch: &Sequenced, first
 /// (topic, producer id).
 type ProducerKey = (String, i64);
 
-/// The known idempotent producers, at most [`PRODUCERS_MAX`].
+/// What is known of one producer on one topic, `None` until its first batch is appended.
+pub(crate) type ProducerSlot = Arc<Mutex<Option<ProducerState>>>;
+
+/// The known idempotent producers: at most [`PRODUCERS_MAX`], the least recently used
+/// forgotten first, so that a client cycling through producer ids cannot make the server
+/// hold more, and an active producer is not forgotten for the new ones.
 #[derive(Default)]
 pub(crate) struct Producers {
-    known: HashMap<ProducerKey, ProducerState>,
-    order: VecDeque<ProducerKey>,
+    /// Each producer's slot and its last use.
+    slots: HashMap<ProducerKey, (ProducerSlot, u64)>,
+    /// The producers by last use, least recent first.
+    by_use: BTreeMap<u64, ProducerKey>,
+    /// Counts uses: the next use's number.
+    uses: u64,
 }
 
 impl Producers {
-    /// What is known of `producer_id` on `topic`, if anything.
-    pub fn get(&self, topic: &str, producer_id: i64) -> Option<&ProducerState> {
-        self.known.get(&(topic.to_owned(), producer_id))
+    /// The slot of `producer_id` on `topic`, now the most recently used; a new, empty one
+    /// when the producer is not known, forgetting the least recently used past
+    /// [`PRODUCERS_MAX`].
+    pub fn slot(&mut self, topic: &str, producer_id: i64) -> ProducerSlot {
+        let key = (topic.to_owned(), producer_id);
+        self.uses += 1;
+        let used = self.uses;
+        if let Some((slot, last_use)) = self.slots.get_mut(&key) {
+            self.by_use.remove(last_use);
+            *last_use = used;
+            let slot = Arc::clone(slot);
+            self.by_use.insert(used, key);
+            return slot;
+        }
+        let slot = ProducerSlot::default();
+        self.slots.insert(key.clone(), (Arc::clone(&slot), used));
+        self.by_use.insert(used, key);
+        while self.slots.len() > PRODUCERS_MAX {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.slots.remove(&oldest);
+        }
+        slot
     }
 
-    /// Records `batch`, appended to `topic` at `first_offset` (see [`record`]).
-    pub fn record(&mut self, topic: &str, batch: &Sequenced, first_offset: u64) {
-        let key = (topic.to_owned(), batch.producer_id);
-        let mut state = self.known.remove(&key);
-        if state.is_none() {
-            self.order.push_back(key.clone());
+    /// How many producers are known.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_batch(producer_id: i64) -> Sequenced {
+        Sequenced {
+            producer_id,
+            epoch: 0,
+            first: 0,
+            last: 0,
         }
-        record(&mut state, batch, first_offset);
-        if let Some(state) = state {
-            self.known.insert(key, state);
-        }
-        while self.order.len() > PRODUCERS_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.known.remove(&old);
+    }
+
+    /// Whether `producer_id` is known on topic "t" (has a batch recorded); not a use.
+    fn known(producers: &Producers, producer_id: i64) -> bool {
+        let key = ("t".to_owned(), producer_id);
+        producers.slots.get(&key).is_some_and(|(slot, _)| slot.lock().is_some())
+    }
+
+    /// A client cycling through producer ids makes the server keep at most PRODUCERS_MAX
+    /// of them; the least recently used is forgotten first, so a producer that keeps
+    /// producing stays known while others come and go.
+    #[test]
+    fn producers_are_bounded_and_the_least_recently_used_forgotten() {
+        let mut producers = Producers::default();
+        let active = i64::MAX;
+        let total = PRODUCERS_MAX as i64 + PRODUCERS_MAX as i64 / 2;
+        for producer_id in 0..total {
+            if producer_id % 1000 == 0 {
+                record(&mut producers.slot("t", active).lock(), &first_batch(active), 0);
             }
+            record(
+                &mut producers.slot("t", producer_id).lock(),
+                &first_batch(producer_id),
+                0,
+            );
+            assert!(producers.len() <= PRODUCERS_MAX, "{} producers", producers.len());
         }
+        assert_eq!(producers.len(), PRODUCERS_MAX);
+        assert!(known(&producers, active), "the active producer was forgotten");
+        assert!(known(&producers, total - 1), "the newest");
+        // The active one and the newest PRODUCERS_MAX - 1 are kept.
+        let kept_from = total - PRODUCERS_MAX as i64 + 1;
+        assert!(!known(&producers, 0), "the oldest idle producer is kept");
+        assert!(!known(&producers, kept_from - 1));
+        assert!(known(&producers, kept_from));
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        assert_eq!(sequence_after(0, 1), 1);
+        assert_eq!(sequence_after(i32::MAX - 1, 1), i32::MAX);
+        assert_eq!(sequence_after(i32::MAX, 1), 0);
+        assert_eq!(sequence_after(i32::MAX - 1, 3), 1);
+        assert_eq!(sequence_after(-1, 1), 0);
+        assert_eq!(sequence_after(i32::MAX, u32::MAX), i32::MAX - 1);
     }
 }
