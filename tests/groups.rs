@@ -672,3 +672,105 @@ fn read_group_follower_killed_by_sigkill_resumes_without_a_gap() {
     }
     assert_covers_without_gap(&first, &second, total);
 }
+
+/// A store whose topic `t` holds 10 records (5 + 5, the first five closed cleanly at
+/// `first_five` log bytes), group `read` committed at 10 and group `ahead` at 20 (past
+/// the end on purpose, as Kafka allows), closed cleanly.
+fn ten_records_two_groups(dir: &Path) -> u64 {
+    let log = dir.join("topics/t/00000000000000000000.log");
+    {
+        let store = Store::builder(dir).durability(Durability::Buffered).open().unwrap();
+        let topic = store
+            .create_topic("t", TopicConfig::default().tamper_evidence(false))
+            .unwrap();
+        append_n(&topic, 0, 5);
+        store.close().unwrap();
+    }
+    let first_five = std::fs::metadata(&log).unwrap().len();
+    let store = Store::builder(dir).durability(Durability::Buffered).open().unwrap();
+    let topic = store.topic("t").unwrap();
+    append_n(&topic, 5, 10);
+    topic.commit("read", Offset(10)).unwrap();
+    topic.commit("ahead", Offset(20)).unwrap();
+    store.close().unwrap();
+    first_five
+}
+
+/// What a power loss can leave of that store: the log cut at `len` bytes, no clean-close
+/// index, and the lock file of an appender that never closed, written during `boot`.
+fn power_loss(dir: &Path, len: u64, boot: &str) {
+    let topic_dir = dir.join("topics/t");
+    let log = topic_dir.join("00000000000000000000.log");
+    OpenOptions::new().write(true).open(&log).unwrap().set_len(len).unwrap();
+    for ext in ["index", "timeindex"] {
+        std::fs::remove_file(log.with_extension(ext)).unwrap();
+    }
+    std::fs::write(
+        topic_dir.join(trailkeep::topic::LOCK_FILE),
+        format!("process 1 (trailkeep), boot {boot}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn groups_past_records_a_power_loss_took_are_moved_back_and_read_the_new_ones() {
+    for (cut, boot) in [("at a batch boundary", "an-earlier-boot"), ("mid-batch", "")] {
+        let dir = tempfile::tempdir().unwrap();
+        let first_five = ten_records_two_groups(dir.path());
+        let len = if boot.is_empty() { first_five + 7 } else { first_five };
+        power_loss(dir.path(), len, boot);
+        let store = Store::builder(dir.path())
+            .durability(Durability::Buffered)
+            .open()
+            .unwrap();
+        let topic = store.topic("t").unwrap();
+        let report = topic.recover().unwrap();
+        let rewound: Vec<(String, u64, u64)> = report
+            .rewound_groups
+            .iter()
+            .map(|g| (g.group.clone(), g.from.0, g.to.0))
+            .collect();
+        let mut want = vec![("ahead".to_owned(), 20, 5), ("read".to_owned(), 10, 5)];
+        let mut got = rewound.clone();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "cut {cut}");
+        assert_eq!(topic.committed("read").unwrap(), Some(Offset(5)), "cut {cut}");
+        append_n(&topic, 5, 8);
+        let mut consumer = topic.consumer("read", manual()).unwrap();
+        let polled = consumer.poll(100, Duration::ZERO).unwrap();
+        assert_eq!(
+            offsets(&polled),
+            [5, 6, 7],
+            "cut {cut}: the new records are not skipped"
+        );
+    }
+}
+
+#[test]
+fn groups_past_the_end_stay_after_a_clean_close_or_a_crash_of_this_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    ten_records_two_groups(dir.path());
+    let store = Store::builder(dir.path())
+        .durability(Durability::Buffered)
+        .open()
+        .unwrap();
+    let topic = store.topic("t").unwrap();
+    assert_eq!(topic.recover().unwrap().rewound_groups, Vec::new());
+    assert_eq!(topic.committed("ahead").unwrap(), Some(Offset(20)));
+    store.close().unwrap();
+
+    // A process crash on this boot loses nothing from the page cache: a clean cut at a
+    // batch boundary is not a sign of lost records then.
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let log = dir.path().join("topics/t/00000000000000000000.log");
+    power_loss(dir.path(), std::fs::metadata(&log).unwrap().len(), this_boot.trim());
+    let store = Store::builder(dir.path())
+        .durability(Durability::Buffered)
+        .open()
+        .unwrap();
+    let topic = store.topic("t").unwrap();
+    assert_eq!(topic.recover().unwrap().rewound_groups, Vec::new());
+    assert_eq!(topic.committed("ahead").unwrap(), Some(Offset(20)));
+    assert_eq!(topic.committed("read").unwrap(), Some(Offset(10)));
+}

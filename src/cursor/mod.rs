@@ -3,7 +3,8 @@
 //!
 //! **Invariant:** a cursor is only ever moved by a commit that appends a checksummed entry
 //! and syncs it; nothing expires or moves a cursor silently (retention reports every
-//! group that lost offsets).
+//! group that lost offsets, and recovery every group it moved back after records a
+//! crash lost).
 
 mod consumer;
 mod file;
@@ -30,6 +31,18 @@ pub enum ResetTo {
     Offset(Offset),
     /// The first record appended at or after this time (microseconds since the epoch).
     TimeUs(u64),
+}
+
+/// A group that recovery moved back: records it had committed past were lost in a crash
+/// (a power loss before they were synced), and the offsets will be reused by new records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRewind {
+    /// Group name.
+    pub group: String,
+    /// The position it had committed.
+    pub from: Offset,
+    /// The recovered end of the topic, its position now.
+    pub to: Offset,
 }
 
 /// A group's position and lag.
@@ -127,6 +140,65 @@ impl Topic {
         crate::segment::remove_if_exists(&path)?;
         drop(lock);
         crate::fsutil::sync_dir(&self.groups_dir())
+    }
+
+    /// Moves every group committed past `end` back to `end`, after recovery lost the
+    /// records from `end` on: new records will take those offsets, and a group left past
+    /// them would skip them unseen. Called by the appender before its first append. A
+    /// group whose cursor cannot be moved (held by a running consumer, unreadable) is
+    /// logged as an error and left as it is.
+    pub(crate) fn rewind_groups_past(&self, end: Offset) -> Vec<GroupRewind> {
+        let mut rewound = Vec::new();
+        for group in self.group_names() {
+            match self.rewind_group(&group, end) {
+                Ok(Some(from)) => {
+                    tracing::warn!(
+                        topic = self.name(),
+                        group,
+                        from = from.0,
+                        to = end.0,
+                        "group moved back: records it had committed past were lost in a crash"
+                    );
+                    rewound.push(GroupRewind { group, from, to: end });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(topic = self.name(), group, error = %e,
+                    "group committed past the recovered end could not be moved back"),
+            }
+        }
+        rewound
+    }
+
+    /// Commits `end` for `group` if it is committed past it; returns where it was.
+    fn rewind_group(&self, group: &str, end: Offset) -> Result<Option<Offset>> {
+        let path = self.cursor_path(group)?;
+        match file::read_cursor(&path)? {
+            Some(entry) if entry.offset > end => {
+                let mut cursor = file::CursorFile::open_locked(self.name(), group, &path)?;
+                match cursor.last() {
+                    Some(last) if last.offset > end => {
+                        cursor.commit(end, crate::topic::now_us())?;
+                        Ok(Some(last.offset))
+                    }
+                    _ => Ok(None),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Names of the groups with a cursor file (unsorted).
+    fn group_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.groups_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.strip_suffix(".cursor")?.to_owned();
+                validate_topic_name(&name).is_ok().then_some(name)
+            })
+            .collect()
     }
 
     /// Every group with its position and lag, sorted by name.

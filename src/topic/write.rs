@@ -1,7 +1,7 @@
 //! The append path of a topic: taking the append lock, recovery, rolling, closing.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -194,7 +194,15 @@ impl Topic {
         *shared.visible.lock() = visible;
         shared.appended.notify_all();
         shared.commit.mark_synced(visible.end);
-        *shared.last_recovery.lock() = Some(recovered.report);
+        let mut report = recovered.report;
+        // Records readers saw may be gone: recovery cut some, or the machine restarted
+        // since an appender that did not close (its unsynced writes may be lost without
+        // a trace: ext4 can keep an older file size that ends at a batch boundary).
+        let rebooted = lock.previous_boot.is_some() && lock.previous_boot != boot_id();
+        if report.lost_records() || (rebooted && !report.closed_cleanly) {
+            report.rewound_groups = self.rewind_groups_past(visible.end);
+        }
+        *shared.last_recovery.lock() = Some(report);
         if shared.config.tamper_evidence {
             let evidence = self.open_evidence(shared.keys.signer()?, shared.origin.clone())?;
             shared
@@ -454,6 +462,17 @@ impl TopicShared {
 pub(crate) struct AppendLock {
     _dir: File,
     _file: File,
+    /// The boot id the previous holder wrote into `append.lock`, if any.
+    previous_boot: Option<String>,
+}
+
+/// Marks the boot id in `append.lock`'s text.
+const BOOT_MARK: &str = ", boot ";
+
+/// This boot's id (Linux), None where the system has none.
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(id.trim().to_owned()).filter(|id| !id.is_empty())
 }
 
 /// Takes the topic's append lock and writes our pid into `append.lock`.
@@ -461,7 +480,7 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<AppendLock> {
     let path = dir.join(LOCK_FILE);
     let dir_file = File::open(dir).context(|| format!("opening topic directory {} to lock it", dir.display()))?;
     try_lock(topic, &dir_file, dir, &path)?;
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
@@ -469,17 +488,28 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<AppendLock> {
         .open(&path)
         .context(|| format!("opening lock file {}", path.display()))?;
     try_lock(topic, &file, &path, &path)?;
-    let me = format!(
+    let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    let previous_boot = previous
+        .split_once(BOOT_MARK)
+        .map(|(_, boot)| boot.trim().to_owned())
+        .filter(|boot| !boot.is_empty());
+    let mut me = format!(
         "process {} ({})",
         std::process::id(),
         std::env::args().next().unwrap_or_default()
     );
+    if let Some(boot) = boot_id() {
+        me = format!("{me}{BOOT_MARK}{boot}");
+    }
+    // Synced: after a power loss the next appender must find this boot's id here.
     file.set_len(0)
-        .and_then(|()| file.write_all(me.as_bytes()))
+        .and_then(|()| file.write_all_at(me.as_bytes(), 0))
+        .and_then(|()| file.sync_data())
         .context(|| format!("writing lock file {}", path.display()))?;
     Ok(AppendLock {
         _dir: dir_file,
         _file: file,
+        previous_boot,
     })
 }
 
@@ -489,7 +519,8 @@ fn try_lock(topic: &str, file: &File, locked: &std::path::Path, lock_file: &std:
     match crate::fsutil::try_lock_briefly(file) {
         Ok(()) => Ok(()),
         Err(std::fs::TryLockError::WouldBlock) => {
-            let holder = std::fs::read_to_string(lock_file).unwrap_or_default().trim().to_owned();
+            let text = std::fs::read_to_string(lock_file).unwrap_or_default();
+            let holder = text.split(BOOT_MARK).next().unwrap_or_default().trim().to_owned();
             let holder = if holder.is_empty() {
                 "another process".to_owned()
             } else {

@@ -41,6 +41,20 @@ pub struct RecoveryReport {
     /// found torn (a power loss before its seal reached the disk; the records after the
     /// tear were never durable). Empty after a clean shutdown or a process crash.
     pub dropped_segments: Vec<PathBuf>,
+    /// Consumer groups committed past the recovered end (records they had read were lost),
+    /// moved back to it before the first new append.
+    pub rewound_groups: Vec<crate::cursor::GroupRewind>,
+    /// The last appender closed the active segment cleanly (its framed index vouches for
+    /// the log's size): nothing it acknowledged or showed readers can have been lost.
+    pub closed_cleanly: bool,
+}
+
+impl RecoveryReport {
+    /// True when recovery removed records, not just zeros or leftover files: the torn
+    /// tail held bytes other than zeros, or whole segments were dropped.
+    pub fn lost_records(&self) -> bool {
+        self.truncated_bytes > self.zero_bytes || !self.dropped_segments.is_empty()
+    }
 }
 
 /// The recovered active segment.
@@ -81,9 +95,11 @@ pub(crate) fn recover_active(dir: &Path) -> Result<Recovered> {
         dropped_segments,
         ..RecoveryReport::default()
     };
-    if let Some(closed) = closed_cleanly_at(&path, base).filter(|&closed| scan.valid_bytes < closed) {
+    let closed = closed_cleanly_at(&path, base);
+    if let Some(closed) = closed.filter(|&closed| scan.valid_bytes < closed) {
         return Err(damage_before_clean_close(&path, &scan, bytes.len() as u64, closed));
     }
+    report.closed_cleanly = closed == Some(bytes.len() as u64);
     if let Some(err) = &scan.stopped_by {
         let tail = &bytes[scan.valid_bytes as usize..];
         // Also when the batch looks cut short: a torn batch is the last thing in the file,
