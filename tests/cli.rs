@@ -5,7 +5,8 @@
 //! `jsonl`, `--from-offset` / `--from-time` / `--limit`, an offset not held, `stats`,
 //! `topics`, `read --follow` in one process seeing lines another process appends through a
 //! slow pipe, `read --group` continuing where the previous run stopped, `groups` list /
-//! reset / delete, and a second concurrent appender refused with "locked".
+//! reset / delete, a second concurrent appender refused with "locked", and every printing
+//! command ending quietly with status 141 when its stdout reader is gone.
 //!
 //! How: each test runs the binary (`CARGO_BIN_EXE_trailkeep`) as child processes against
 //! its own temporary store directory and checks exit codes, stderr messages and the
@@ -567,5 +568,92 @@ fn read_group_continues_where_it_stopped_and_groups_list_reset_delete() {
     assert_eq!(
         offsets_of(&ok(d, &["read", "t", "--group", "h", "--limit", "1"], b"")),
         [0]
+    );
+}
+
+/// Runs `trailkeep --dir dir args...` with standard output a pipe whose reader is already
+/// gone (what `trailkeep read t | head -1` meets once `head` exits): every write fails
+/// with EPIPE.
+fn run_with_stdout_closed(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    tk(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Every command that prints stops quietly with 141 (128 + SIGPIPE, as unix tools do)
+/// when its reader went away: no panic message, no error line.
+#[test]
+fn every_printing_command_stops_quietly_when_stdout_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["demo", "--agents", "1", "--sessions", "2"], b"");
+    ok(d, &["append", "t"], lines(0..3000).as_bytes());
+    ok(d, &["read", "t", "--group", "g", "--limit", "1"], b"");
+    let first = jsonl(&ok(d, &["read", "agent-trail", "--limit", "1"], b""));
+    let trace = first[0]["key"].as_str().unwrap().to_owned();
+    let bench_dir = d.join("bench-work");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["topics"],
+        vec!["stats"],
+        vec!["read", "t"],
+        vec!["read", "t", "--format", "raw"],
+        vec!["read", "t", "--follow"],
+        vec!["read", "t", "--group", "g"],
+        vec!["read", "agent-trail", "--trace", &trace],
+        vec!["groups", "t"],
+        vec!["groups", "t", "reset", "g", "--to", "earliest"],
+        vec!["verify"],
+        vec!["checkpoint", "t"],
+        vec!["checkpoint", "t", "--latest"],
+        vec!["checkpoint", "t", "--vkey"],
+        vec!["prove", "t", "5"],
+        vec!["prove", "t", "--consistency", "5"],
+        vec!["forget", "someone", "--topic", "agent-trail"],
+        vec!["tier", "status"],
+        vec!["tier", "status", "--json"],
+        vec!["demo", "--agents", "1", "--sessions", "2"],
+        vec![
+            "bench",
+            "--quick",
+            "--records",
+            "200",
+            "--durable-records",
+            "10",
+            "--seeks",
+            "10",
+            "--segments",
+            "2",
+            "--work-dir",
+            bench_dir.to_str().unwrap(),
+        ],
+    ];
+    for args in &commands {
+        let out = run_with_stdout_closed(d, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "trailkeep {args:?}: {stderr}");
+        assert_eq!(stderr, "", "trailkeep {args:?}");
+    }
+    // append with a line to print an offset for: it stops after that (durable) record.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = tk(d)
+        .args(["append", "t", "--print-offsets"])
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"one more\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        ok(d, &["read", "t", "--from-offset", "3000", "--format", "raw"], b""),
+        "one more\n"
     );
 }

@@ -399,13 +399,15 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
     let disk_at_end = disk::probe(root, &disk_size)?;
     progress.0.finish_and_clear();
 
-    println!("trailkeep bench — {}", report::machine());
-    println!("disk under {}", work.display());
-    println!("  at the start: {}", disk_at_start.describe());
-    println!("  at the end:   {}", disk_at_end.describe());
-    println!(
+    // One write at the end, through the command line's stdout handling: a reader that
+    // closed the pipe ends the command quietly (println! would panic).
+    let mut text = format!("trailkeep bench — {}\n", report::machine());
+    text += &format!("disk under {}\n", work.display());
+    text += &format!("  at the start: {}\n", disk_at_start.describe());
+    text += &format!("  at the end:   {}\n", disk_at_end.describe());
+    text += &format!(
         "{} records of {} bytes on average (AI-audit JSON events, seed {}), {} repetition(s), medians; \
-         SQLite {} (bundled); files in {}",
+         SQLite {} (bundled); files in {}\n\n",
         plan.records,
         data_mean_bytes(plan),
         plan.seed,
@@ -413,13 +415,12 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
         rusqlite::version(),
         work.display()
     );
-    println!();
-    print!("{}", report::table(&summary::lines(plan, &samples, &extra)));
-    println!();
+    text += &report::table(&summary::lines(plan, &samples, &extra));
+    text.push('\n');
     for note in summary::notes(plan) {
-        println!("{note}");
+        text += &format!("{note}\n");
     }
-    Ok(())
+    crate::cli::print_text(&text)
 }
 
 fn data_mean_bytes(plan: &Plan) -> usize {

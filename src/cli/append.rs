@@ -188,7 +188,7 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
                     text.push('\n');
                 }
                 let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-                written.map_err(io_err("writing offsets to stdout"))?;
+                written.map_err(crate::cli::stdout_err)?;
             }
         }
         if let Some(e) = bad {

@@ -6,12 +6,13 @@
 //! then `verify` runs, a copy of the store is tampered with and caught, and a summary
 //! prints.
 
+use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::{trail_err, CliError};
+use crate::cli::{stdout_err, trail_err, CliError};
 use crate::events::testing::TrailGenerator;
 use crate::events::{EventBody, EventKind, PolicyDecision};
 use crate::trail::{Trail, TrailConfig};
@@ -34,8 +35,8 @@ pub struct DemoArgs {
 const TOPIC: &str = "agent-trail";
 const PERSONAL: [&str; 2] = ["gen_ai.input.messages", "gen_ai.output.messages"];
 
-fn step(text: &str) {
-    println!("\n== {text}");
+fn step(out: &mut impl Write, text: &str) -> Result<(), CliError> {
+    writeln!(out, "\n== {text}").map_err(stdout_err)
 }
 
 /// Runs the demo on `dir`, or on a temporary store when `dir` is None.
@@ -45,11 +46,15 @@ fn step(text: &str) {
 pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
     let temp = tempfile::tempdir().map_err(crate::cli::io_err("creating a temporary directory"))?;
     let dir = dir.unwrap_or(temp.path());
+    let out = &mut std::io::stdout().lock();
     let store = Store::builder(dir).durability(Durability::Always).open()?;
-    step(&format!(
-        "store {} (durable appends, group commit, tamper evidence on)",
-        dir.display()
-    ));
+    step(
+        out,
+        &format!(
+            "store {} (durable appends, group commit, tamper evidence on)",
+            dir.display()
+        ),
+    )?;
     if store.topic(TOPIC).is_err() {
         store.create_topic(
             TOPIC,
@@ -64,18 +69,49 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
     };
     let trail = Arc::new(Trail::open(&store, TOPIC, config).map_err(trail_err)?);
     let start_offset = trail.topic().end_offset();
+    let violations = append_and_scan(out, &trail, &args)?;
 
-    step(&format!(
-        "{} agents append their sessions while a policy scanner follows the head",
-        args.agents
-    ));
+    let middle = Offset(start_offset.0 + (trail.topic().end_offset().0 - start_offset.0) / 2);
+    replay(out, &trail, trail.topic().read(middle)?.timestamp_us)?;
+    let forgotten = erase_one_subject(out, &trail)?;
+    verify_and_tamper(out, &store, dir)?;
+
+    step(out, "summary")?;
+    let topic = trail.topic();
+    writeln!(out, "events      {}", topic.end_offset().0 - start_offset.0).map_err(stdout_err)?;
+    for g in topic.groups()? {
+        writeln!(
+            out,
+            "group       {:<16} position {:>6}  lag {:>6}",
+            g.name, g.committed, g.lag
+        )
+        .map_err(stdout_err)?;
+    }
+    writeln!(out, "violations  {violations}").map_err(stdout_err)?;
+    writeln!(out, "erased      subject {forgotten}").map_err(stdout_err)?;
+    writeln!(out, "checkpoint\n{}", topic.checkpoint()?).map_err(stdout_err)?;
+    writeln!(out, "verifier key {}", store.verifier_key()?).map_err(stdout_err)?;
+    store.close()?;
+    Ok(())
+}
+
+/// The agents append their sessions from one thread each while a policy scanner follows
+/// the head; returns the violations the scanner flagged.
+fn append_and_scan(out: &mut impl Write, trail: &Arc<Trail>, args: &DemoArgs) -> Result<u64, CliError> {
+    step(
+        out,
+        &format!(
+            "{} agents append their sessions while a policy scanner follows the head",
+            args.agents
+        ),
+    )?;
     let done = Arc::new(AtomicBool::new(false));
     let violations = Arc::new(AtomicU64::new(0));
-    let scanner = spawn_scanner(Arc::clone(&trail), Arc::clone(&done), Arc::clone(&violations))?;
+    let scanner = spawn_scanner(Arc::clone(trail), Arc::clone(&done), Arc::clone(&violations))?;
     let began = Instant::now();
     let writers: Vec<_> = (0..args.agents)
         .map(|agent| {
-            let trail = Arc::clone(&trail);
+            let trail = Arc::clone(trail);
             let generator = TrailGenerator::new(args.seed + agent as u64)
                 .agents(1)
                 .sessions(args.sessions);
@@ -99,44 +135,33 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
             .map_err(|_| CliError::Usage("an agent thread panicked".into()))??;
     }
     let elapsed = began.elapsed();
-    println!(
+    writeln!(
+        out,
         "appended {appended} events in {:.2} s ({:.0} durable appends/s across {} writers)",
         elapsed.as_secs_f64(),
         appended as f64 / elapsed.as_secs_f64(),
         args.agents
-    );
+    )
+    .map_err(stdout_err)?;
     for g in trail.topic().groups()? {
-        println!("  group {:<16} position {:>6}  lag {:>6}", g.name, g.committed, g.lag);
+        writeln!(
+            out,
+            "  group {:<16} position {:>6}  lag {:>6}",
+            g.name, g.committed, g.lag
+        )
+        .map_err(stdout_err)?;
     }
     done.store(true, Ordering::SeqCst);
     let scanned = scanner
         .join()
         .map_err(|_| CliError::Usage("the scanner thread panicked".into()))??;
-    println!(
-        "policy-scanner caught up: {scanned} events scanned, {} violations flagged",
-        violations.load(Ordering::SeqCst)
-    );
-
-    let middle = Offset(start_offset.0 + (trail.topic().end_offset().0 - start_offset.0) / 2);
-    replay(&trail, trail.topic().read(middle)?.timestamp_us)?;
-    let forgotten = erase_one_subject(&trail)?;
-    verify_and_tamper(&store, dir)?;
-
-    step("summary");
-    let topic = trail.topic();
-    println!("events      {}", topic.end_offset().0 - start_offset.0);
-    for g in topic.groups()? {
-        println!(
-            "group       {:<16} position {:>6}  lag {:>6}",
-            g.name, g.committed, g.lag
-        );
-    }
-    println!("violations  {}", violations.load(Ordering::SeqCst));
-    println!("erased      subject {forgotten}");
-    println!("checkpoint\n{}", topic.checkpoint()?);
-    println!("verifier key {}", store.verifier_key()?);
-    store.close()?;
-    Ok(())
+    let violations = violations.load(Ordering::SeqCst);
+    writeln!(
+        out,
+        "policy-scanner caught up: {scanned} events scanned, {violations} violations flagged"
+    )
+    .map_err(stdout_err)?;
+    Ok(violations)
 }
 
 /// Follows the head as group `policy-scanner`: denied or flagged policy checks and
@@ -174,12 +199,13 @@ fn spawn_scanner(
 }
 
 /// Replays, as group `evaluator`, everything appended after `from_us`.
-fn replay(trail: &Trail, from_us: u64) -> Result<(), CliError> {
+fn replay(out: &mut impl Write, trail: &Trail, from_us: u64) -> Result<(), CliError> {
     let topic = trail.topic();
     let from = topic.seek_time(from_us)?.unwrap_or_else(|| topic.end_offset());
-    step(&format!(
-        "evaluator replays from the middle of the run: seek by time -> offset {from}"
-    ));
+    step(
+        out,
+        &format!("evaluator replays from the middle of the run: seek by time -> offset {from}"),
+    )?;
     topic.reset_group("evaluator", crate::ResetTo::Offset(from))?;
     let mut consumer = topic.consumer("evaluator", ConsumerConfig::default())?;
     let mut by_kind = std::collections::BTreeMap::<&'static str, u64>::new();
@@ -196,16 +222,17 @@ fn replay(trail: &Trail, from_us: u64) -> Result<(), CliError> {
         consumer.commit()?;
     }
     let summary: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    println!(
+    writeln!(
+        out,
         "replayed {} events: {}",
         by_kind.values().sum::<u64>(),
         summary.join(", ")
-    );
-    Ok(())
+    )
+    .map_err(stdout_err)
 }
 
 /// Erases the subject of the first event that names one and shows its fields erased.
-fn erase_one_subject(trail: &Trail) -> Result<String, CliError> {
+fn erase_one_subject(out: &mut impl Write, trail: &Trail) -> Result<String, CliError> {
     let topic = trail.topic();
     let mut subject = None;
     for record in topic.iter(topic.start_offset()) {
@@ -219,9 +246,10 @@ fn erase_one_subject(trail: &Trail) -> Result<String, CliError> {
         }
     }
     let subject = subject.ok_or_else(|| CliError::Usage("no event names a subject".into()))?;
-    step(&format!(
-        "erase subject {subject}: destroy its key, append an erasure record"
-    ));
+    step(
+        out,
+        &format!("erase subject {subject}: destroy its key, append an erasure record"),
+    )?;
     let before = trail.subject(&subject, 0, u64::MAX).map_err(trail_err)?;
     let offset = trail.forget(&subject).map_err(trail_err)?;
     let after = trail.subject(&subject, 0, u64::MAX).map_err(trail_err)?;
@@ -229,24 +257,31 @@ fn erase_one_subject(trail: &Trail) -> Result<String, CliError> {
         .iter()
         .filter(|e| e.to_json().map(|j| j.contains("trailkeep.erased")).unwrap_or(false))
         .count();
-    println!(
+    writeln!(
+        out,
         "{} events about the subject; after erasure (record {offset}) {erased} of them show personal fields as erased",
         before.len()
-    );
+    )
+    .map_err(stdout_err)?;
     Ok(subject)
 }
 
 /// Verifies the store, then tampers with a copy and shows the copy failing verification.
-fn verify_and_tamper(store: &Store, dir: &Path) -> Result<(), CliError> {
-    step("verify: checksums, Merkle leaves, signed checkpoints");
+fn verify_and_tamper(out: &mut impl Write, store: &Store, dir: &Path) -> Result<(), CliError> {
+    step(out, "verify: checksums, Merkle leaves, signed checkpoints")?;
     let topic = store.topic(TOPIC)?;
     let report = topic.verify(None, &mut |_| {})?;
-    println!(
+    writeln!(
+        out,
         "ok: {} records, {} checkpoints, tree size {}",
         report.records, report.checkpoints, report.tree_size
-    );
+    )
+    .map_err(stdout_err)?;
     let external = topic.checkpoint()?;
-    step("tamper: change one byte of a sealed segment in a copy of the store (checksum fixed up)");
+    step(
+        out,
+        "tamper: change one byte of a sealed segment in a copy of the store (checksum fixed up)",
+    )?;
     let copy = tempfile::tempdir().map_err(crate::cli::io_err("creating a temporary directory"))?;
     copy_dir(dir, copy.path()).map_err(crate::cli::io_err("copying the store"))?;
     let segment = copy
@@ -255,7 +290,7 @@ fn verify_and_tamper(store: &Store, dir: &Path) -> Result<(), CliError> {
         .join(TOPIC)
         .join(crate::segment::file_name(Offset(0), "log"));
     let offset = tamper_first_batch(&segment).map_err(crate::cli::io_err("editing the copy"))?;
-    println!("changed a value byte of record {offset} in {}", segment.display());
+    writeln!(out, "changed a value byte of record {offset} in {}", segment.display()).map_err(stdout_err)?;
     let copy_store = Store::open(copy.path())?;
     let verifier =
         crate::audit::NoteVerifier::parse(&store.verifier_key()?).map_err(|e| CliError::Usage(e.to_string()))?;
@@ -263,9 +298,10 @@ fn verify_and_tamper(store: &Store, dir: &Path) -> Result<(), CliError> {
         .topic(TOPIC)?
         .verify(Some((&external, &verifier)), &mut |_| {})
     {
-        Ok(_) => println!("verify of the tampered copy PASSED (unexpected)"),
-        Err(e) => println!("verify of the tampered copy fails: {e}"),
+        Ok(_) => writeln!(out, "verify of the tampered copy PASSED (unexpected)"),
+        Err(e) => writeln!(out, "verify of the tampered copy fails: {e}"),
     }
+    .map_err(stdout_err)?;
     copy_store.close()?;
     Ok(())
 }

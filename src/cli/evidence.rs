@@ -1,10 +1,10 @@
 //! `trailkeep verify`, `checkpoint` and `prove`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use crate::audit::NoteVerifier;
-use crate::cli::{io_err, open_store, CliError};
+use crate::cli::{io_err, open_store, print_text, stdout_err, CliError};
 use crate::{Durability, Offset};
 
 /// Arguments of `verify`.
@@ -76,6 +76,7 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
         }
         None => None,
     };
+    let mut out = std::io::stdout().lock();
     for name in names {
         let topic = store.topic(&name)?;
         let bar = if std::io::stderr().is_terminal() {
@@ -98,10 +99,12 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
             .external_size
             .map(|s| format!(", external checkpoint of size {s} ok"))
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "ok {name}: {} records from offset {} (checksums, leaves), tree size {}, root {hex}, {} stored checkpoints{ext}",
             report.records, report.start_offset, report.tree_size, report.checkpoints
-        );
+        )
+        .map_err(stdout_err)?;
     }
     store.close()?;
     Ok(())
@@ -114,8 +117,7 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
 pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
     let store = open_store(dir, Durability::Always)?;
     if args.vkey {
-        println!("{}", store.verifier_key()?);
-        return Ok(());
+        return print_text(&format!("{}\n", store.verifier_key()?));
     }
     let topic = store.topic(&args.topic)?;
     let text = if args.latest {
@@ -125,9 +127,9 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
     } else {
         topic.checkpoint()?
     };
-    print!("{text}");
+    let printed = print_text(&text);
     store.close()?;
-    Ok(())
+    printed
 }
 
 /// Runs `prove`.
@@ -142,9 +144,9 @@ pub fn prove(dir: &Path, args: ProveArgs) -> Result<(), CliError> {
         (Some(offset), None) => topic.prove(Offset(offset))?,
         (None, None) => return Err(CliError::Usage("give an offset or --consistency OLD_SIZE".into())),
     };
-    print!("{text}");
+    let printed = print_text(&text);
     store.close()?;
-    Ok(())
+    printed
 }
 
 /// The topic named by a checkpoint's origin line (`trailkeep/<store-id>/<topic>`).

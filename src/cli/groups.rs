@@ -1,9 +1,10 @@
 //! `trailkeep groups`: list consumer groups, reset or delete one.
 
+use std::io::Write;
 use std::path::Path;
 
 use crate::cli::format::format_time_us;
-use crate::cli::{open_store, parse_time_us, CliError};
+use crate::cli::{open_store, parse_time_us, stdout_err, CliError};
 use crate::{Durability, Offset, ResetTo};
 
 /// Arguments of `groups`.
@@ -59,31 +60,36 @@ pub fn run(dir: &Path, args: GroupsArgs) -> Result<(), CliError> {
     let store = open_store(dir, Durability::Always)?;
     let topic = store.topic(&args.topic)?;
     topic.refresh()?;
+    let mut out = std::io::stdout().lock();
     match args.action {
         None => {
-            println!(
+            writeln!(
+                out,
                 "{:<32} {:>12} {:>12} {:>10}  committed at",
                 "group", "position", "end", "lag"
-            );
+            )
+            .map_err(stdout_err)?;
             for g in topic.groups()? {
                 let note = if g.behind_start {
                     "  (position deleted by retention)"
                 } else {
                     ""
                 };
-                println!(
+                writeln!(
+                    out,
                     "{:<32} {:>12} {:>12} {:>10}  {}{note}",
                     g.name,
                     g.committed,
                     topic.end_offset(),
                     g.lag,
                     format_time_us(g.committed_at_us).unwrap_or_else(|| format!("{} µs", g.committed_at_us))
-                );
+                )
+                .map_err(stdout_err)?;
             }
         }
         Some(GroupsAction::Reset { group, to }) => {
             let offset = topic.reset_group(&group, parse_reset(&to)?)?;
-            println!("{group} {offset}");
+            writeln!(out, "{group} {offset}").map_err(stdout_err)?;
         }
         Some(GroupsAction::Delete { group }) => {
             topic.delete_group(&group)?;

@@ -13,6 +13,7 @@ mod read;
 mod serve;
 mod tier;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -49,6 +50,36 @@ pub enum CliError {
         /// The error.
         source: std::io::Error,
     },
+    /// Standard output was closed by its reader (`trailkeep read t | head -1`): the
+    /// command stops where it was, quietly, with exit status [`EXIT_STDOUT_CLOSED`].
+    #[error("standard output was closed")]
+    StdoutClosed,
+}
+
+/// Exit status once standard output was closed by its reader: 128 + SIGPIPE, what a unix
+/// tool killed by that signal reports (`seq 1000000 | head -1`). Not 0: the command did
+/// not finish (an `append --print-offsets` stops before the rest of its input).
+pub const EXIT_STDOUT_CLOSED: u8 = 141;
+
+/// The error of a failed write to standard output: [`CliError::StdoutClosed`] for a
+/// closed pipe, so that no command prints an error (or panics, as `println!` does) then.
+pub(crate) fn stdout_err(source: std::io::Error) -> CliError {
+    if source.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::StdoutClosed
+    } else {
+        CliError::Io {
+            context: "writing to stdout".into(),
+            source,
+        }
+    }
+}
+
+/// Writes `text` to standard output and flushes it.
+pub(crate) fn print_text(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(stdout_err)
 }
 
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
@@ -184,8 +215,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Topics { action: None } => {
             let store = open_store(&cli.dir, Durability::Always)?;
+            let mut out = std::io::stdout().lock();
             for name in store.topic_names()? {
-                println!("{name}");
+                writeln!(out, "{name}").map_err(stdout_err)?;
             }
             Ok(())
         }
@@ -245,14 +277,18 @@ pub(crate) fn open_store(dir: &std::path::Path, durability: Durability) -> Resul
 
 fn stats(dir: &std::path::Path) -> Result<(), CliError> {
     let store = open_store(dir, Durability::Always)?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<32} {:>12} {:>12} {:>12} {:>9} {:>14}",
         "topic", "start", "end", "records", "segments", "bytes"
-    );
+    )
+    .map_err(stdout_err)?;
     for name in store.topic_names()? {
         let topic = store.topic(&name)?;
         let s = topic.stats()?;
-        println!(
+        writeln!(
+            out,
             "{:<32} {:>12} {:>12} {:>12} {:>9} {:>14}",
             s.name,
             s.start_offset,
@@ -260,9 +296,10 @@ fn stats(dir: &std::path::Path) -> Result<(), CliError> {
             s.end_offset.0 - s.start_offset.0,
             s.segments,
             s.bytes
-        );
+        )
+        .map_err(stdout_err)?;
     }
-    tier::print_stats(&store)?;
+    tier::print_stats(&mut out, &store)?;
     Ok(())
 }
 
@@ -278,6 +315,7 @@ fn forget(dir: &std::path::Path, subject: &str, topics: Vec<String>) -> Result<(
             "the store has no topic to record the erasure in".into(),
         ));
     }
+    let mut out = std::io::stdout().lock();
     for (i, name) in topics.iter().enumerate() {
         let trail = crate::trail::Trail::open(&store, name, crate::trail::TrailConfig::default()).map_err(trail_err)?;
         let offset = if i == 0 {
@@ -286,7 +324,7 @@ fn forget(dir: &std::path::Path, subject: &str, topics: Vec<String>) -> Result<(
             trail.record_erasure(subject)
         }
         .map_err(trail_err)?;
-        println!("{name} {offset}");
+        writeln!(out, "{name} {offset}").map_err(stdout_err)?;
     }
     eprintln!("forgot subject {subject}: its key is destroyed");
     store.close()?;
@@ -355,6 +393,7 @@ pub fn main() -> std::process::ExitCode {
     cli.dir_given = matches.value_source("dir") != Some(clap::parser::ValueSource::DefaultValue);
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(CliError::StdoutClosed) => std::process::ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE

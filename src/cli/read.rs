@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::format::record_json;
-use crate::cli::{io_err, open_store, parse_time_us, CliError};
+use crate::cli::{open_store, parse_time_us, stdout_err, CliError};
 use crate::{Durability, Offset, Record};
 
 /// How long a follower sleeps between looks at another process's appends.
@@ -71,17 +71,17 @@ fn write_record(out: &mut impl Write, record: &Record, format: FormatArg) -> std
 /// Runs `read`.
 ///
 /// # Errors
-/// Engine errors (e.g. an offset that is not held, corrupt data), output errors other
-/// than a closed pipe.
+/// Engine errors (e.g. an offset that is not held, corrupt data), output errors
+/// ([`CliError::StdoutClosed`] for a closed pipe).
 pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
     let store = open_store(dir, Durability::Always)?;
     let topic = store.topic(&args.topic)?;
     topic.refresh()?;
     if args.trace.is_some() || args.conversation.is_some() || args.subject.is_some() {
-        return ignore_broken_pipe(read_events(&store, &args));
+        return read_events(&store, &args);
     }
     if let Some(group) = &args.group {
-        return ignore_broken_pipe(read_group(&topic, group, &args));
+        return read_group(&topic, group, &args);
     }
     let start = match (&args.from_offset, &args.from_time) {
         (Some(offset), _) => Offset(*offset),
@@ -99,32 +99,22 @@ pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     let mut records = topic.iter(start);
-    let result = (|| -> Result<(), CliError> {
-        while printed < limit {
-            match records.next() {
-                Some(record) => {
-                    write_record(&mut out, &record?, args.format).map_err(io_err("writing to stdout"))?;
-                    printed += 1;
-                }
-                None if args.follow => {
-                    out.flush().map_err(io_err("writing to stdout"))?;
-                    while !topic.refresh()? {
-                        std::thread::sleep(Duration::from_millis(FOLLOW_POLL_MS));
-                    }
-                }
-                None => break,
+    while printed < limit {
+        match records.next() {
+            Some(record) => {
+                write_record(&mut out, &record?, args.format).map_err(stdout_err)?;
+                printed += 1;
             }
+            None if args.follow => {
+                out.flush().map_err(stdout_err)?;
+                while !topic.refresh()? {
+                    std::thread::sleep(Duration::from_millis(FOLLOW_POLL_MS));
+                }
+            }
+            None => break,
         }
-        out.flush().map_err(io_err("writing to stdout"))
-    })();
-    ignore_broken_pipe(result)
-}
-
-fn ignore_broken_pipe(result: Result<(), CliError>) -> Result<(), CliError> {
-    match result {
-        Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
     }
+    out.flush().map_err(stdout_err)
 }
 
 /// Reads as consumer group `group`: prints, flushes, then commits what was printed.
@@ -145,9 +135,9 @@ fn read_group(topic: &crate::Topic, group: &str, args: &ReadArgs) -> Result<(), 
             break;
         }
         for record in &records {
-            write_record(&mut out, record, args.format).map_err(io_err("writing to stdout"))?;
+            write_record(&mut out, record, args.format).map_err(stdout_err)?;
         }
-        out.flush().map_err(io_err("writing to stdout"))?;
+        out.flush().map_err(stdout_err)?;
         consumer.commit()?;
         remaining -= records.len() as u64;
     }
@@ -170,7 +160,7 @@ fn read_events(store: &crate::Store, args: &ReadArgs) -> Result<(), CliError> {
     let mut out = BufWriter::new(stdout.lock());
     for event in events.iter().take(args.limit.unwrap_or(u64::MAX) as usize) {
         let json = event.to_json().map_err(|e| CliError::Usage(e.to_string()))?;
-        writeln!(out, "{json}").map_err(io_err("writing to stdout"))?;
+        writeln!(out, "{json}").map_err(stdout_err)?;
     }
-    out.flush().map_err(io_err("writing to stdout"))
+    out.flush().map_err(stdout_err)
 }

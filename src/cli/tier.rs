@@ -1,8 +1,9 @@
 //! `trailkeep tier`: status, upload now, restore from a bucket.
 
+use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{parse_duration_ms, CliError};
+use crate::cli::{parse_duration_ms, stdout_err, CliError};
 use crate::tier::{PersistedConfig, TierConfig};
 use crate::Store;
 
@@ -87,8 +88,7 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
     match args.action {
         TierAction::Status { json } => {
             let store = Store::builder(dir).create_if_missing(false).open()?;
-            print_status(&store.tier_status()?, json);
-            Ok(())
+            print_status(&store.tier_status()?, json)
         }
         TierAction::Upload {
             now,
@@ -143,7 +143,7 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
                     report.deleted_remote.len()
                 );
             }
-            print_status(&store.tier_status()?, false);
+            print_status(&store.tier_status()?, false)?;
             result.map(|_| ()).map_err(CliError::from)
         }
         TierAction::Restore {
@@ -187,26 +187,28 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
     }
 }
 
-fn print_status(s: &crate::tier::TierStatus, json: bool) {
+fn print_status(s: &crate::tier::TierStatus, json: bool) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
     if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
-        return;
+        let text = serde_json::to_string(s).map_err(|e| CliError::Usage(format!("tier status as JSON: {e}")))?;
+        return writeln!(out, "{text}").map_err(stdout_err);
     }
-    println!("remote: {}", s.remote.as_deref().unwrap_or("(not configured)"));
-    print_topics(s);
-    match &s.last_error {
-        Some(e) => println!("last error ({} failed pass(es) in a row): {e}", s.consecutive_failures),
-        None => println!("last error: none"),
-    }
+    let remote = s.remote.as_deref().unwrap_or("(not configured)");
+    writeln!(out, "remote: {remote}").map_err(stdout_err)?;
+    print_topics(&mut out, s)
 }
 
-fn print_topics(s: &crate::tier::TierStatus) {
-    println!(
+/// The per-topic table and the last error.
+fn print_topics(out: &mut impl Write, s: &crate::tier::TierStatus) -> Result<(), CliError> {
+    writeln!(
+        out,
         "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}  last error",
         "topic", "pending", "pending bytes", "uploaded", "evicted", "remote bytes", "deleting"
-    );
+    )
+    .map_err(stdout_err)?;
     for t in &s.topics {
-        println!(
+        writeln!(
+            out,
             "{:<32} {:>8} {:>14} {:>9} {:>8} {:>14} {:>9}  {}",
             t.topic,
             t.pending_segments,
@@ -216,8 +218,18 @@ fn print_topics(s: &crate::tier::TierStatus) {
             t.remote_bytes,
             t.deleting_segments,
             t.last_error.as_deref().unwrap_or("-")
-        );
+        )
+        .map_err(stdout_err)?;
     }
+    match &s.last_error {
+        Some(e) => writeln!(
+            out,
+            "last error ({} failed pass(es) in a row): {e}",
+            s.consecutive_failures
+        ),
+        None => writeln!(out, "last error: none"),
+    }
+    .map_err(stdout_err)
 }
 
 /// The tiering part of `trailkeep stats`: per topic pending uploads, pending bytes and
@@ -225,17 +237,12 @@ fn print_topics(s: &crate::tier::TierStatus) {
 ///
 /// # Errors
 /// I/O errors reading the manifests.
-pub fn print_stats(store: &Store) -> Result<(), CliError> {
+pub fn print_stats(out: &mut impl Write, store: &Store) -> Result<(), CliError> {
     if PersistedConfig::load(store.dir())?.is_none() {
         return Ok(());
     }
     let s = store.tier_status()?;
-    println!();
-    println!("tiering to {}", s.remote.as_deref().unwrap_or("?"));
-    print_topics(&s);
-    match &s.last_error {
-        Some(e) => println!("last error ({} failed pass(es) in a row): {e}", s.consecutive_failures),
-        None => println!("last error: none"),
-    }
-    Ok(())
+    let remote = s.remote.as_deref().unwrap_or("?");
+    writeln!(out, "\ntiering to {remote}").map_err(stdout_err)?;
+    print_topics(out, &s)
 }
