@@ -5,8 +5,9 @@
 //! `jsonl`, `--from-offset` / `--from-time` / `--limit`, an offset not held, `stats`,
 //! `topics`, `read --follow` in one process seeing lines another process appends through a
 //! slow pipe, `read --group` continuing where the previous run stopped, `groups` list /
-//! reset / delete, a second concurrent appender refused with "locked", and every printing
-//! command ending quietly with status 141 when its stdout reader is gone.
+//! reset / delete, a second concurrent appender refused with "locked", every printing
+//! command ending quietly with status 141 when its stdout reader is gone, and read-only
+//! commands refusing a directory without a store.
 //!
 //! How: each test runs the binary (`CARGO_BIN_EXE_trailkeep`) as child processes against
 //! its own temporary store directory and checks exit codes, stderr messages and the
@@ -656,4 +657,54 @@ fn every_printing_command_stops_quietly_when_stdout_is_closed() {
         ok(d, &["read", "t", "--from-offset", "3000", "--format", "raw"], b""),
         "one more\n"
     );
+}
+
+/// Commands that read or maintain a store refuse a `--dir` that holds none (missing, or an
+/// empty directory), naming the path, and create nothing there; they used to create an
+/// empty store. Commands that write records still create it.
+#[test]
+fn read_only_commands_refuse_a_directory_without_a_store_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let bucket = format!("file://{}", dir.path().join("bucket").display());
+    let commands: [&[&str]; 19] = [
+        &["topics"],
+        &["stats"],
+        &["read", "t"],
+        &["read", "t", "--group", "g"],
+        &["read", "t", "--trace", "x"],
+        &["groups", "t"],
+        &["groups", "t", "reset", "g", "--to", "earliest"],
+        &["groups", "t", "delete", "g"],
+        &["verify"],
+        &["verify", "t"],
+        &["checkpoint", "t"],
+        &["checkpoint", "t", "--latest"],
+        &["checkpoint", "t", "--vkey"],
+        &["prove", "t", "0"],
+        &["prove", "t", "--consistency", "1"],
+        &["forget", "someone"],
+        &["forget", "someone", "--topic", "t"],
+        &["tier", "status"],
+        &["tier", "upload", "--now", "--to", &bucket],
+    ];
+    for d in [&missing, &empty] {
+        for args in commands {
+            let stderr = fails(d, args, b"");
+            assert!(
+                stderr.contains(&format!("no trailkeep store at {}", d.display())),
+                "trailkeep {args:?}: {stderr}"
+            );
+        }
+    }
+    assert!(!missing.exists());
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+    assert!(!dir.path().join("bucket").exists());
+
+    ok(&missing, &["append", "t"], b"x\n");
+    assert_eq!(ok(&missing, &["read", "t", "--format", "raw"], b""), "x\n");
+    ok(&empty, &["topics", "create", "t"], b"");
+    assert_eq!(ok(&empty, &["topics"], b""), "t\n");
 }

@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use crate::audit::NoteVerifier;
-use crate::cli::{io_err, open_store, print_text, stdout_err, CliError};
-use crate::{Durability, Offset};
+use crate::cli::{io_err, open_existing_store, print_text, stdout_err, CliError};
+use crate::Offset;
 
 /// Arguments of `verify`.
 #[derive(clap::Args, Debug)]
@@ -60,7 +60,7 @@ fn read_vkey(text: &str) -> Result<NoteVerifier, CliError> {
 /// # Errors
 /// The first thing that does not verify, with its topic, offset or file.
 pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     let names = match &args.topic {
         Some(t) => vec![t.clone()],
         None => store.topic_names()?,
@@ -115,7 +115,7 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
 /// # Errors
 /// Engine errors.
 pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     if args.vkey {
         return print_text(&format!("{}\n", store.verifier_key()?));
     }
@@ -137,7 +137,7 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
 /// # Errors
 /// Engine errors (an offset not held, another appender holding the topic).
 pub fn prove(dir: &Path, args: ProveArgs) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     let topic = store.topic(&args.topic)?;
     let text = match (args.offset, args.consistency) {
         (_, Some(old)) => topic.prove_consistency(old)?,

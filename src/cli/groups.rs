@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::format::format_time_us;
-use crate::cli::{open_store, parse_time_us, stdout_err, CliError};
-use crate::{Durability, Offset, ResetTo};
+use crate::cli::{open_existing_store, parse_time_us, stdout_err, CliError};
+use crate::{Offset, ResetTo};
 
 /// Arguments of `groups`.
 #[derive(clap::Args, Debug)]
@@ -57,7 +57,7 @@ fn parse_reset(to: &[String]) -> Result<ResetTo, CliError> {
 /// # Errors
 /// Engine errors, bad `--to` values.
 pub fn run(dir: &Path, args: GroupsArgs) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     let topic = store.topic(&args.topic)?;
     topic.refresh()?;
     let mut out = std::io::stdout().lock();

@@ -214,7 +214,7 @@ impl DurabilityArg {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Topics { action: None } => {
-            let store = open_store(&cli.dir, Durability::Always)?;
+            let store = open_existing_store(&cli.dir)?;
             let mut out = std::io::stdout().lock();
             for name in store.topic_names()? {
                 writeln!(out, "{name}").map_err(stdout_err)?;
@@ -271,12 +271,36 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Opens the store in `dir`, creating it if needed: for commands that write records.
 pub(crate) fn open_store(dir: &std::path::Path, durability: Durability) -> Result<Store, CliError> {
     Ok(Store::builder(dir).durability(durability).open()?)
 }
 
+/// Opens the store in `dir` for a command that reads or maintains one: a mistyped `--dir`
+/// is an error naming the path, and nothing is created there.
+pub(crate) fn open_existing_store(dir: &std::path::Path) -> Result<Store, CliError> {
+    require_store(dir)?;
+    Ok(Store::builder(dir).create_if_missing(false).open()?)
+}
+
+/// Fails unless `dir` holds a store (its marker file).
+pub(crate) fn require_store(dir: &std::path::Path) -> Result<(), CliError> {
+    let marker = dir.join(crate::store::STORE_MARKER);
+    match std::fs::metadata(&marker) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CliError::Usage(format!(
+            "no trailkeep store at {} (append, topics create and demo create one)",
+            dir.display()
+        ))),
+        Err(e) => Err(CliError::Io {
+            context: format!("looking for a trailkeep store at {}", dir.display()),
+            source: e,
+        }),
+    }
+}
+
 fn stats(dir: &std::path::Path) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -304,7 +328,7 @@ fn stats(dir: &std::path::Path) -> Result<(), CliError> {
 }
 
 fn forget(dir: &std::path::Path, subject: &str, topics: Vec<String>) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     let topics = if topics.is_empty() {
         store.topic_names()?
     } else {

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::format::record_json;
-use crate::cli::{open_store, parse_time_us, stdout_err, CliError};
-use crate::{Durability, Offset, Record};
+use crate::cli::{open_existing_store, parse_time_us, stdout_err, CliError};
+use crate::{Offset, Record};
 
 /// How long a follower sleeps between looks at another process's appends.
 const FOLLOW_POLL_MS: u64 = 5;
@@ -74,7 +74,7 @@ fn write_record(out: &mut impl Write, record: &Record, format: FormatArg) -> std
 /// Engine errors (e.g. an offset that is not held, corrupt data), output errors
 /// ([`CliError::StdoutClosed`] for a closed pipe).
 pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
-    let store = open_store(dir, Durability::Always)?;
+    let store = open_existing_store(dir)?;
     let topic = store.topic(&args.topic)?;
     topic.refresh()?;
     if args.trace.is_some() || args.conversation.is_some() || args.subject.is_some() {

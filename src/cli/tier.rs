@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{parse_duration_ms, stdout_err, CliError};
+use crate::cli::{open_existing_store, parse_duration_ms, require_store, stdout_err, CliError};
 use crate::tier::{PersistedConfig, TierConfig};
 use crate::Store;
 
@@ -87,7 +87,7 @@ fn remote_config(url: String, remote: &RemoteArgs) -> TierConfig {
 pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
     match args.action {
         TierAction::Status { json } => {
-            let store = Store::builder(dir).create_if_missing(false).open()?;
+            let store = open_existing_store(dir)?;
             print_status(&store.tier_status()?, json)
         }
         TierAction::Upload {
@@ -103,6 +103,7 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
                         .into(),
                 ));
             }
+            require_store(dir)?;
             let saved = PersistedConfig::load(dir)?;
             let mut config = match (to, &saved) {
                 (Some(url), _) => remote_config(url, &remote),
