@@ -390,9 +390,26 @@ fn bit_flip_in_the_last_batch_after_a_clean_close_is_an_error_not_a_truncation()
     let t = build(1 << 20, Compression::None, 9);
     let &(_, start, end, first, count) = t.batches.last().unwrap();
     let original = std::fs::read(log_path(&t.root, 0)).unwrap();
+    let mut refused = 0;
     for pos in (start..end).step_by(7) {
         let (label, copy, path, bytes) = flip_in_last_batch(&t, pos, false);
-        let (_store, topic) = open(copy.path());
+        let store = Store::builder(copy.path())
+            .durability(Durability::Buffered)
+            .open()
+            .unwrap();
+        // A reader either sees the whole log as closed (the damage surfaces when the
+        // damaged batch is read) or, when the damage hides where the batches end, is
+        // refused: never a shorter log.
+        let topic = match store.topic(TOPIC) {
+            Ok(topic) => topic,
+            Err(err) => {
+                assert_corrupt_in(&err, &path, start..end, &label);
+                assert!(err.to_string().contains("closed cleanly"), "{label}: {err}");
+                refused += 1;
+                continue;
+            }
+        };
+        assert_eq!(topic.end_offset(), Offset(first + count), "{label}: the reader's end");
         for r in &t.records[..first as usize] {
             assert_eq!(&topic.read(r.offset).unwrap(), r, "{label}");
         }
@@ -411,12 +428,24 @@ fn bit_flip_in_the_last_batch_after_a_clean_close_is_an_error_not_a_truncation()
             "{label}: the damaged file was changed"
         );
     }
-    // Cut short after a clean close: records acknowledged at close are missing.
+    assert!(refused > 0, "no flip hid where the batches end");
+    // Cut short after a clean close: records acknowledged at close are missing, for a
+    // reader and the appender alike.
     let copy = t.copy();
     let path = log_path(copy.path(), 0);
     write(&path, &original[..(end - 1) as usize]);
-    let (_store, topic) = open(copy.path());
-    let err = topic.recover().expect_err("cut after a clean close");
+    let store = Store::builder(copy.path())
+        .durability(Durability::Buffered)
+        .open()
+        .unwrap();
+    match store.topic(TOPIC) {
+        Err(err) => assert_corrupt_in(&err, &path, start..end, "cut, reader"),
+        Ok(topic) => panic!("a reader opened a cut log ending at {}", topic.end_offset()),
+    }
+    let err = store
+        .topic_or_create(TOPIC)
+        .map(|t| t.recover())
+        .expect_err("cut after a clean close");
     assert_corrupt_in(&err, &path, start..end, "cut");
     assert_eq!(std::fs::metadata(&path).unwrap().len(), end - 1, "nothing truncated");
 }

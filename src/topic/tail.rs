@@ -243,6 +243,19 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
         *index = SegmentIndex::observing_from(offsets, u32::try_from(start).unwrap_or(0));
     }
     extend_visible(&tail, &mut visible)?;
+    // Its appender closed it at a size the framed index vouches for (written after the
+    // log's sync): batches ending before that are damage, not a batch being written, and
+    // a reader would otherwise see a shorter log without a word.
+    if let Some(closed) = crate::wal::closed_cleanly_at(&tail.path, tail_base).filter(|&c| visible.tail_bytes < c) {
+        return Err(segment::corrupt(
+            &tail.path,
+            visible.tail_bytes,
+            format!(
+                "no valid batch here, but the segment was closed cleanly at {closed} bytes \
+                 (its file has {log_len}): records acknowledged before the close are damaged or cut off"
+            ),
+        ));
+    }
     Ok((Segments { sealed, tail }, visible))
 }
 
