@@ -16,7 +16,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProduceRequest, ProduceResponse};
 
 use super::handlers::{code, error_code, name, str_bytes, to_offset};
-use super::producers::{self, Sequenced, Verdict};
+use super::producers::{self, Sequenced, Taken};
 use super::records::{decode_partition, encode_batch, BatchError, ProducedBatch};
 use super::DECOMPRESSED_BYTES_MAX;
 use super::{State, FETCH_BYTES_MAX, FETCH_POLL_MS, FETCH_WAIT_MAX_MS};
@@ -147,46 +147,50 @@ fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Resul
     let topic = state
         .topic(topic_name, true)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    let sequenced = Sequenced::of(batch);
-    let slot = sequenced.map(|s| state.producers.lock().slot(topic_name, s.producer_id));
-    if let (Some(sequenced), Some(slot)) = (&sequenced, &slot) {
-        let verdict = producers::check(slot.lock().as_ref(), sequenced);
-        match verdict {
-            Verdict::Append => {}
-            Verdict::Duplicate(first) => {
-                tracing::debug!(
-                    topic = topic_name,
-                    ?sequenced,
-                    first,
-                    "a retried batch answered, not appended"
-                );
-                return Ok(Accepted {
-                    first,
-                    start: topic.start_offset().0,
-                    appended: false,
-                });
-            }
-            Verdict::Refuse(code, reason) => {
-                tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
-                return Err(Refused {
-                    code,
-                    message: Some(format!("topic {topic_name:?} partition 0: {reason}")),
-                });
-            }
+    let start = || topic.start_offset().0;
+    let append = || {
+        let fields: Vec<RecordFields<'_>> = batch.records.iter().map(|r| r.as_fields()).collect();
+        topic
+            .append_fields(&fields)
+            .map(|appended| appended.first.0)
+            .map_err(|e| Refused::from(error_code(&e, &format!("produce to {topic_name:?}"))))
+    };
+    let Some(sequenced) = Sequenced::of(batch) else {
+        let first = append()?;
+        return Ok(Accepted {
+            first,
+            start: start(),
+            appended: true,
+        });
+    };
+    let slot = state.producers.lock().slot(topic_name, sequenced.producer_id);
+    match producers::append_checked(&slot, &sequenced, append)? {
+        Taken::Appended(first) => Ok(Accepted {
+            first,
+            start: start(),
+            appended: true,
+        }),
+        Taken::Duplicate(first) => {
+            tracing::debug!(
+                topic = topic_name,
+                ?sequenced,
+                first,
+                "a retried batch answered, not appended"
+            );
+            Ok(Accepted {
+                first,
+                start: start(),
+                appended: false,
+            })
+        }
+        Taken::Refused(code, reason) => {
+            tracing::warn!(topic = topic_name, "refusing a produce: {reason}");
+            Err(Refused {
+                code,
+                message: Some(format!("topic {topic_name:?} partition 0: {reason}")),
+            })
         }
     }
-    let fields: Vec<RecordFields<'_>> = batch.records.iter().map(|r| r.as_fields()).collect();
-    let appended = topic
-        .append_fields(&fields)
-        .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    if let (Some(sequenced), Some(slot)) = (&sequenced, &slot) {
-        producers::record(&mut slot.lock(), sequenced, appended.first.0);
-    }
-    Ok(Accepted {
-        first: appended.first.0,
-        start: topic.start_offset().0,
-        appended: true,
-    })
 }
 
 /// One partition a Fetch asks for, and what was read for it.

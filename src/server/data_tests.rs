@@ -319,3 +319,30 @@ fn sequences_wrap_from_i32_max_to_zero() {
     assert_refused(&gap, code::OUT_OF_ORDER_SEQUENCE_NUMBER, "expected 0", "skipping 0");
     assert_taken(&produce_to(&state, "b", batch(other, 0, 1)), 2, "0 after MAX");
 }
+
+/// The same batch produced on two connections at once (a client's retry while the first
+/// send is still being written) is appended once; both are answered with its offset.
+#[test]
+fn the_same_batch_on_two_connections_at_once_is_appended_once() {
+    const ROUNDS: i32 = 20;
+    let state = state();
+    // Made first: concurrent creation of a topic is not what this test is about.
+    state.topic(TOPIC, true).expect("creating the topic");
+    for sequence in 0..ROUNDS {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let senders: Vec<_> = (0..2)
+            .map(|_| {
+                let (state, barrier) = (Arc::clone(&state), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    send(&state, batch((PID, 0), sequence, 1))
+                })
+            })
+            .collect();
+        for sender in senders {
+            let answer = sender.join().expect("a sender");
+            assert_taken(&answer, i64::from(sequence), &format!("sequence {sequence}"));
+        }
+    }
+    assert_eq!(values(&state, TOPIC).len(), ROUNDS as usize);
+}

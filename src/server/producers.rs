@@ -77,7 +77,7 @@ pub(crate) struct ProducerState {
 
 /// What to do with a producer's batch.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+enum Verdict {
     Append,
     /// A retry of a batch appended at this first offset: answer with it, append nothing.
     Duplicate(u64),
@@ -85,10 +85,10 @@ pub(crate) enum Verdict {
     Refuse(i16, String),
 }
 
-/// Kafka's checks of a producer's batch against what is known of the producer (in this
-/// order: a retry of one of the last batches, a stale epoch, a new epoch not at sequence
-/// 0, a gap in the sequence).
-pub(crate) fn check(known: Option<&ProducerState>, batch: &Sequenced) -> Verdict {
+/// Kafka's checks of a producer's batch against what is known of the producer: a stale
+/// epoch, a new epoch not at sequence 0, a retry of one of the epoch's last batches, a
+/// gap in the sequence.
+fn check(known: Option<&ProducerState>, batch: &Sequenced) -> Verdict {
     let Some(known) = known else {
         return Verdict::Append;
     };
@@ -124,7 +124,7 @@ pub(crate) fn check(known: Option<&ProducerState>, batch: &Sequenced) -> Verdict
 
 /// Notes that `batch` was appended at `first_offset`: the producer's epoch becomes the
 /// batch's, and the batch the newest of it.
-pub(crate) fn record(known: &mut Option<ProducerState>, batch: &Sequenced, first_offset: u64) {
+fn record(known: &mut Option<ProducerState>, batch: &Sequenced, first_offset: u64) {
     let seen = SeenBatch {
         first: batch.first,
         last: batch.last,
@@ -146,15 +146,53 @@ pub(crate) fn record(known: &mut Option<ProducerState>, batch: &Sequenced, first
     }
 }
 
+/// What became of a producer's batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Appended; its records start at this offset.
+    Appended(u64),
+    /// A retry of a batch appended at this first offset: nothing appended.
+    Duplicate(u64),
+    /// Refused with this Kafka error code, for this reason; nothing appended.
+    Refused(i16, String),
+}
+
+/// Checks `batch` against what `slot` knows of its producer and, when the batch is to be
+/// appended, runs `append` (which returns the first offset of the appended records) and
+/// records the batch, all with the slot locked: the same batch sent again meanwhile (a
+/// client's retry on another connection while the first is still being written) waits,
+/// then is answered as a retry instead of being appended twice. An `append` error
+/// records nothing.
+///
+/// # Errors
+/// `append`'s.
+pub(crate) fn append_checked<E>(
+    slot: &ProducerSlot,
+    batch: &Sequenced,
+    append: impl FnOnce() -> Result<u64, E>,
+) -> Result<Taken, E> {
+    let mut known = slot.lock();
+    match check(known.as_ref(), batch) {
+        Verdict::Duplicate(first) => Ok(Taken::Duplicate(first)),
+        Verdict::Refuse(code, reason) => Ok(Taken::Refused(code, reason)),
+        Verdict::Append => {
+            let first = append()?;
+            record(&mut known, batch, first);
+            Ok(Taken::Appended(first))
+        }
+    }
+}
+
 /// (topic, producer id).
 type ProducerKey = (String, i64);
 
 /// What is known of one producer on one topic, `None` until its first batch is appended.
 pub(crate) type ProducerSlot = Arc<Mutex<Option<ProducerState>>>;
 
-/// The known idempotent producers: at most [`PRODUCERS_MAX`], the least recently used
-/// forgotten first, so that a client cycling through producer ids cannot make the server
-/// hold more, and an active producer is not forgotten for the new ones.
+/// The known idempotent producers: at most [`PRODUCERS_MAX`] (plus those whose append is
+/// under way, at most one per thread), the least recently used forgotten first, so that a
+/// client cycling through producer ids cannot make the server hold more, and an active
+/// producer is not forgotten for the new ones.
 #[derive(Default)]
 pub(crate) struct Producers {
     /// Each producer's slot and its last use.
@@ -183,13 +221,36 @@ impl Producers {
         let slot = ProducerSlot::default();
         self.slots.insert(key.clone(), (Arc::clone(&slot), used));
         self.by_use.insert(used, key);
-        while self.slots.len() > PRODUCERS_MAX {
+        self.forget_least_recently_used();
+        slot
+    }
+
+    /// Forgets the least recently used producers past [`PRODUCERS_MAX`]. A slot in use
+    /// (held by an append, so its count of references is above the map's one) is kept and
+    /// counts as used now: forgetting it would let a retry of the batch being appended
+    /// find a new, empty slot and be appended too. References are only made under the
+    /// lock the caller holds on `self`, so a slot seen unused stays unused.
+    fn forget_least_recently_used(&mut self) {
+        let mut looked = 0;
+        while self.slots.len() > PRODUCERS_MAX && looked < self.slots.len() {
+            looked += 1;
             let Some((_, oldest)) = self.by_use.pop_first() else {
                 break;
             };
-            self.slots.remove(&oldest);
+            let in_use = match self.slots.get_mut(&oldest) {
+                Some((slot, last_use)) if Arc::strong_count(slot) > 1 => {
+                    self.uses += 1;
+                    *last_use = self.uses;
+                    true
+                }
+                _ => false,
+            };
+            if in_use {
+                self.by_use.insert(self.uses, oldest);
+            } else {
+                self.slots.remove(&oldest);
+            }
         }
-        slot
     }
 
     /// How many producers are known.
@@ -201,15 +262,25 @@ impl Producers {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
     use super::*;
 
-    fn first_batch(producer_id: i64) -> Sequenced {
+    fn batch_at(producer_id: i64, sequence: i32) -> Sequenced {
         Sequenced {
             producer_id,
             epoch: 0,
-            first: 0,
-            last: 0,
+            first: sequence,
+            last: sequence,
         }
+    }
+
+    /// Appends `producer_id`'s one-record batch at `sequence` (at offset 0) through `slot`.
+    fn append_at(slot: &ProducerSlot, producer_id: i64, sequence: i32) {
+        let taken = append_checked(slot, &batch_at(producer_id, sequence), || Ok::<u64, Infallible>(0));
+        assert_eq!(taken, Ok(Taken::Appended(0)), "producer {producer_id}");
     }
 
     /// Whether `producer_id` is known on topic "t" (has a batch recorded); not a use.
@@ -228,13 +299,10 @@ mod tests {
         let total = PRODUCERS_MAX as i64 + PRODUCERS_MAX as i64 / 2;
         for producer_id in 0..total {
             if producer_id % 1000 == 0 {
-                record(&mut producers.slot("t", active).lock(), &first_batch(active), 0);
+                let sequence = i32::try_from(producer_id / 1000).expect("a small sequence");
+                append_at(&producers.slot("t", active), active, sequence);
             }
-            record(
-                &mut producers.slot("t", producer_id).lock(),
-                &first_batch(producer_id),
-                0,
-            );
+            append_at(&producers.slot("t", producer_id), producer_id, 0);
             assert!(producers.len() <= PRODUCERS_MAX, "{} producers", producers.len());
         }
         assert_eq!(producers.len(), PRODUCERS_MAX);
@@ -245,6 +313,73 @@ mod tests {
         assert!(!known(&producers, 0), "the oldest idle producer is kept");
         assert!(!known(&producers, kept_from - 1));
         assert!(known(&producers, kept_from));
+    }
+
+    /// Two producers appended with a slot in use (held by an append under way) in
+    /// between: the slot is kept while held, so a retry of the batch being appended finds
+    /// it; once released it is forgotten like any other.
+    #[test]
+    fn a_producer_whose_append_is_under_way_is_not_forgotten() {
+        let mut producers = Producers::default();
+        let held = producers.slot("t", 1);
+        let more = PRODUCERS_MAX as i64 + 100;
+        for producer_id in 2..more {
+            producers.slot("t", producer_id);
+        }
+        assert_eq!(producers.len(), PRODUCERS_MAX);
+        let again = producers.slot("t", 1);
+        assert!(
+            Arc::ptr_eq(&held, &again),
+            "the slot of an append under way was replaced"
+        );
+        drop((held, again));
+        for producer_id in more..more + PRODUCERS_MAX as i64 {
+            producers.slot("t", producer_id);
+        }
+        assert_eq!(producers.len(), PRODUCERS_MAX);
+        assert!(
+            !producers.slots.contains_key(&("t".to_owned(), 1)),
+            "released, then forgotten"
+        );
+    }
+
+    /// A retry of a batch arriving while the batch is being appended (its answer lost, the
+    /// client sent it again on another connection) waits for that append and is answered
+    /// with its offset; it never runs an append of its own.
+    #[test]
+    fn a_retry_during_the_append_waits_and_is_answered_as_a_retry() {
+        let slot = ProducerSlot::default();
+        let batch = batch_at(9, 0);
+        let (in_append, in_append_seen) = mpsc::channel();
+        let (go, go_seen) = mpsc::channel::<()>();
+        let first = {
+            let slot = Arc::clone(&slot);
+            std::thread::spawn(move || {
+                append_checked(&slot, &batch, || {
+                    in_append.send(()).expect("the test waits");
+                    go_seen.recv().expect("the test says go");
+                    Ok::<u64, Infallible>(40)
+                })
+            })
+        };
+        in_append_seen.recv().expect("the first append starts");
+        let (retry_appends, retry_append_seen) = mpsc::channel();
+        let retry = {
+            let slot = Arc::clone(&slot);
+            std::thread::spawn(move || {
+                append_checked(&slot, &batch, || {
+                    retry_appends.send(()).expect("the test listens");
+                    Ok::<u64, Infallible>(41)
+                })
+            })
+        };
+        // Time for the retry to append if the slot were not locked across the first
+        // append (the outcome below does not depend on it).
+        let appended_meanwhile = retry_append_seen.recv_timeout(Duration::from_millis(200)).is_ok();
+        go.send(()).expect("the first append waits");
+        assert_eq!(first.join().expect("first"), Ok(Taken::Appended(40)));
+        assert_eq!(retry.join().expect("retry"), Ok(Taken::Duplicate(40)));
+        assert!(!appended_meanwhile, "the retry appended during the first append");
     }
 
     #[test]
