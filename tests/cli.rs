@@ -708,3 +708,42 @@ fn read_only_commands_refuse_a_directory_without_a_store_and_create_nothing() {
     ok(&empty, &["topics", "create", "t"], b"");
     assert_eq!(ok(&empty, &["topics"], b""), "t\n");
 }
+
+/// `forget --topic` names topics that must exist: a missing one is refused before the
+/// subject's key is destroyed or any erasure is recorded, and no topic is created (it
+/// used to create the topic and record the erasure there).
+#[test]
+fn forget_refuses_a_topic_that_does_not_exist_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["append", "t"], b"one\n");
+    let stderr = fails(d, &["forget", "someone", "--topic", "nosuch"], b"");
+    assert!(stderr.contains("topic \"nosuch\" does not exist"), "{stderr}");
+    let stderr = fails(d, &["forget", "someone", "--topic", "t", "--topic", "nosuch"], b"");
+    assert!(stderr.contains("topic \"nosuch\" does not exist"), "{stderr}");
+    assert_eq!(ok(d, &["topics"], b""), "t\n");
+    assert!(!d.join("topics").join("nosuch").exists());
+    assert_eq!(
+        ok(d, &["read", "t", "--format", "raw"], b""),
+        "one\n",
+        "no erasure recorded"
+    );
+    // Every other command naming a topic refuses a missing one too, and creates none.
+    for args in [
+        &["read", "nosuch"][..],
+        &["read", "nosuch", "--group", "g"],
+        &["read", "nosuch", "--subject", "someone"],
+        &["groups", "nosuch"],
+        &["groups", "nosuch", "reset", "g", "--to", "latest"],
+        &["groups", "nosuch", "delete", "g"],
+        &["verify", "nosuch"],
+        &["checkpoint", "nosuch"],
+        &["prove", "nosuch", "0"],
+    ] {
+        let stderr = fails(d, args, b"");
+        assert!(stderr.contains("topic \"nosuch\" does not exist"), "{args:?}: {stderr}");
+    }
+    assert_eq!(ok(d, &["topics"], b""), "t\n");
+    // Named properly, the erasure is recorded.
+    assert_eq!(ok(d, &["forget", "someone", "--topic", "t"], b""), "t 1\n");
+}

@@ -339,6 +339,11 @@ fn forget(dir: &std::path::Path, subject: &str, topics: Vec<String>) -> Result<(
             "the store has no topic to record the erasure in".into(),
         ));
     }
+    // Every named topic exists before the key is destroyed: an erasure is recorded in
+    // topics that are there, never in one a typo would create.
+    for name in &topics {
+        store.topic(name)?;
+    }
     let mut out = std::io::stdout().lock();
     for (i, name) in topics.iter().enumerate() {
         let trail = crate::trail::Trail::open(&store, name, crate::trail::TrailConfig::default()).map_err(trail_err)?;
