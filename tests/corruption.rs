@@ -685,6 +685,42 @@ fn a_missing_middle_segment_is_a_gap_naming_the_offsets() {
     }
 }
 
+/// The first segment deleted by hand (no `start.offset` says retention removed it): reads
+/// of its offsets fail with `Gap`, not "out of range", and so does `verify` (below a
+/// start that retention recorded, reads stay out of range: tests/model.rs).
+#[test]
+fn a_missing_first_segment_is_a_gap_not_the_start() {
+    let t = build(4096, Compression::None, 120);
+    let segments = t.segments();
+    let (first, second) = (segments[0].0, segments[1].0);
+    let copy = t.copy();
+    for ext in ["log", "index", "timeindex"] {
+        std::fs::remove_file(log_path(copy.path(), first).with_extension(ext)).unwrap();
+    }
+    let (_store, topic) = open(copy.path());
+    assert_eq!(topic.start_offset(), Offset(second));
+    let (from, to, file) = topic.missing_head().unwrap().expect("the missing head is reported");
+    assert_eq!(
+        (from, to, file),
+        (Offset(first), Offset(second), log_path(copy.path(), second))
+    );
+    for o in [first, second - 1] {
+        match topic.read(Offset(o)) {
+            Err(Error::Gap { from, to, .. }) => assert_eq!((from, to), (Offset(first), Offset(second))),
+            other => panic!("read({o}) of the missing first segment gave {other:?}"),
+        }
+    }
+    match topic.iter(Offset(first)).next() {
+        Some(Err(Error::Gap { to, .. })) => assert_eq!(to, Offset(second)),
+        other => panic!("iter from the missing head gave {other:?}"),
+    }
+    match topic.verify(None, &mut |_| {}) {
+        Err(Error::Gap { from, to, .. }) => assert_eq!((from, to), (Offset(first), Offset(second))),
+        other => panic!("verify of a topic missing its head gave {other:?}"),
+    }
+    assert_eq!(&topic.read(Offset(second)).unwrap(), &t.records[second as usize]);
+}
+
 /// The newest segment deleted from under the store: `sealed.offset` says it was started,
 /// so the appender refuses (it used to reopen the sealed segment before it, move
 /// `sealed.offset` back and reuse acknowledged offsets) and changes nothing.

@@ -28,7 +28,7 @@ pub use verify::{verify_record_inclusion, VerifyReport, CONSISTENCY_HEADER};
 pub(crate) use write::{now_us, AppendLock};
 pub use write::{Appended, LOCK_FILE};
 
-use crate::segment::SealedSegment;
+use crate::segment::{self, SealedSegment};
 use crate::wal::{Durability, GroupCommit, Writer};
 use crate::{Error, Offset, Result};
 
@@ -185,6 +185,23 @@ impl Topic {
         self.shared.visible.lock().end
     }
 
+    /// Records missing at the head of the topic: `start.offset` (which only retention
+    /// moves, before it deletes) says the topic holds offsets from `from`, but its first
+    /// segment begins at `to` — segments were removed outside retention. Returns the range
+    /// and the first segment present; reads in the range fail with
+    /// [`Error::Gap`], and [`Topic::start_offset`] is `to`.
+    ///
+    /// # Errors
+    /// An unreadable or corrupt `start.offset`.
+    pub fn missing_head(&self) -> Result<Option<(Offset, Offset, PathBuf)>> {
+        let recorded = segment::read_start_offset(&self.shared.dir)?;
+        let start = self.start_offset();
+        Ok((recorded < start).then(|| {
+            let file = self.shared.dir.join(segment::file_name(start, segment::LOG_EXT));
+            (recorded, start, file)
+        }))
+    }
+
     /// True when this process holds the topic's append lock.
     pub fn is_writer(&self) -> bool {
         self.shared.writer.lock().is_some()
@@ -222,6 +239,16 @@ impl Topic {
     }
 
     pub(crate) fn out_of_range(&self, offset: Offset) -> Error {
+        if let Ok(Some((from, to, file))) = self.missing_head() {
+            if (from..to).contains(&offset) {
+                return Error::Gap {
+                    topic: self.shared.name.clone(),
+                    from,
+                    to,
+                    file,
+                };
+            }
+        }
         Error::OffsetOutOfRange {
             topic: self.shared.name.clone(),
             offset,

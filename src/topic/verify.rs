@@ -83,10 +83,8 @@ impl Topic {
             let tree = &evidence.tree;
             let start = self.start_offset();
             let end = self.end_offset();
-            let recorded = crate::segment::read_start_offset(self.dir())?;
-            if start > recorded {
-                let file = self.dir().join(crate::segment::file_name(start, crate::segment::LOG_EXT));
-                return Err(Error::Gap { topic: self.name().to_owned(), from: recorded, to: start, file });
+            if let Some((from, to, file)) = self.missing_head()? {
+                return Err(Error::Gap { topic: self.name().to_owned(), from, to, file });
             }
             // The tree holds every record visible when this call began; an appender may
             // have added more since (checked by a later call), never fewer.
