@@ -279,6 +279,9 @@ impl Store {
         if dir.join(crate::topic::config::CONFIG_FILE).exists() {
             return Err(Error::TopicExists(name.to_owned()));
         }
+        if let Some(err) = config_lost(&dir) {
+            return Err(err);
+        }
         std::fs::create_dir_all(&dir).context(|| format!("creating topic directory {}", dir.display()))?;
         crate::fsutil::sync_dir(&self.inner.config.dir.join(TOPICS_DIR))?;
         config.save(&dir)?;
@@ -297,7 +300,7 @@ impl Store {
         }
         let dir = self.topic_dir(name);
         if !dir.join(crate::topic::config::CONFIG_FILE).exists() {
-            return Err(Error::NoSuchTopic(name.to_owned()));
+            return Err(config_lost(&dir).unwrap_or_else(|| Error::NoSuchTopic(name.to_owned())));
         }
         let config = TopicConfig::load(&dir)?;
         let origin = format!("trailkeep/{}/{name}", self.store_id()?);
@@ -327,7 +330,8 @@ impl Store {
         }
     }
 
-    /// Names of every topic, sorted.
+    /// Names of every topic, sorted: directories with a `topic.json`, and those that lost
+    /// it but hold segments (opening one fails with an [`Error::Io`] saying so).
     ///
     /// # Errors
     /// I/O errors listing the directory.
@@ -337,7 +341,9 @@ impl Store {
         for entry in std::fs::read_dir(&dir).context(|| format!("listing {}", dir.display()))? {
             let entry = entry.context(|| format!("listing {}", dir.display()))?;
             if let Some(name) = entry.file_name().to_str() {
-                if validate_topic_name(name).is_ok() && entry.path().join(crate::topic::config::CONFIG_FILE).exists() {
+                let path = entry.path();
+                let is_topic = path.join(crate::topic::config::CONFIG_FILE).exists() || config_lost(&path).is_some();
+                if validate_topic_name(name).is_ok() && is_topic {
                     names.push(name.to_owned());
                 }
             }
@@ -386,3 +392,30 @@ const _: () = {
     const fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Store>();
 };
+
+/// The error for a topic directory that holds segments but no `topic.json` (deleted or
+/// lost by hand): opening it as a new topic would write default settings over a log
+/// written with others, and listing or reading it as absent would hide its records.
+/// None when the directory is absent or holds no segment (a crash while creating the
+/// topic leaves it empty).
+fn config_lost(dir: &std::path::Path) -> Option<Error> {
+    let segment = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name())
+        .find(|n| {
+            n.to_str()
+                .and_then(|n| crate::segment::parse_file_name(n, crate::segment::LOG_EXT))
+                .is_some()
+        })?;
+    Some(Error::Io {
+        context: format!(
+            "the topic directory {} holds segments ({}) but not its settings file {}: restore the file \
+             (its fields are in FORMAT.md) rather than re-create the topic",
+            dir.display(),
+            segment.to_string_lossy(),
+            crate::topic::config::CONFIG_FILE
+        ),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+    })
+}

@@ -721,6 +721,50 @@ fn a_missing_first_segment_is_a_gap_not_the_start() {
     assert_eq!(&topic.read(Offset(second)).unwrap(), &t.records[second as usize]);
 }
 
+/// `topic.json` deleted from a topic that holds segments: opening, re-creating and
+/// listing the topic fail with an error naming the file, instead of "no such topic" (which
+/// hid the records) or a new topic.json with default settings over the old log.
+#[test]
+fn a_missing_topic_json_is_an_error_not_a_new_topic() {
+    let t = build(4096, Compression::None, 120);
+    let copy = t.copy();
+    let config = copy.path().join("topics").join(TOPIC).join("topic.json");
+    std::fs::remove_file(&config).unwrap();
+    let store = Store::builder(copy.path())
+        .durability(Durability::Buffered)
+        .open()
+        .unwrap();
+    let attempts = [
+        ("topic", store.topic(TOPIC).map(|_| ())),
+        ("topic_or_create", store.topic_or_create(TOPIC).map(|_| ())),
+        (
+            "create_topic",
+            store.create_topic(TOPIC, TopicConfig::default()).map(|_| ()),
+        ),
+    ];
+    for (what, result) in attempts {
+        match result {
+            Err(Error::Io { context, source }) => {
+                assert!(
+                    context.contains("topic.json") && context.contains(".log"),
+                    "{what}: {context}"
+                );
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{what}");
+            }
+            other => panic!("{what} of a topic without topic.json gave {other:?}"),
+        }
+    }
+    assert!(!config.exists(), "no topic.json was written");
+    assert_eq!(store.topic_names().unwrap(), [TOPIC], "the topic is still listed");
+    // A directory left empty by a crash while creating a topic is no topic yet.
+    std::fs::create_dir(copy.path().join("topics").join("fresh")).unwrap();
+    match store.topic("fresh") {
+        Err(Error::NoSuchTopic(name)) => assert_eq!(name, "fresh"),
+        other => panic!("an empty topic directory gave {other:?}"),
+    }
+    store.create_topic("fresh", TopicConfig::default()).unwrap();
+}
+
 /// The newest segment deleted from under the store: `sealed.offset` says it was started,
 /// so the appender refuses (it used to reopen the sealed segment before it, move
 /// `sealed.offset` back and reuse acknowledged offsets) and changes nothing.
