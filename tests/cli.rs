@@ -747,3 +747,36 @@ fn forget_refuses_a_topic_that_does_not_exist_and_creates_none() {
     // Named properly, the erasure is recorded.
     assert_eq!(ok(d, &["forget", "someone", "--topic", "t"], b""), "t 1\n");
 }
+
+/// A topic is created with the first valid record `append` is given: input that fails on
+/// its first line (bad JSON, a bad event, a record over the limit) or holds no line leaves
+/// no empty topic behind (it used to); a topic that existed stays, and the lines before a
+/// bad one stay appended.
+#[test]
+fn append_failing_on_its_first_line_creates_no_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["append", "kept"], b"one\n");
+    let stderr = fails(d, &["append", "json", "--key-field", "k"], b"not json\n{\"k\":1}\n");
+    assert!(stderr.contains("stdin line 1: not JSON"), "{stderr}");
+    let stderr = fails(d, &["append", "events", "--events"], b"{\"not\": \"an event\"}\n");
+    assert!(stderr.contains("stdin line 1"), "{stderr}");
+    let mut big = vec![b'x'; (4 << 20) + 1];
+    big.push(b'\n');
+    let stderr = fails(d, &["append", "big"], &big);
+    assert!(stderr.contains("stdin line 1"), "{stderr}");
+    assert_eq!(ok(d, &["append", "nothing"], b""), "");
+    let stderr = fails(d, &["append", "kept", "--key-field", "k"], b"not json\n");
+    assert!(stderr.contains("stdin line 1: not JSON"), "{stderr}");
+    assert_eq!(ok(d, &["topics"], b""), "kept\n");
+    for name in ["json", "events", "big", "nothing"] {
+        assert!(!d.join("topics").join(name).exists(), "{name}");
+    }
+    assert_eq!(ok(d, &["read", "kept", "--format", "raw"], b""), "one\n");
+
+    // A good first line creates the topic; what came before the bad line stays.
+    let stderr = fails(d, &["append", "json", "--key-field", "k"], b"{\"k\":1}\nnot json\n");
+    assert!(stderr.contains("stdin line 2: not JSON"), "{stderr}");
+    assert_eq!(ok(d, &["topics"], b""), "json\nkept\n");
+    assert_eq!(values_of(&ok(d, &["read", "json"], b"")), ["{\"k\":1}"]);
+}

@@ -2,13 +2,13 @@
 //! already buffered, so a slow pipe gets each record appended as it arrives and a bulk
 //! file gets large batches.
 
-use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{BufRead, BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::cli::{io_err, open_store, parse_time_us, CliError, DurabilityArg};
-use crate::NewRecord;
+use crate::{NewRecord, Store, Topic};
 
 /// Most records appended by one batch call.
 const CLI_BATCH_RECORDS_MAX: usize = 1000;
@@ -16,7 +16,7 @@ const CLI_BATCH_RECORDS_MAX: usize = 1000;
 /// Arguments of `append`.
 #[derive(clap::Args, Debug)]
 pub struct AppendArgs {
-    /// Topic to append to (created on first append).
+    /// Topic to append to (created with the first valid record).
     pub topic: String,
     /// Input file; stdin when absent.
     pub file: Option<PathBuf>,
@@ -46,10 +46,17 @@ pub struct AppendArgs {
     pub print_offsets: bool,
 }
 
+/// What `--events` makes records with: the store's subject keys and the redaction and
+/// encryption settings (no topic: it is created only once a first record is valid).
+struct EventEncoding {
+    keys: crate::events::KeyStore,
+    config: crate::trail::TrailConfig,
+}
+
 struct LineParser<'a> {
     args: &'a AppendArgs,
     source_name: String,
-    trail: Option<crate::trail::Trail>,
+    events: Option<EventEncoding>,
 }
 
 impl LineParser<'_> {
@@ -66,7 +73,7 @@ impl LineParser<'_> {
     }
 
     fn parse_fields(&self, line_no: u64, line: &[u8]) -> Result<NewRecord, CliError> {
-        if let Some(trail) = &self.trail {
+        if let Some(events) = &self.events {
             let bad = |reason: String| CliError::BadLine {
                 source_name: self.source_name.clone(),
                 line: line_no,
@@ -74,7 +81,8 @@ impl LineParser<'_> {
             };
             let text = std::str::from_utf8(line).map_err(|_| bad("not UTF-8".into()))?;
             let event = crate::events::Event::from_json_line(text).map_err(|e| bad(e.to_string()))?;
-            return trail.to_record(&event).map_err(|e| bad(e.to_string()));
+            let record = crate::trail::event_record(&events.keys, &events.config, &event);
+            return record.map_err(|e| bad(e.to_string()));
         }
         let mut record = NewRecord::new(line.to_vec());
         if self.args.key_field.is_none() && self.args.time_field.is_none() {
@@ -114,13 +122,49 @@ impl LineParser<'_> {
     }
 }
 
+/// Where valid records go: the topic, opened when it exists and created at the first
+/// batch otherwise, so that input failing on its first line (or holding none) leaves no
+/// empty topic behind; and stdout, for `--print-offsets`.
+struct Sink<'a> {
+    store: &'a Store,
+    name: &'a str,
+    topic: Option<Topic>,
+    print_offsets: bool,
+    total: u64,
+}
+
+impl Sink<'_> {
+    fn append(&mut self, batch: &[NewRecord]) -> Result<(), CliError> {
+        let topic = match self.topic.take() {
+            Some(topic) => topic,
+            None => self.store.topic_or_create(self.name)?,
+        };
+        let topic = self.topic.insert(topic);
+        let appended = topic.append_batch(batch)?;
+        self.total += appended.count;
+        if self.print_offsets {
+            let mut text = String::with_capacity(batch.len() * 8);
+            for offset in appended.offsets() {
+                text.push_str(&offset.0.to_string());
+                text.push('\n');
+            }
+            crate::cli::print_text(&text)?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs `append`.
 ///
 /// # Errors
 /// The first bad line (everything before it is appended and durable), or engine errors.
 pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
     let store = open_store(dir, args.durability.to_durability())?;
-    let topic = store.topic_or_create(&args.topic)?;
+    let topic = match store.topic(&args.topic) {
+        Ok(topic) => Some(topic),
+        Err(crate::Error::NoSuchTopic(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let (input, size, source_name): (Box<dyn Read>, Option<u64>, String) = match &args.file {
         Some(path) => {
             let file = std::fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
@@ -129,22 +173,50 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
         }
         None => (Box::new(std::io::stdin()), None, "stdin".to_owned()),
     };
-    let progress = progress_bar(size);
-    let mut reader = BufReader::with_capacity(1 << 20, input);
-    let trail = if args.events {
+    let events = if args.events {
+        let keys = crate::events::KeyStore::open(store.dir().join(crate::trail::SUBJECT_KEYS_DIR))
+            .map_err(|e| CliError::Usage(e.to_string()))?;
         let config = crate::cli::trail_config(&store, &args.personal, &args.redact)?;
-        Some(crate::trail::Trail::open(&store, &args.topic, config).map_err(crate::cli::trail_err)?)
+        Some(EventEncoding { keys, config })
     } else {
         None
     };
     let parser = LineParser {
         args: &args,
         source_name,
-        trail,
+        events,
     };
-    let stdout = std::io::stdout();
+    let mut sink = Sink {
+        store: &store,
+        name: &args.topic,
+        topic,
+        print_offsets: args.print_offsets,
+        total: 0,
+    };
+    let progress = progress_bar(size);
+    let mut reader = BufReader::with_capacity(1 << 20, input);
+    let appended = append_lines(&mut reader, &parser, &progress, &mut sink);
+    progress.finish_and_clear();
+    let total = sink.total;
+    // Closed (synced) before a bad line is reported: the lines before it are durable.
+    let closed = store.close();
+    appended?;
+    closed?;
+    if std::io::stderr().is_terminal() {
+        eprintln!("appended {total} records to {}", args.topic);
+    }
+    Ok(())
+}
+
+/// Appends the input's lines in batches of what is already buffered, up to the first
+/// bad line.
+fn append_lines(
+    reader: &mut BufReader<Box<dyn Read>>,
+    parser: &LineParser<'_>,
+    progress: &indicatif::ProgressBar,
+    sink: &mut Sink<'_>,
+) -> Result<(), CliError> {
     let mut line_no = 0u64;
-    let mut total = 0u64;
     let mut line = Vec::new();
     let mut batch = Vec::with_capacity(CLI_BATCH_RECORDS_MAX);
     loop {
@@ -178,33 +250,15 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
             }
         }
         if !batch.is_empty() {
-            let appended = topic.append_batch(&batch)?;
-            total += appended.count;
-            if args.print_offsets {
-                let mut out = stdout.lock();
-                let mut text = String::with_capacity(batch.len() * 8);
-                for offset in appended.offsets() {
-                    text.push_str(&offset.0.to_string());
-                    text.push('\n');
-                }
-                let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-                written.map_err(crate::cli::stdout_err)?;
-            }
+            sink.append(&batch)?;
         }
         if let Some(e) = bad {
-            store.close()?;
             return Err(e);
         }
         if eof {
-            break;
+            return Ok(());
         }
     }
-    progress.finish_and_clear();
-    store.close()?;
-    if std::io::stderr().is_terminal() {
-        eprintln!("appended {total} records to {}", args.topic);
-    }
-    Ok(())
 }
 
 /// A byte progress bar on a terminal for a file of known size; hidden otherwise.

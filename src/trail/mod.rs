@@ -111,23 +111,7 @@ impl Trail {
     /// # Errors
     /// A subject whose key was destroyed, invalid fields.
     pub fn to_record(&self, event: &Event) -> Result<NewRecord> {
-        let mut value = event.to_value()?;
-        if let Some(redactor) = &self.config.redactor {
-            redactor.apply(&mut value);
-        }
-        if let Some(shredder) = &self.config.shredder {
-            shredder.encrypt_fields(&mut value, &self.keys)?;
-        }
-        let canonical = Event::from_value(value)?.to_json()?;
-        let mut record = NewRecord::new(canonical.into_bytes())
-            .with_key(event.trace_id().as_bytes().to_vec())
-            .with_event_time_us(event.time_us())
-            .with_header(CONVERSATION_HEADER, event.conversation_id().as_bytes().to_vec())
-            .with_header(AGENT_HEADER, event.agent_id().as_bytes().to_vec());
-        if let Some(subject) = event.subject_id() {
-            record = record.with_header(SUBJECT_HEADER, subject_digest(subject).into_bytes());
-        }
-        Ok(record)
+        event_record(&self.keys, &self.config, event)
     }
 
     /// Appends one event; returns its offset once acknowledged.
@@ -249,6 +233,32 @@ impl Trail {
     pub fn is_forgotten(&self, subject: &str) -> bool {
         self.keys.is_forgotten(subject)
     }
+}
+
+/// The record an event is stored as, as [`Trail::to_record`] makes it, without a topic:
+/// `keys` is the store's key store (`<store>/keys/subjects`). `trailkeep append --events`
+/// creates its topic only once the first event is valid.
+///
+/// # Errors
+/// A subject whose key was destroyed, invalid fields.
+pub fn event_record(keys: &KeyStore, config: &TrailConfig, event: &Event) -> Result<NewRecord> {
+    let mut value = event.to_value()?;
+    if let Some(redactor) = &config.redactor {
+        redactor.apply(&mut value);
+    }
+    if let Some(shredder) = &config.shredder {
+        shredder.encrypt_fields(&mut value, keys)?;
+    }
+    let canonical = Event::from_value(value)?.to_json()?;
+    let mut record = NewRecord::new(canonical.into_bytes())
+        .with_key(event.trace_id().as_bytes().to_vec())
+        .with_event_time_us(event.time_us())
+        .with_header(CONVERSATION_HEADER, event.conversation_id().as_bytes().to_vec())
+        .with_header(AGENT_HEADER, event.agent_id().as_bytes().to_vec());
+    if let Some(subject) = event.subject_id() {
+        record = record.with_header(SUBJECT_HEADER, subject_digest(subject).into_bytes());
+    }
+    Ok(record)
 }
 
 /// The store's pseudonym secret (`keys/pseudonym.key`, 32 random bytes, mode 0600),
