@@ -7,7 +7,9 @@
 //! group commits visible to `trailkeep groups` and resumed by a restarted consumer,
 //! ListOffsets by time, long-poll Fetch woken by appends (the server's own and another
 //! process's), records over the store's limits refused whole, bad frames closing only
-//! their connection, and SIGTERM closing the store. Without the clients the tests fail
+//! their connection, SIGTERM closing the store, and idempotent producers: real clients'
+//! pipelined batches taken once and in order, a producer going on across a server
+//! restart, and retries, gaps and stale epochs answered on the wire. Without the clients the tests fail
 //! under CI (`CI` set) and print "skipped: ..." otherwise.
 
 #[path = "kafka/support.rs"]
@@ -587,6 +589,190 @@ fn create_topics_refuses_zero_partitions() {
     let store = Store::open(dir.path()).unwrap();
     assert!(store.topic("zero").is_err(), "a topic was created for 0 partitions");
     assert!(store.topic("default").is_ok());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// Idempotent producers of kafka-python and librdkafka (confluent-kafka), hundreds of
+/// records in small batches with up to 5 requests in flight, are taken whole and in
+/// order: the server's sequence checks (src/server/producers.rs) refuse nothing a real
+/// client sends.
+#[test]
+fn idempotent_producers_from_real_clients_are_taken_once_in_order() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let store = Store::open(dir.path()).unwrap();
+    let sent = sample_records(300, 11);
+    for client in ["kafka-python", "confluent"] {
+        let name = format!("idempotent-{client}");
+        let acks = client_run(
+            &python,
+            &["idempotent", client, &addr, &name, "pipelined"],
+            &to_stdin(&sent),
+        );
+        assert_eq!(offsets_of(&acks), (0..300).collect::<Vec<_>>(), "{client}");
+        let topic = store.topic(&name).unwrap();
+        topic.refresh().unwrap();
+        assert_eq!(topic.end_offset(), Offset(300), "{client}: a batch was appended twice");
+        for (i, want) in sent.iter().enumerate() {
+            let got = as_json(&topic.read(Offset(i as u64)).unwrap());
+            assert_eq!(got["value"], want["value"], "{client} record {i}");
+        }
+    }
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// A restarted server has forgotten every producer (docs/server.md): an idempotent
+/// producer that goes on producing after the restart, at its next sequence, is taken
+/// (where UNKNOWN_PRODUCER_ID would stop or reset it), by kafka-python and librdkafka.
+#[test]
+fn an_idempotent_producer_goes_on_after_a_server_restart() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = serve_at(dir.path(), &addr, &[]);
+    let sent = sample_records(6, 5);
+    for client in ["kafka-python", "confluent"] {
+        let name = format!("restarted-{client}");
+        let mut child = std::process::Command::new(&python)
+            .arg(script("clients.py"))
+            .args(["idempotent", client, &addr, &name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        for (i, record) in sent.iter().enumerate() {
+            if i == 3 {
+                let status = server.terminate();
+                assert!(status.success(), "{client}: serve after SIGTERM: {status}");
+                server = serve_at(dir.path(), &addr, &[]);
+            }
+            writeln!(stdin, "{record}").unwrap();
+            let ack = next_json(&mut stdout);
+            assert_eq!(ack, serde_json::json!({"offset": i}), "{client} record {i}");
+        }
+        drop(stdin);
+        let output = wait_output(child, Duration::from_secs(60));
+        assert!(
+            output.status.success(),
+            "{client}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.topic(&name).unwrap();
+        assert_eq!(topic.end_offset(), Offset(6), "{client}");
+        for (i, want) in sent.iter().enumerate() {
+            assert_eq!(as_json(&topic.read(Offset(i as u64)).unwrap())["value"], want["value"]);
+        }
+    }
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// A Produce of one raw batch of `count` records from (producer id, epoch) at
+/// `sequence`, in `version`; the partition's answer.
+fn produce_sequenced(
+    addr: &str,
+    version: i16,
+    producer: (i64, i16),
+    sequence: i32,
+    count: i32,
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+
+    let records: Vec<_> = (0..count)
+        .map(|i| {
+            let value = Some(bytes::Bytes::from(format!(
+                "{}.{}.{}",
+                producer.0,
+                producer.1,
+                sequence + i
+            )));
+            let mut record = trailkeep::server::records::kafka_record(i64::from(i), 0, 0, None, value, Vec::new());
+            record.producer_id = producer.0;
+            record.producer_epoch = producer.1;
+            record.sequence = sequence + i;
+            record
+        })
+        .collect();
+    let mut batch = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+    let partition = PartitionProduceData::default()
+        .with_index(0)
+        .with_records(Some(batch.freeze()));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_static_str("sequenced")))
+        .with_partition_data(vec![partition]);
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![topic]);
+    let response = send_request(addr, 0, version, &request);
+    // After the correlation id (response header v0: Produce is not flexible before v9).
+    let mut body = bytes::Bytes::copy_from_slice(&response[4..]);
+    let mut decoded = ProduceResponse::decode(&mut body, version).unwrap();
+    decoded.responses.remove(0).partition_responses.remove(0)
+}
+
+/// On the wire, in Produce v3 and v8 (which carries an error message), to a producer id
+/// from InitProducerId: a retried batch gets its first offset, a gap
+/// OUT_OF_ORDER_SEQUENCE_NUMBER (45), a stale epoch INVALID_PRODUCER_EPOCH (47), and
+/// nothing refused is appended.
+#[test]
+fn produce_answers_sequence_and_epoch_errors_on_the_wire() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    use kafka_protocol::protocol::Decodable;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let mut end = 0;
+    for version in [3, 8] {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let response = send_request(&addr, 22, 1, &request);
+        let init = InitProducerIdResponse::decode(&mut bytes::Bytes::copy_from_slice(&response[4..]), 1).unwrap();
+        assert_eq!((init.error_code, init.producer_epoch), (0, 0), "v{version}");
+        let id = init.producer_id.0;
+        let first = produce_sequenced(&addr, version, (id, 0), 0, 2);
+        assert_eq!((first.error_code, first.base_offset), (0, end), "v{version} first");
+        let retry = produce_sequenced(&addr, version, (id, 0), 0, 2);
+        assert_eq!((retry.error_code, retry.base_offset), (0, end), "v{version} retry");
+        let gap = produce_sequenced(&addr, version, (id, 0), 3, 1);
+        assert_eq!((gap.error_code, gap.base_offset), (45, -1), "v{version} gap");
+        if version >= 8 {
+            let message = gap.error_message.map(|m| m.to_string()).unwrap_or_default();
+            assert!(message.contains("expected 2"), "v{version}: {message:?}");
+        }
+        let bumped = produce_sequenced(&addr, version, (id, 1), 0, 1);
+        assert_eq!(
+            (bumped.error_code, bumped.base_offset),
+            (0, end + 2),
+            "v{version} epoch 1"
+        );
+        let stale = produce_sequenced(&addr, version, (id, 0), 2, 1);
+        assert_eq!((stale.error_code, stale.base_offset), (47, -1), "v{version} epoch 0");
+        end += 3;
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("sequenced").unwrap();
+    assert_eq!(
+        topic.end_offset(),
+        Offset(end as u64),
+        "refused or retried batches appended"
+    );
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
 }

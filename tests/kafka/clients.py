@@ -13,6 +13,11 @@ Actions:
                          {"error": ...} for a record marked "expect_error": true
     produce CODEC        the same records compressed with CODEC, all produced before one
                          flush, so they travel as compressed batches
+    idempotent           the same records from one idempotent producer (acks=all,
+                         retries on), one produce + flush each, the next line read only
+                         then: the server may be restarted between lines
+    idempotent pipelined the same, all produced before one flush in small batches, up to
+                         5 requests in flight
     consume N [GROUP]    reads N records (from the beginning, or from GROUP's committed
                          offset with subscribe(); commits after them), prints them
     offset_for_time MS   prints {"offset": N} (ListOffsets by timestamp; -1 when none)
@@ -89,6 +94,34 @@ def kp_produce(bootstrap, topic, codec=None):
             if not r.get("expect_error"):
                 raise
             out({"error": type(e).__name__ + ": " + str(e)})
+    p.close()
+
+
+def kp_produce_idempotent(bootstrap, topic, mode=None):
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        max_in_flight_requests_per_connection=5,
+        request_timeout_ms=10000,
+        retry_backoff_ms=100,
+        reconnect_backoff_ms=50,
+        # Small batches, so a pipelined run sends many requests, several in flight.
+        batch_size=256,
+        linger_ms=5,
+    )
+    if mode == "pipelined":
+        futures = [p.send(topic, **kp_fields(json.loads(line))) for line in sys.stdin]
+        p.flush()
+        for fut in futures:
+            out({"offset": fut.get(timeout=30).offset})
+    else:
+        for line in sys.stdin:
+            fut = p.send(topic, **kp_fields(json.loads(line)))
+            p.flush()
+            out({"offset": fut.get(timeout=30).offset})
     p.close()
 
 
@@ -236,6 +269,48 @@ def ck_produce_compressed(p, topic):
         out({"offset": slot["msg"].offset()})
 
 
+def ck_produce_idempotent(bootstrap, topic, mode=None):
+    from confluent_kafka import Producer
+
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "max.in.flight.requests.per.connection": 5,
+            "message.timeout.ms": 30000,
+            "retry.backoff.ms": 100,
+            "reconnect.backoff.ms": 50,
+            # Small batches, so a pipelined run sends many requests, several in flight.
+            "batch.size": 256,
+            "linger.ms": 5,
+        }
+    )
+    slots = []
+
+    def produce(line):
+        slot = {}
+        slots.append(slot)
+        p.produce(topic, on_delivery=lambda err, msg, slot=slot: slot.update(err=err, msg=msg), **ck_fields(json.loads(line)))
+
+    def report(slot):
+        if slot.get("err") is not None or "msg" not in slot:
+            fail(f"confluent idempotent produce failed: {slot.get('err')}")
+        out({"offset": slot["msg"].offset()})
+
+    if mode == "pipelined":
+        for line in sys.stdin:
+            produce(line)
+        p.flush(30)
+        for slot in slots:
+            report(slot)
+    else:
+        for line in sys.stdin:
+            produce(line)
+            p.flush(30)
+            report(slots[-1])
+
+
 def ck_consumer(bootstrap, group):
     from confluent_kafka import Consumer
 
@@ -315,8 +390,8 @@ def ck_longpoll(bootstrap, topic):
 
 
 ACTIONS = {
-    "kafka-python": {"drain": kp_drain, "produce": kp_produce, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll},
-    "confluent": {"produce": ck_produce, "consume": ck_consume, "offset_for_time": ck_offset_for_time, "longpoll": ck_longpoll},
+    "kafka-python": {"drain": kp_drain, "produce": kp_produce, "idempotent": kp_produce_idempotent, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll},
+    "confluent": {"produce": ck_produce, "idempotent": ck_produce_idempotent, "consume": ck_consume, "offset_for_time": ck_offset_for_time, "longpoll": ck_longpoll},
 }
 
 
@@ -327,7 +402,7 @@ def main():
         fn(bootstrap, topic, int(rest[0]), rest[1] if len(rest) > 1 else None)
     elif action in ("offset_for_time", "drain"):
         fn(bootstrap, topic, int(rest[0]))
-    elif action == "produce" and rest:
+    elif action in ("produce", "idempotent") and rest:
         fn(bootstrap, topic, rest[0])
     else:
         fn(bootstrap, topic)

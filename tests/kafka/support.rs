@@ -102,10 +102,15 @@ impl Proc {
 
 /// `trailkeep serve` on a free port; returns it and "127.0.0.1:PORT".
 pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let proc = serve_at(dir, &addr, extra);
+    (proc, addr)
+}
+
+/// `trailkeep serve` listening on `addr` (to restart a server where its clients look).
+pub fn serve_at(dir: &Path, addr: &str, extra: &[&str]) -> Proc {
     let child = trailkeep(dir)
-        .args(["serve", "--listen", &addr])
+        .args(["serve", "--listen", addr])
         .args(extra)
         .env("TRAILKEEP_LOG", "info")
         .stdout(Stdio::null())
@@ -126,7 +131,7 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
             eprintln!("[serve] {line}");
         }
     }));
-    (proc, addr)
+    proc
 }
 
 /// Runs the client script; panics with its stderr when it fails.
