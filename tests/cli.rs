@@ -780,3 +780,42 @@ fn append_failing_on_its_first_line_creates_no_topic() {
     assert_eq!(ok(d, &["topics"], b""), "json\nkept\n");
     assert_eq!(values_of(&ok(d, &["read", "json"], b"")), ["{\"k\":1}"]);
 }
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    since.unwrap().as_millis() as u64
+}
+
+/// `read --follow --from-time T` with T in the future prints only records appended at or
+/// after T, waiting for them; it used to print those appended in between as well.
+#[test]
+fn follow_from_a_future_time_prints_only_records_from_that_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(d, &["append", "t"], b"old\n");
+    let from_ms = now_ms() + 2000;
+    let from = from_ms.to_string();
+    let mut follower = tk(d)
+        .args(["read", "t", "--follow", "--format", "raw", "--from-time", &from])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = line_channel(follower.stdout.take().unwrap());
+    ok(d, &["append", "t"], b"before\n");
+    let before = jsonl(&ok(d, &["read", "t", "--from-offset", "1"], b""));
+    let before_us = before[0]["timestamp_us"].as_u64().unwrap();
+    assert!(
+        before_us < from_ms * 1000,
+        "setup: 'before' was appended before the time"
+    );
+    while now_ms() <= from_ms {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(d, &["append", "t"], b"after\nlater\n");
+    let first = followed.recv_timeout(DEADLINE).expect("follower printed nothing");
+    let second = followed.recv_timeout(DEADLINE).expect("follower printed one line");
+    assert_eq!([first, second], ["after", "later"]);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}

@@ -83,17 +83,25 @@ pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
     if let Some(group) = &args.group {
         return read_group(&topic, group, &args);
     }
-    let start = match (&args.from_offset, &args.from_time) {
-        (Some(offset), _) => Offset(*offset),
-        (None, Some(time)) => {
-            let t = parse_time_us(time).map_err(CliError::Usage)?;
-            topic.seek_time(t)?.unwrap_or_else(|| topic.end_offset())
-        }
+    let from_us = match &args.from_time {
+        Some(time) => Some(parse_time_us(time).map_err(CliError::Usage)?),
+        None => None,
+    };
+    let start = match (args.from_offset, from_us) {
+        (Some(offset), _) => Offset(offset),
+        (None, Some(t)) => topic.seek_time(t)?.unwrap_or_else(|| topic.end_offset()),
         (None, None) => topic.start_offset(),
     };
     if start < topic.start_offset() || start > topic.end_offset() {
         return Err(topic.out_of_range(start).into());
     }
+    print_from(&topic, start, from_us, &args)
+}
+
+/// Prints records from `start`; with `--follow`, waits for more at the end. Records
+/// before `from_us` are skipped until the first at or after it: a time past the last
+/// record starts at the end, and what is appended before that time is not printed.
+fn print_from(topic: &crate::Topic, start: Offset, mut from_us: Option<u64>, args: &ReadArgs) -> Result<(), CliError> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let limit = args.limit.unwrap_or(u64::MAX);
@@ -102,7 +110,12 @@ pub fn run(dir: &Path, args: ReadArgs) -> Result<(), CliError> {
     while printed < limit {
         match records.next() {
             Some(record) => {
-                write_record(&mut out, &record?, args.format).map_err(stdout_err)?;
+                let record = record?;
+                if from_us.is_some_and(|t| record.timestamp_us < t) {
+                    continue;
+                }
+                from_us = None;
+                write_record(&mut out, &record, args.format).map_err(stdout_err)?;
                 printed += 1;
             }
             None if args.follow => {
