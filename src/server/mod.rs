@@ -134,6 +134,8 @@ pub(crate) struct State {
     /// Woken after every append made through this server (Fetch long-polls wait on it).
     pub appended: tokio::sync::Notify,
     pub groups: groups::Coordinator,
+    /// What is known of idempotent producers; locked only to find a producer's slot, whose
+    /// own lock an append holds.
     pub producers: Mutex<producers::Producers>,
     pub next_producer_id: AtomicI64,
     /// The in-flight frame budget ([`FRAMES_IN_FLIGHT_BYTES_MAX`]), in permits of

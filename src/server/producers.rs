@@ -189,8 +189,8 @@ type ProducerKey = (String, i64);
 /// What is known of one producer on one topic, `None` until its first batch is appended.
 pub(crate) type ProducerSlot = Arc<Mutex<Option<ProducerState>>>;
 
-/// The known idempotent producers: at most [`PRODUCERS_MAX`] (plus those whose append is
-/// under way, at most one per thread), the least recently used forgotten first, so that a
+/// The known idempotent producers: at most [`PRODUCERS_MAX`] (plus those an append holds,
+/// at most one per blocking thread), the least recently used forgotten first, so that a
 /// client cycling through producer ids cannot make the server hold more, and an active
 /// producer is not forgotten for the new ones.
 #[derive(Default)]
