@@ -819,3 +819,25 @@ fn follow_from_a_future_time_prints_only_records_from_that_time() {
     follower.kill().unwrap();
     follower.wait().unwrap();
 }
+
+/// Log lines into a pipe or file are plain text: no ANSI colour codes, even without
+/// NO_COLOR (they used to be coloured wherever stderr went).
+#[test]
+fn log_lines_into_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = tempfile::tempdir().unwrap();
+    let input = inputs.path().join("input");
+    std::fs::write(&input, "x\n").unwrap();
+    // A new store makes its signing key with the first append, and logs that.
+    let out = tk(dir.path())
+        .args(["append", "t"])
+        .arg(&input)
+        .env("TRAILKEEP_LOG", "info")
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "a log line to look at: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}

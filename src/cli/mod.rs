@@ -406,13 +406,24 @@ pub(crate) fn trail_config(
     Ok(config)
 }
 
+/// Whether log lines carry ANSI colours: only on a terminal, and not when `NO_COLOR` is
+/// set to anything but the empty string (no-color.org). A file or pipe gets plain text.
+fn log_colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(std::ffi::OsStr::is_empty)
+}
+
 /// Parses arguments, runs, prints errors; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRAILKEEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colour = log_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
@@ -427,5 +438,21 @@ pub fn main() -> std::process::ExitCode {
             eprintln!("error: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_coloured_only_on_a_terminal_without_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, empty), "an empty NO_COLOR counts as unset");
+        assert!(!log_colour(true, set));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, set));
     }
 }
