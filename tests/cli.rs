@@ -841,3 +841,59 @@ fn log_lines_into_a_pipe_carry_no_colour_codes() {
     assert!(stderr.contains("INFO"), "a log line to look at: {stderr}");
     assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
 }
+
+/// The argument paths of every command and sub-command (`["groups", "x", "reset"]`: a
+/// placeholder for each required positional before a sub-command).
+fn command_paths(cmd: &clap::Command, prefix: &[String], paths: &mut Vec<Vec<String>>) {
+    paths.push(prefix.to_vec());
+    let mut path = prefix.to_vec();
+    path.extend(
+        cmd.get_positionals()
+            .filter(|a| a.is_required_set())
+            .map(|_| "x".to_owned()),
+    );
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let mut sub_path = path.clone();
+        sub_path.push(sub.get_name().to_owned());
+        command_paths(sub, &sub_path, paths);
+    }
+}
+
+/// Every option in `-h` and `--help` of every command names its default and its
+/// environment variable once: a doc comment saying "[default: ...]" beside clap's own
+/// `[default: ...]` / `[env: ...]` printed it twice (`--dir` did, on every command).
+#[test]
+fn help_names_each_default_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    command_paths(
+        &<trailkeep::cli::Cli as clap::CommandFactory>::command(),
+        &[],
+        &mut paths,
+    );
+    assert!(paths.len() > 20, "{paths:?}");
+    for path in &paths {
+        for flag in ["-h", "--help"] {
+            let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+            args.push(flag);
+            let help = ok(dir.path(), &args, b"");
+            // An option's entry starts at a line indented by at most 6 columns; its
+            // long description lines are indented further.
+            let mut entries: Vec<String> = Vec::new();
+            for line in help.lines() {
+                let indent = line.len() - line.trim_start().len();
+                match entries.last_mut() {
+                    Some(entry) if indent > 6 || line.trim().is_empty() => entry.push_str(line),
+                    _ => entries.push(line.to_owned()),
+                }
+            }
+            for entry in &entries {
+                assert!(entry.matches("[default:").count() <= 1, "{args:?}: {entry}");
+                if let Some((_, var)) = entry.split_once("[env: ") {
+                    let var = var.split('=').next().unwrap();
+                    assert!(!entry.contains(&format!("${var}")), "{args:?}: {entry}");
+                }
+            }
+        }
+    }
+}

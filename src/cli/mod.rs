@@ -91,7 +91,7 @@ pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) 
 #[derive(Parser, Debug)]
 #[command(name = "trailkeep", version, about)]
 pub struct Cli {
-    /// The store directory [default: $TRAILKEEP_DIR, else ./trailkeep-data]
+    /// The store directory
     #[arg(long, global = true, env = "TRAILKEEP_DIR", default_value = "trailkeep-data")]
     pub dir: PathBuf,
     /// True when --dir or TRAILKEEP_DIR was given (demo uses a temporary store otherwise).

@@ -22,7 +22,7 @@ struct RemoteArgs {
     /// for loopback hosts) [default: AWS]
     #[arg(long, env = "TRAILKEEP_TIER_ENDPOINT")]
     endpoint: Option<String>,
-    /// Region [default: $AWS_REGION, else us-east-1]
+    /// Region [default: us-east-1]
     #[arg(long, env = "AWS_REGION")]
     region: Option<String>,
 }
