@@ -42,6 +42,43 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .context(|| format!("syncing directory {}", dir.display()))
 }
 
+/// Creates `path` with `bytes` unless it exists, atomically: a temp file of this call's
+/// own (so concurrent creators never share one), fsync, hard link to `path` (which fails
+/// when `path` exists: exactly one creator wins), directory fsync. Returns false when
+/// `path` existed; nothing is changed then.
+pub fn create_atomic(path: &Path, bytes: &[u8]) -> Result<bool> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.{n}{TMP_SUFFIX}", std::process::id()));
+    let tmp = Path::new(&tmp);
+    let written = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            if is_volatile(path) {
+                Ok(())
+            } else {
+                file.sync_data()
+            }
+        })
+        .context(|| format!("writing {}", tmp.display()));
+    let linked = written.and_then(|()| match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).context(|| format!("linking {} to {}", tmp.display(), path.display())),
+    });
+    let removed = fs::remove_file(tmp).context(|| format!("removing {}", tmp.display()));
+    let created = linked?;
+    removed?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(created)
+}
+
 /// Replaces `path` with `bytes` atomically: temp file, fsync, rename, directory fsync.
 /// A crash leaves either the old content or the new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

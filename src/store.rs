@@ -284,7 +284,9 @@ impl Store {
         }
         std::fs::create_dir_all(&dir).context(|| format!("creating topic directory {}", dir.display()))?;
         crate::fsutil::sync_dir(&self.inner.config.dir.join(TOPICS_DIR))?;
-        config.save(&dir)?;
+        if !config.save_new(&dir)? {
+            return Err(Error::TopicExists(name.to_owned()));
+        }
         self.topic(name)
     }
 

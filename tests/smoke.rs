@@ -197,3 +197,54 @@ fn deleting_the_lock_file_does_not_admit_a_second_appender() {
         .collect();
     assert_eq!(values, vec![b"x".to_vec(), b"z".to_vec()]);
 }
+
+/// Threads (one store) and stores (as separate processes would) creating the same new
+/// topics at once: every `topic_or_create` succeeds, and of the explicit `create_topic`
+/// calls exactly one wins while the others get `TopicExists`.
+#[test]
+fn concurrent_creators_of_one_topic_all_get_it_and_one_wins() {
+    const CREATORS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<Store> = (0..CREATORS).map(|_| Store::open(dir.path()).unwrap()).collect();
+    for round in 0..20 {
+        let name = format!("t{round}");
+        let shared = &stores[0];
+        std::thread::scope(|s| {
+            for _ in 0..CREATORS {
+                s.spawn(|| shared.topic_or_create(&name).unwrap());
+            }
+        });
+        let explicit = format!("c{round}");
+        let outcomes: Vec<Result<(), trailkeep::Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let explicit = &explicit;
+                    s.spawn(move || {
+                        let config = TopicConfig::default().segment_bytes(1 << (16 + i));
+                        store.create_topic(explicit, config).map(|_| ())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut won = 0;
+        for outcome in outcomes {
+            match outcome {
+                Ok(()) => won += 1,
+                Err(trailkeep::Error::TopicExists(topic)) => assert_eq!(topic, explicit),
+                Err(other) => panic!("round {round}: a creator failed with {other}"),
+            }
+        }
+        assert_eq!(won, 1, "round {round}: creators that won");
+    }
+    let names = stores[0].topic_names().unwrap();
+    assert_eq!(names.len(), 40, "{names:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("topics/t0"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -180,9 +180,11 @@ impl TopicConfig {
         Ok(config)
     }
 
-    pub(crate) fn save(&self, dir: &Path) -> Result<()> {
+    /// Writes the settings of a new topic; false when the topic has settings already
+    /// (another thread or process created it first), which are then left as they are.
+    pub(crate) fn save_new(&self, dir: &Path) -> Result<bool> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        crate::fsutil::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+        crate::fsutil::create_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
     }
 }
 
