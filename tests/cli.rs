@@ -618,7 +618,6 @@ fn every_printing_command_stops_quietly_when_stdout_is_closed() {
         vec!["forget", "someone", "--topic", "agent-trail"],
         vec!["tier", "status"],
         vec!["tier", "status", "--json"],
-        vec!["demo", "--agents", "1", "--sessions", "2"],
         vec![
             "bench",
             "--quick",
@@ -634,7 +633,9 @@ fn every_printing_command_stops_quietly_when_stdout_is_closed() {
             bench_dir.to_str().unwrap(),
         ],
     ];
-    for args in &commands {
+    let demo: &[&str] = &["demo", "--agents", "1", "--sessions", "2"];
+    let runs = commands.iter().map(|args| (d, args.as_slice()));
+    for (d, args) in runs.chain([(d.join("second").as_path(), demo)]) {
         let out = run_with_stdout_closed(d, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(141), "trailkeep {args:?}: {stderr}");
@@ -896,4 +897,28 @@ fn help_names_each_default_once() {
             }
         }
     }
+}
+
+/// `demo --agents 0` (or `--sessions 0`) is refused as a bad argument before anything is
+/// created (it used to run, append nothing and fail on an offset out of range), and a
+/// second run on the same `--dir` is refused with a message, leaving the first run's
+/// trail as it was (it used to fail midway on the subject the first run erased).
+#[test]
+fn demo_refuses_zero_agents_and_a_second_run_on_the_same_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("demo");
+    for (flag, limit) in [("--agents", "1..=64"), ("--sessions", "1..=1000")] {
+        let out = run(&d, &["demo", flag, "0"], b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} 0: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(limit), "{flag} 0: {stderr}");
+        assert!(!d.exists(), "{flag} 0 created the store");
+    }
+    ok(&d, &["demo", "--agents", "1", "--sessions", "2"], b"");
+    let before = ok(&d, &["read", "agent-trail", "--format", "raw"], b"");
+    let stderr = fails(&d, &["demo", "--agents", "1", "--sessions", "2"], b"");
+    assert!(stderr.contains("already holds a demo trail"), "{stderr}");
+    assert!(stderr.contains(&d.display().to_string()), "{stderr}");
+    assert_eq!(ok(&d, &["read", "agent-trail", "--format", "raw"], b""), before);
+    ok(&d, &["verify"], b"");
 }

@@ -21,16 +21,23 @@ use crate::{ConsumerConfig, Durability, Offset, Store, TopicConfig};
 /// Arguments of `demo`.
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Number of simulated agents (threads appending).
-    #[arg(long, default_value_t = 4)]
+    /// Number of simulated agents (threads appending), 1 to 64.
+    #[arg(long, default_value_t = 4,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=DEMO_AGENTS_MAX))]
     pub agents: usize,
-    /// Sessions each agent runs.
-    #[arg(long, default_value_t = 40)]
+    /// Sessions each agent runs, 1 to 1000.
+    #[arg(long, default_value_t = 40,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=DEMO_SESSIONS_MAX))]
     pub sessions: usize,
     /// Seed of the simulated trail.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
 }
+
+/// Most simulated agents: one appending thread each.
+const DEMO_AGENTS_MAX: u64 = 64;
+/// Most sessions per agent: each agent's events are generated in memory first.
+const DEMO_SESSIONS_MAX: u64 = 1000;
 
 const TOPIC: &str = "agent-trail";
 const PERSONAL: [&str; 2] = ["gen_ai.input.messages", "gen_ai.output.messages"];
@@ -48,6 +55,7 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
     let dir = dir.unwrap_or(temp.path());
     let out = &mut std::io::stdout().lock();
     let store = Store::builder(dir).durability(Durability::Always).open()?;
+    create_topic(&store, dir)?;
     step(
         out,
         &format!(
@@ -55,14 +63,6 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
             dir.display()
         ),
     )?;
-    if store.topic(TOPIC).is_err() {
-        store.create_topic(
-            TOPIC,
-            TopicConfig::default()
-                .segment_bytes(256 * 1024)
-                .checkpoint_every_records(500),
-        )?;
-    }
     let config = TrailConfig {
         shredder: Some(crate::events::Shredder::new(PERSONAL).map_err(|e| CliError::Usage(e.to_string()))?),
         ..TrailConfig::default()
@@ -92,6 +92,30 @@ pub fn run(dir: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
     writeln!(out, "checkpoint\n{}", topic.checkpoint()?).map_err(stdout_err)?;
     writeln!(out, "verifier key {}", store.verifier_key()?).map_err(stdout_err)?;
     store.close()?;
+    Ok(())
+}
+
+/// Creates the demo's topic. A second run on the same store would meet the subject the
+/// first one erased (its key is gone for good) and mix both runs in its summary: it is
+/// refused before anything changes.
+fn create_topic(store: &Store, dir: &Path) -> Result<(), CliError> {
+    match store.topic(TOPIC) {
+        Ok(_) => {
+            return Err(CliError::Usage(format!(
+                "{} already holds a demo trail (topic {TOPIC}); run the demo on a new --dir, \
+                 or without --dir on a temporary store",
+                dir.display()
+            )))
+        }
+        Err(crate::Error::NoSuchTopic(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    store.create_topic(
+        TOPIC,
+        TopicConfig::default()
+            .segment_bytes(256 * 1024)
+            .checkpoint_every_records(500),
+    )?;
     Ok(())
 }
 
