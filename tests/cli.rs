@@ -213,12 +213,13 @@ fn topics_create_list_and_stats() {
 fn append_from_file_and_stdin_with_printed_offsets_and_exact_raw_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Quotes, backslashes, tabs, non-ASCII, a carriage return, an empty line, bytes that
-    // are not UTF-8: raw output is the input, byte for byte.
+    // Quotes, backslashes, tabs, non-ASCII, a carriage return inside a line, an empty line,
+    // bytes that are not UTF-8: raw output is the input, byte for byte (line endings are
+    // \n here; \r\n endings are a test of their own).
     let mut input = Vec::new();
     input.extend_from_slice(b"{\"msg\":\"he said \\\"hi\\\"\",\"path\":\"C:\\\\x\"}\n");
     input.extend_from_slice("tab\there, ünïcödé ✓\n".as_bytes());
-    input.extend_from_slice(b"windows line\r\n");
+    input.extend_from_slice(b"carriage\rreturn\n");
     input.extend_from_slice(b"\n");
     input.extend_from_slice(b"\xff\xfe not utf-8 \x80\n");
     input.extend_from_slice(b"last\n");
@@ -247,7 +248,7 @@ fn append_from_file_and_stdin_with_printed_offsets_and_exact_raw_bytes() {
         assert!(r["key"].is_null());
     }
     assert_eq!(records[1]["value"], "tab\there, ünïcödé ✓");
-    assert_eq!(records[2]["value"], "windows line\r");
+    assert_eq!(records[2]["value"], "carriage\rreturn");
     assert_eq!(records[3]["value"], "");
     assert!(records[4]["value"]["base64"].is_string(), "{}", records[4]);
     assert_eq!(records[12]["value"], "quiet");
@@ -921,4 +922,55 @@ fn demo_refuses_zero_agents_and_a_second_run_on_the_same_store() {
     assert!(stderr.contains(&d.display().to_string()), "{stderr}");
     assert_eq!(ok(&d, &["read", "agent-trail", "--format", "raw"], b""), before);
     ok(&d, &["verify"], b"");
+}
+
+/// `append` takes files saved on Windows: a line ending \r\n is a line ending (the \r
+/// used to stay in the record, and made a JSON line with `--key-field` keep it too), and
+/// a UTF-8 byte order mark before the first line is not part of it (it used to make the
+/// first JSON line "not JSON"). A \r inside a line, or a BOM on a later line, stays.
+#[test]
+fn append_takes_crlf_line_endings_and_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = b"\xef\xbb\xbf{\"k\":\"a\"}\r\n{\"k\":\"b\"}\r\n{\"k\":\"c\"}\r\n";
+    ok(d, &["append", "json", "--key-field", "k"], &input[..]);
+    let records = jsonl(&ok(d, &["read", "json"], b""));
+    let keys: Vec<&str> = records.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    let values: Vec<&str> = records.iter().map(|r| r["value"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    assert_eq!(values, ["{\"k\":\"a\"}", "{\"k\":\"b\"}", "{\"k\":\"c\"}"]);
+
+    let inputs = tempfile::tempdir().unwrap();
+    let file = inputs.path().join("windows.txt");
+    std::fs::write(
+        &file,
+        b"\xef\xbb\xbffirst\r\nin\rside\r\n\xef\xbb\xbfsecond bom\r\nlast\r\n",
+    )
+    .unwrap();
+    ok(d, &["append", "raw", file.to_str().unwrap()], b"");
+    assert_eq!(
+        ok(d, &["read", "raw", "--format", "raw"], b"").as_bytes(),
+        "first\nin\rside\n\u{feff}second bom\nlast\n".as_bytes()
+    );
+
+    // --events: a BOM and \r\n around an event line.
+    let event = concat!(
+        r#"{"actor.id":"agent-support-00","actor.type":"agent","event_id":"evt-00000007-3fa2c1","#,
+        r#""gen_ai.agent.id":"agent-support-00","gen_ai.conversation.id":"conv-225ec07a9950","#,
+        r#""gen_ai.operation.name":"execute_tool","gen_ai.tool.call.arguments":{"order":"A-1"},"#,
+        r#""gen_ai.tool.call.id":"call_5b1c","gen_ai.tool.name":"issue_refund","#,
+        r#""gen_ai.tool.type":"function","kind":"tool_call","parent_span_id":"eb0354df4a45b34f","#,
+        r#""schema_version":1,"span_id":"1f6a8d0c2b3e4f50","subject.id":"user-0002","#,
+        r#""time":"2025-01-01T00:00:01.204113Z","trace_id":"1a82e79b05b5faebf5ba4eb728dd632d"}"#
+    );
+    let out = run(d, &["append", "lf", "--events"], format!("{event}\n").as_bytes());
+    assert!(
+        out.status.success(),
+        "setup: the event is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = format!("\u{feff}{event}\r\n");
+    let out = run(d, &["append", "events", "--events"], line.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(offsets_of(&ok(d, &["read", "events"], b"")), [0]);
 }

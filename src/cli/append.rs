@@ -208,6 +208,23 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// UTF-8's byte order mark, which editors on Windows put before the first line.
+const UTF8_BOM: &[u8] = b"\xef\xbb\xbf";
+
+/// A line without its ending (`\n` or `\r\n`) and, on line 1, without a byte order mark:
+/// files saved on Windows append the same records as their unix twins. A `\r` elsewhere
+/// is part of the record.
+fn line_text(line_no: u64, line: &[u8]) -> &[u8] {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+        .unwrap_or(line);
+    match line_no {
+        1 => line.strip_prefix(UTF8_BOM).unwrap_or(line),
+        _ => line,
+    }
+}
+
 /// Appends the input's lines in batches of what is already buffered, up to the first
 /// bad line.
 fn append_lines(
@@ -234,10 +251,7 @@ fn append_lines(
             }
             progress.inc(n as u64);
             line_no += 1;
-            if line.last() == Some(&b'\n') {
-                line.pop();
-            }
-            match parser.parse(line_no, &line) {
+            match parser.parse(line_no, line_text(line_no, &line)) {
                 Ok(record) => batch.push(record),
                 Err(e) => {
                     bad = Some(e);
@@ -274,5 +288,22 @@ pub(crate) fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {
             bar
         }
         _ => indicatif::ProgressBar::hidden(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_endings_and_the_byte_order_mark() {
+        assert_eq!(line_text(1, b"\xef\xbb\xbfa\r\n"), b"a");
+        assert_eq!(line_text(2, b"\xef\xbb\xbfa\r\n"), b"\xef\xbb\xbfa");
+        assert_eq!(line_text(3, b"\r\n"), b"");
+        assert_eq!(line_text(3, b"a\rb\n"), b"a\rb");
+        assert_eq!(line_text(3, b"no newline"), b"no newline");
+        // A lone \r at the end of the input is not a line ending.
+        assert_eq!(line_text(3, b"cut\r"), b"cut\r");
+        assert_eq!(line_text(3, b"a\r\r\n"), b"a\r");
     }
 }

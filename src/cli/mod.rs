@@ -114,6 +114,8 @@ pub enum Command {
     /// Sizes and offsets of every topic.
     Stats,
     /// Append one record per input line (stdin when FILE is absent).
+    ///
+    /// Lines end at \n or \r\n; a UTF-8 byte order mark before the first line is skipped.
     Append(append::AppendArgs),
     /// Print records.
     Read(read::ReadArgs),
