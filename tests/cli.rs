@@ -671,7 +671,7 @@ fn read_only_commands_refuse_a_directory_without_a_store_and_create_nothing() {
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let bucket = format!("file://{}", dir.path().join("bucket").display());
-    let commands: [&[&str]; 19] = [
+    let commands: [&[&str]; 20] = [
         &["topics"],
         &["stats"],
         &["read", "t"],
@@ -691,6 +691,7 @@ fn read_only_commands_refuse_a_directory_without_a_store_and_create_nothing() {
         &["forget", "someone", "--topic", "t"],
         &["tier", "status"],
         &["tier", "upload", "--now", "--to", &bucket],
+        &["mirror", "t", "--to", "127.0.0.1:1", "--until-caught-up"],
     ];
     for d in [&missing, &empty] {
         for args in commands {

@@ -50,6 +50,8 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
             ..MirrorConfig::new(topic.clone(), args.to.clone())
         })
         .collect();
+    // Mirroring reads topics that must exist: a mistyped --dir creates no store.
+    super::require_store(dir)?;
     let store = open_store(dir, Durability::Always)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
