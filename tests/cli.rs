@@ -661,6 +661,32 @@ fn every_printing_command_stops_quietly_when_stdout_is_closed() {
     );
 }
 
+/// With standard error a pipe whose reader is gone, messages and errors are dropped
+/// instead of panicking (`eprintln!` panicked on EPIPE: exit 101): the command's own
+/// status stands.
+#[test]
+fn a_closed_stderr_pipe_does_not_turn_messages_into_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let with_stderr_closed = |args: &[&str], input: &[u8]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = tk(d)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait().unwrap().code()
+    };
+    assert_eq!(with_stderr_closed(&["topics", "create", "t"], b""), Some(0));
+    assert_eq!(with_stderr_closed(&["append", "t"], b"a\nb\n"), Some(0));
+    assert_eq!(with_stderr_closed(&["read", "nosuch"], b""), Some(1));
+    assert_eq!(ok(d, &["read", "t", "--format", "raw"], b""), "a\nb\n");
+}
+
 /// Commands that read or maintain a store refuse a `--dir` that holds none (missing, or an
 /// empty directory), naming the path, and create nothing there; they used to create an
 /// empty store. Commands that write records still create it.

@@ -203,7 +203,7 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
     appended?;
     closed?;
     if std::io::stderr().is_terminal() {
-        eprintln!("appended {total} records to {}", args.topic);
+        note!("appended {total} records to {}", args.topic);
     }
     Ok(())
 }

@@ -93,7 +93,7 @@ pub fn run(dir: &Path, args: GroupsArgs) -> Result<(), CliError> {
         }
         Some(GroupsAction::Delete { group }) => {
             topic.delete_group(&group)?;
-            eprintln!("deleted group {group}");
+            note!("deleted group {group}");
         }
     }
     Ok(())

@@ -60,7 +60,7 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
     // Before the lines that say it runs: a SIGTERM sent at once must find the handler.
     let shutdown = super::serve::shutdown_signal(runtime.handle());
     for config in &configs {
-        eprintln!(
+        note!(
             "trailkeep mirroring {} to {} topic {} (group {})",
             config.topic,
             config.to,
@@ -79,7 +79,7 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
         runtime.block_on(async {
             tokio::select! {
                 () = shutdown => {
-                    eprintln!("trailkeep mirror: stopping (the cursor stays at the last acknowledged record)");
+                    note!("trailkeep mirror: stopping (the cursor stays at the last acknowledged record)");
                     watcher_stop.store(true, Ordering::Relaxed);
                 }
                 () = async {
@@ -98,6 +98,6 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
         other => CliError::Usage(other.to_string()),
     })?;
     store.close()?;
-    eprintln!("trailkeep mirror: {mirrored} records acknowledged by {}", args.to);
+    note!("trailkeep mirror: {mirrored} records acknowledged by {}", args.to);
     Ok(())
 }

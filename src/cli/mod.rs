@@ -3,6 +3,15 @@
 //! **Invariant:** only this module (and `src/bin`) knows about JSON lines, terminals and
 //! exit codes; the engine below it deals in records and offsets.
 
+/// `eprintln!` that cannot panic: a message to standard error, dropped when stderr is
+/// closed (`trailkeep ... 2>&-`), where `eprintln!` would panic.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod append;
 mod demo;
 mod evidence;
@@ -254,7 +263,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             });
             let store = open_store(&cli.dir, Durability::Always)?;
             store.create_topic(&topic, config)?;
-            eprintln!("created topic {topic}");
+            note!("created topic {topic}");
             Ok(())
         }
         Command::Stats => stats(&cli.dir),
@@ -357,7 +366,7 @@ fn forget(dir: &std::path::Path, subject: &str, topics: Vec<String>) -> Result<(
         .map_err(trail_err)?;
         writeln!(out, "{name} {offset}").map_err(stdout_err)?;
     }
-    eprintln!("forgot subject {subject}: its key is destroyed");
+    note!("forgot subject {subject}: its key is destroyed");
     store.close()?;
     Ok(())
 }
@@ -437,7 +446,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(CliError::StdoutClosed) => std::process::ExitCode::from(EXIT_STDOUT_CLOSED),
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -47,13 +47,13 @@ pub(crate) fn run(dir: &Path, args: ServeArgs) -> Result<(), CliError> {
     // Before the line that says it is ready: a SIGTERM sent at once must find the handler.
     let shutdown = shutdown_signal(&server.runtime_handle());
     // The one line scripts wait for (stderr, so stdout stays free).
-    eprintln!(
+    note!(
         "trailkeep serving the Kafka protocol on {addr} (store {})",
         dir.display()
     );
     tracing::info!(%addr, "listening");
     server.run(shutdown).map_err(server_err)?;
-    eprintln!("trailkeep serve: stopped, store closed");
+    note!("trailkeep serve: stopped, store closed");
     Ok(())
 }
 

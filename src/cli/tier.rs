@@ -136,7 +136,7 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
                 .ok_or_else(|| CliError::Usage("tiering did not start".into()))?;
             let result = tier.upload_now();
             if let Ok(report) = &result {
-                eprintln!(
+                note!(
                     "uploaded {} segment(s) ({} bytes), evicted {}, deleted {} remote segment(s)",
                     report.uploaded.len(),
                     report.uploaded_bytes,
@@ -159,29 +159,29 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
                 crate::tier::install_signing_key(dir, key)?;
             }
             for (topic, kept, dropped) in &report.checkpoints {
-                eprintln!("restored topic {topic}: {kept} stored checkpoint(s)");
+                note!("restored topic {topic}: {kept} stored checkpoint(s)");
                 if *dropped > 0 {
-                    eprintln!(
+                    note!(
                         "warning: topic {topic}: {dropped} checkpoint(s) cover records that never reached the bucket; \
                          set aside in checkpoints.unrestored.log"
                     );
                 }
             }
             if signing_key.is_none() && report.checkpoints.iter().any(|c| c.1 > 0) {
-                eprintln!(
+                note!(
                     "note: copy the old store's keys/checkpoint.key into {}/keys/ (or pass --signing-key) \
                      before opening the store; without it the stored checkpoints do not verify",
                     dir.display()
                 );
             }
             for (topic, segments, end) in &report.topics {
-                eprintln!("restored topic {topic}: {segments} segment(s), offsets up to {end}");
+                note!("restored topic {topic}: {segments} segment(s), offsets up to {end}");
             }
             for (topic, from, to) in &report.gaps {
-                eprintln!("warning: topic {topic}: offsets {from}..{to} never reached the bucket and are missing");
+                note!("warning: topic {topic}: offsets {from}..{to} never reached the bucket and are missing");
             }
             if download {
-                eprintln!("downloaded {} bytes", report.downloaded_bytes);
+                note!("downloaded {} bytes", report.downloaded_bytes);
             }
             Ok(())
         }
