@@ -766,6 +766,16 @@ fn produce_answers_sequence_and_epoch_errors_on_the_wire() {
         assert_eq!((stale.error_code, stale.base_offset), (47, -1), "v{version} epoch 0");
         end += 3;
     }
+    // An empty transactional id is a malformed request (as Kafka answers), a non-empty
+    // one asks for transactions, which are not served.
+    for (id, want) in [("", 42), ("tx", 53)] {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(id.into())))
+            .with_transaction_timeout_ms(60_000);
+        let response = send_request(&addr, 22, 1, &request);
+        let init = InitProducerIdResponse::decode(&mut bytes::Bytes::copy_from_slice(&response[4..]), 1).unwrap();
+        assert_eq!(init.error_code, want, "transactional id {id:?}");
+    }
     let store = Store::open(dir.path()).unwrap();
     let topic = store.topic("sequenced").unwrap();
     assert_eq!(

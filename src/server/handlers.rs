@@ -279,6 +279,12 @@ async fn create_topics(state: &Arc<State>, request: CreateTopicsRequest) -> Crea
 
 fn init_producer_id(state: &State, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
+    if request.transactional_id.as_ref().is_some_and(|id| id.is_empty()) {
+        // As a Kafka broker answers: an empty transactional id is a malformed request.
+        tracing::warn!("refusing InitProducerId with an empty transactional id");
+        response.error_code = code::INVALID_REQUEST;
+        return response;
+    }
     if request.transactional_id.is_some() {
         tracing::warn!("refusing InitProducerId with a transactional id: transactions are not supported");
         response.error_code = code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
