@@ -368,6 +368,18 @@ fn lines_over_a_limit_are_named_and_lines_before_them_are_kept() {
     assert!(stderr.contains(&(4u64 << 20).to_string()), "names the limit: {stderr}");
     assert_eq!(ok(d, &["read", "big", "--format", "raw"], b""), "one\ntwo\n");
 
+    // A line over twice the record limit (64 MiB here) is refused without being kept
+    // whole: the error names the line and its length.
+    let mut input = b"a\n".to_vec();
+    input.extend(std::iter::repeat_n(b'y', 64 << 20));
+    input.extend_from_slice(b"\nb\n");
+    let stderr = fails(d, &["append", "huge"], &input);
+    assert!(
+        stderr.contains("line 2") && stderr.contains(&((64u64 << 20) + 1).to_string()),
+        "{stderr}"
+    );
+    assert_eq!(ok(d, &["read", "huge", "--format", "raw"], b""), "a\n");
+
     // A key over its limit, in the same pipe read as the good lines before it.
     let long_key = "k".repeat(2000);
     let input = format!("{{\"k\":\"a\"}}\n{{\"k\":\"b\"}}\n{{\"k\":\"{long_key}\"}}\n{{\"k\":\"d\"}}\n");

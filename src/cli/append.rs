@@ -225,6 +225,40 @@ fn line_text(line_no: u64, line: &[u8]) -> &[u8] {
     }
 }
 
+/// Longest input line read into memory, its line end included: twice the record limit (an `--events` line may
+/// lose redacted fields on its way to a record). A longer line is skipped through to its
+/// end without being kept, and refused.
+const LINE_BYTES_MAX: usize = 2 * crate::record::RECORD_BYTES_MAX;
+
+/// Reads one line (with its `\n`) into `line`, keeping at most `max` bytes: returns the
+/// bytes consumed (0 at the end of input) and whether the line was longer than `max`
+/// (then `line` holds only its first `max` bytes, and the rest was read and dropped).
+fn read_line_bounded(reader: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> std::io::Result<(usize, bool)> {
+    let mut consumed = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok((consumed, consumed > max));
+        }
+        let (chunk, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let n = chunk.len();
+        reader.consume(n);
+        consumed += n;
+        if done {
+            return Ok((consumed, consumed > max));
+        }
+    }
+}
+
 /// Appends the input's lines in batches of what is already buffered, up to the first
 /// bad line.
 fn append_lines(
@@ -242,8 +276,7 @@ fn append_lines(
         let mut eof = false;
         loop {
             line.clear();
-            let n = reader
-                .read_until(b'\n', &mut line)
+            let (n, too_long) = read_line_bounded(reader, &mut line, LINE_BYTES_MAX)
                 .map_err(io_err(format!("reading {}", parser.source_name)))?;
             if n == 0 {
                 eof = true;
@@ -251,6 +284,14 @@ fn append_lines(
             }
             progress.inc(n as u64);
             line_no += 1;
+            if too_long {
+                bad = Some(CliError::BadLine {
+                    source_name: parser.source_name.clone(),
+                    line: line_no,
+                    reason: format!("the line is {n} bytes, over the longest line read ({LINE_BYTES_MAX} bytes: twice the record limit)"),
+                });
+                break;
+            }
             match parser.parse(line_no, line_text(line_no, &line)) {
                 Ok(record) => batch.push(record),
                 Err(e) => {
@@ -294,6 +335,28 @@ pub(crate) fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_longer_than_the_bound_are_read_through_not_kept() {
+        let input = [b"short\n".as_slice(), &[b'x'; 100], b"\nlast"].concat();
+        let mut reader = std::io::BufReader::with_capacity(16, input.as_slice());
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), (6, false));
+        assert_eq!(line, b"short\n");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), (101, true));
+        assert_eq!(line, [b'x'; 10]);
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), (4, false));
+        assert_eq!(line, b"last");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), (0, false));
+        // The bound counts the line's end: 10 bytes fit, and 9 with their newline.
+        let mut reader = std::io::BufReader::new([b'y'; 10].as_slice());
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), (10, false));
+        let mut reader = std::io::BufReader::new(b"yyyyyyyyyy\n".as_slice());
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), (11, true));
+    }
 
     #[test]
     fn line_endings_and_the_byte_order_mark() {

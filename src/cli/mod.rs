@@ -125,6 +125,7 @@ pub enum Command {
     /// Append one record per input line (stdin when FILE is absent).
     ///
     /// Lines end at \n or \r\n; a UTF-8 byte order mark before the first line is skipped.
+    /// A line over 8 MiB (twice the record limit) is refused without being read into memory.
     Append(append::AppendArgs),
     /// Print records.
     Read(read::ReadArgs),
