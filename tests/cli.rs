@@ -673,6 +673,30 @@ fn every_printing_command_stops_quietly_when_stdout_is_closed() {
     );
 }
 
+/// `stats` over a store with one damaged topic (its topic.json deleted) still shows the
+/// others, names the damaged one on stderr, and exits 1.
+#[test]
+fn stats_shows_every_readable_topic_and_names_the_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for topic in ["a", "b", "c"] {
+        ok(d, &["append", topic], b"x\ny\n");
+    }
+    std::fs::remove_file(d.join("topics/b/topic.json")).unwrap();
+    let out = run(d, &["stats"], b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(rows, ["a", "c"], "{stdout}");
+    assert!(stderr.contains("topic b:") && stderr.contains("topic.json"), "{stderr}");
+    assert!(stderr.contains("1 topic(s) could not be read"), "{stderr}");
+}
+
 /// With standard error a pipe whose reader is gone, messages and errors are dropped
 /// instead of panicking (`eprintln!` panicked on EPIPE: exit 101): the command's own
 /// status stands.

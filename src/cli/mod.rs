@@ -320,9 +320,17 @@ fn stats(dir: &std::path::Path) -> Result<(), CliError> {
         "topic", "start", "end", "records", "segments", "bytes"
     )
     .map_err(stdout_err)?;
+    let mut unreadable = Vec::new();
     for name in store.topic_names()? {
-        let topic = store.topic(&name)?;
-        let s = topic.stats()?;
+        // A damaged topic is reported and skipped: the others are still shown.
+        let s = match store.topic(&name).and_then(|topic| topic.stats()) {
+            Ok(s) => s,
+            Err(e) => {
+                note!("error: topic {name}: {e}");
+                unreadable.push(name);
+                continue;
+            }
+        };
         writeln!(
             out,
             "{:<32} {:>12} {:>12} {:>12} {:>9} {:>14}",
@@ -336,6 +344,13 @@ fn stats(dir: &std::path::Path) -> Result<(), CliError> {
         .map_err(stdout_err)?;
     }
     tier::print_stats(&mut out, &store)?;
+    if !unreadable.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{} topic(s) could not be read (above): {}",
+            unreadable.len(),
+            unreadable.join(", ")
+        )));
+    }
     Ok(())
 }
 
