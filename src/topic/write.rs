@@ -479,7 +479,14 @@ fn boot_id() -> Option<String> {
 fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<AppendLock> {
     let path = dir.join(LOCK_FILE);
     let dir_file = File::open(dir).context(|| format!("opening topic directory {} to lock it", dir.display()))?;
-    try_lock(topic, &dir_file, dir, &path)?;
+    match try_lock(topic, &dir_file, dir, &path) {
+        Err(Error::Io { context, source }) => {
+            // A file system that cannot lock a directory (NFS emulates flock with locks
+            // that need a file open for writing): `append.lock` alone excludes.
+            tracing::warn!(topic, error = %source, "{context}: relying on {LOCK_FILE} alone");
+        }
+        other => other?,
+    }
     let file = OpenOptions::new()
         .read(true)
         .write(true)
