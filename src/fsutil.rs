@@ -42,6 +42,20 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .context(|| format!("syncing directory {}", dir.display()))
 }
 
+/// Writes `bytes` to the temp file `tmp` of `path` and fdatasyncs it (not on a volatile
+/// file system, see [`is_volatile`]).
+fn write_temp(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)
+        .context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| if is_volatile(path) { Ok(()) } else { file.sync_data() })
+        .context(|| format!("writing {}", tmp.display()))
+}
+
 /// Creates `path` with `bytes` unless it exists, atomically: a temp file of this call's
 /// own (so concurrent creators never share one), fsync, hard link to `path` (which fails
 /// when `path` exists: exactly one creator wins), directory fsync. Returns false when
@@ -52,20 +66,7 @@ pub fn create_atomic(path: &Path, bytes: &[u8]) -> Result<bool> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.{n}{TMP_SUFFIX}", std::process::id()));
     let tmp = Path::new(&tmp);
-    let written = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .and_then(|mut file| {
-            file.write_all(bytes)?;
-            if is_volatile(path) {
-                Ok(())
-            } else {
-                file.sync_data()
-            }
-        })
-        .context(|| format!("writing {}", tmp.display()));
-    let linked = written.and_then(|()| match fs::hard_link(tmp, path) {
+    let linked = write_temp(tmp, path, bytes).and_then(|()| match fs::hard_link(tmp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e).context(|| format!("linking {} to {}", tmp.display(), path.display())),
@@ -85,16 +86,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = Path::new(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(tmp)
-        .context(|| format!("creating {}", tmp.display()))?;
-    let volatile = is_volatile(path);
-    file.write_all(bytes)
-        .and_then(|()| if volatile { Ok(()) } else { file.sync_data() })
-        .context(|| format!("writing {}", tmp.display()))?;
+    write_temp(tmp, path, bytes)?;
     fs::rename(tmp, path).context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;

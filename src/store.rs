@@ -66,7 +66,8 @@ impl StoreConfig {
         self
     }
 
-    /// Whether to create the directory when it does not exist. Default: true.
+    /// Whether to create a store when `dir` holds none (missing or empty). Default: true;
+    /// with false, opening such a directory fails and creates nothing.
     pub fn create_if_missing(mut self, create: bool) -> Self {
         self.create = create;
         self
@@ -151,6 +152,12 @@ impl Store {
         Store::open_with(config, Some(temp))
     }
 
+    /// True when `dir` holds a store: its marker file, or the `topics` directory of a
+    /// store written before the marker existed (opening it adds the marker).
+    pub fn exists_at(dir: &Path) -> bool {
+        dir.join(STORE_MARKER).exists() || dir.join(TOPICS_DIR).is_dir()
+    }
+
     fn open_with(config: StoreConfig, temp: Option<tempfile::TempDir>) -> Result<Store> {
         let dir = &config.dir;
         let marker = dir.join(STORE_MARKER);
@@ -171,8 +178,11 @@ impl Store {
                         dir.display()
                     )));
                 }
-                if !config.create && !dir.exists() {
-                    return Err(Error::InvalidConfig(format!("store {} does not exist", dir.display())));
+                if !config.create && !Store::exists_at(dir) {
+                    return Err(Error::InvalidConfig(format!(
+                        "no trailkeep store at {} (nothing was created there)",
+                        dir.display()
+                    )));
                 }
                 std::fs::create_dir_all(dir.join(TOPICS_DIR))
                     .context(|| format!("creating store {}", dir.display()))?;

@@ -37,6 +37,10 @@ fn open(dir: &Path) -> Store {
     Store::builder(dir).durability(Durability::Always).open().unwrap()
 }
 
+fn open_buffered(dir: &Path) -> Store {
+    Store::builder(dir).durability(Durability::Buffered).open().unwrap()
+}
+
 fn cursor_path(dir: &Path, topic: &str, group: &str) -> PathBuf {
     dir.join("topics")
         .join(topic)
@@ -679,7 +683,7 @@ fn read_group_follower_killed_by_sigkill_resumes_without_a_gap() {
 fn ten_records_two_groups(dir: &Path) -> u64 {
     let log = dir.join("topics/t/00000000000000000000.log");
     {
-        let store = Store::builder(dir).durability(Durability::Buffered).open().unwrap();
+        let store = open_buffered(dir);
         let topic = store
             .create_topic("t", TopicConfig::default().tamper_evidence(false))
             .unwrap();
@@ -687,7 +691,7 @@ fn ten_records_two_groups(dir: &Path) -> u64 {
         store.close().unwrap();
     }
     let first_five = std::fs::metadata(&log).unwrap().len();
-    let store = Store::builder(dir).durability(Durability::Buffered).open().unwrap();
+    let store = open_buffered(dir);
     let topic = store.topic("t").unwrap();
     append_n(&topic, 5, 10);
     topic.commit("read", Offset(10)).unwrap();
@@ -719,10 +723,7 @@ fn groups_past_records_a_power_loss_took_are_moved_back_and_read_the_new_ones() 
         let first_five = ten_records_two_groups(dir.path());
         let len = if boot.is_empty() { first_five + 7 } else { first_five };
         power_loss(dir.path(), len, boot);
-        let store = Store::builder(dir.path())
-            .durability(Durability::Buffered)
-            .open()
-            .unwrap();
+        let store = open_buffered(dir.path());
         let topic = store.topic("t").unwrap();
         let report = topic.recover().unwrap();
         let rewound: Vec<(String, u64, u64)> = report
@@ -751,10 +752,7 @@ fn groups_past_records_a_power_loss_took_are_moved_back_and_read_the_new_ones() 
 fn groups_past_the_end_stay_after_a_clean_close_or_a_crash_of_this_boot() {
     let dir = tempfile::tempdir().unwrap();
     ten_records_two_groups(dir.path());
-    let store = Store::builder(dir.path())
-        .durability(Durability::Buffered)
-        .open()
-        .unwrap();
+    let store = open_buffered(dir.path());
     let topic = store.topic("t").unwrap();
     assert_eq!(topic.recover().unwrap().rewound_groups, Vec::new());
     assert_eq!(topic.committed("ahead").unwrap(), Some(Offset(20)));
@@ -765,10 +763,7 @@ fn groups_past_the_end_stay_after_a_clean_close_or_a_crash_of_this_boot() {
     let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
     let log = dir.path().join("topics/t/00000000000000000000.log");
     power_loss(dir.path(), std::fs::metadata(&log).unwrap().len(), this_boot.trim());
-    let store = Store::builder(dir.path())
-        .durability(Durability::Buffered)
-        .open()
-        .unwrap();
+    let store = open_buffered(dir.path());
     let topic = store.topic("t").unwrap();
     assert_eq!(topic.recover().unwrap().rewound_groups, Vec::new());
     assert_eq!(topic.committed("ahead").unwrap(), Some(Offset(20)));

@@ -141,6 +141,16 @@ fn zstd_topics_round_trip() {
     assert_eq!(all[2999].value, value(2999));
 }
 
+/// The error of an append to topic `t` through `store`, a second store of the same
+/// directory (as another process would open it).
+fn second_append_fails(store: &Store) -> trailkeep::Error {
+    store
+        .topic("t")
+        .unwrap()
+        .append(&NewRecord::new(b"y".to_vec()))
+        .unwrap_err()
+}
+
 #[test]
 fn second_appender_process_lock_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,11 +160,7 @@ fn second_appender_process_lock_is_reported() {
         .unwrap()
         .append(&NewRecord::new(b"x".to_vec()))
         .unwrap();
-    let err = b
-        .topic("t")
-        .unwrap()
-        .append(&NewRecord::new(b"y".to_vec()))
-        .unwrap_err();
+    let err = second_append_fails(&b);
     match &err {
         trailkeep::Error::Locked { lock_file, .. } => {
             assert_eq!(
@@ -176,11 +182,7 @@ fn deleting_the_lock_file_does_not_admit_a_second_appender() {
     topic_a.append(&NewRecord::new(b"x".to_vec())).unwrap();
     let lock = dir.path().join("topics/t").join(trailkeep::topic::LOCK_FILE);
     std::fs::remove_file(&lock).unwrap();
-    let err = b
-        .topic("t")
-        .unwrap()
-        .append(&NewRecord::new(b"y".to_vec()))
-        .unwrap_err();
+    let err = second_append_fails(&b);
     match &err {
         trailkeep::Error::Locked { topic, .. } => assert_eq!(topic, "t"),
         other => panic!("a second appender got {other}, not Locked"),

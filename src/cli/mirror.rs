@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{open_store, CliError};
+use super::CliError;
 use crate::mirror::{MirrorConfig, MirrorError};
 use crate::Durability;
 
@@ -52,7 +52,10 @@ pub(crate) fn run(dir: &Path, args: MirrorArgs) -> Result<(), CliError> {
         .collect();
     // Mirroring reads topics that must exist: a mistyped --dir creates no store.
     super::require_store(dir)?;
-    let store = open_store(dir, Durability::Always)?;
+    let store = crate::Store::builder(dir)
+        .durability(Durability::Always)
+        .create_if_missing(false)
+        .open()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -295,20 +295,15 @@ pub(crate) fn open_existing_store(dir: &std::path::Path) -> Result<Store, CliErr
     Ok(Store::builder(dir).create_if_missing(false).open()?)
 }
 
-/// Fails unless `dir` holds a store (its marker file).
+/// Fails unless `dir` holds a store ([`Store::exists_at`]), saying which commands make one.
 pub(crate) fn require_store(dir: &std::path::Path) -> Result<(), CliError> {
-    let marker = dir.join(crate::store::STORE_MARKER);
-    match std::fs::metadata(&marker) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CliError::Usage(format!(
-            "no trailkeep store at {} (append, topics create and demo create one)",
-            dir.display()
-        ))),
-        Err(e) => Err(CliError::Io {
-            context: format!("looking for a trailkeep store at {}", dir.display()),
-            source: e,
-        }),
+    if Store::exists_at(dir) {
+        return Ok(());
     }
+    Err(CliError::Usage(format!(
+        "no trailkeep store at {} (append, topics create and demo create one)",
+        dir.display()
+    )))
 }
 
 fn stats(dir: &std::path::Path) -> Result<(), CliError> {

@@ -148,9 +148,16 @@ impl Topic {
     /// group whose cursor cannot be moved (held by a running consumer, unreadable) is
     /// logged as an error and left as it is.
     pub(crate) fn rewind_groups_past(&self, end: Offset) -> Vec<GroupRewind> {
+        let cursors = match self.cursor_files() {
+            Ok(cursors) => cursors,
+            Err(e) => {
+                tracing::error!(topic = self.name(), error = %e, "cannot list the groups to move back");
+                return Vec::new();
+            }
+        };
         let mut rewound = Vec::new();
-        for group in self.group_names() {
-            match self.rewind_group(&group, end) {
+        for (group, path) in cursors {
+            match self.rewind_group(&group, &path, end) {
                 Ok(Some(from)) => {
                     tracing::warn!(
                         topic = self.name(),
@@ -169,12 +176,13 @@ impl Topic {
         rewound
     }
 
-    /// Commits `end` for `group` if it is committed past it; returns where it was.
-    fn rewind_group(&self, group: &str, end: Offset) -> Result<Option<Offset>> {
-        let path = self.cursor_path(group)?;
-        match file::read_cursor(&path)? {
+    /// Commits `end` for `group` (cursor file `path`) if it is committed past it; returns
+    /// where it was. The cursor is read before it is locked, so that groups not past the
+    /// end are not locked (a running consumer holds its group's lock).
+    fn rewind_group(&self, group: &str, path: &std::path::Path, end: Offset) -> Result<Option<Offset>> {
+        match file::read_cursor(path)? {
             Some(entry) if entry.offset > end => {
-                let mut cursor = file::CursorFile::open_locked(self.name(), group, &path)?;
+                let mut cursor = file::CursorFile::open_locked(self.name(), group, path)?;
                 match cursor.last() {
                     Some(last) if last.offset > end => {
                         cursor.commit(end, crate::topic::now_us())?;
@@ -187,30 +195,13 @@ impl Topic {
         }
     }
 
-    /// Names of the groups with a cursor file (unsorted).
-    fn group_names(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.groups_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_str()?.strip_suffix(".cursor")?.to_owned();
-                validate_topic_name(&name).is_ok().then_some(name)
-            })
-            .collect()
-    }
-
-    /// Every group with its position and lag, sorted by name.
-    ///
-    /// # Errors
-    /// I/O errors; a cursor file with no valid entry.
-    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+    /// The groups with a cursor file, with its path (unsorted; none without a groups
+    /// directory).
+    fn cursor_files(&self) -> Result<Vec<(String, PathBuf)>> {
         let dir = self.groups_dir();
-        let mut groups = Vec::new();
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(groups),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(source) => {
                 return Err(Error::Io {
                     context: format!("listing {}", dir.display()),
@@ -218,21 +209,29 @@ impl Topic {
                 })
             }
         };
+        Ok(entries
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.path();
+                let name = path.file_name()?.to_str()?.strip_suffix(".cursor")?.to_owned();
+                Some((name, path))
+            })
+            .collect())
+    }
+
+    /// Every group with its position and lag, sorted by name.
+    ///
+    /// # Errors
+    /// I/O errors; a cursor file with no valid entry.
+    pub fn groups(&self) -> Result<Vec<GroupInfo>> {
+        let mut groups = Vec::new();
         let (start, end) = (self.start_offset(), self.end_offset());
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(name) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".cursor"))
-            else {
-                continue;
-            };
+        for (name, path) in self.cursor_files()? {
             let Some(cursor) = file::read_cursor(&path)? else {
                 continue;
             };
             groups.push(GroupInfo {
-                name: name.to_owned(),
+                name,
                 committed: cursor.offset,
                 committed_at_us: cursor.committed_at_us,
                 lag: end.0.saturating_sub(cursor.offset.0.max(start.0)),

@@ -25,21 +25,8 @@ const RECORD_COUNT_POS: usize = 57;
 /// A producer id nobody handed out; the server tracks whatever id a batch carries.
 const PID: i64 = 4_000;
 
-/// CRC-32C (Castagnoli), bit by bit: test batches are small.
-fn crc32c(bytes: &[u8]) -> u32 {
-    const POLY: u32 = 0x82F6_3B78;
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (POLY & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
 fn fix_crc(batch: &mut [u8]) {
-    let crc = crc32c(&batch[CRC_START..]);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
     batch[CRC_POS..CRC_START].copy_from_slice(&crc.to_be_bytes());
 }
 

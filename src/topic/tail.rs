@@ -246,7 +246,7 @@ pub(crate) fn load_read_view(dir: &Path) -> Result<(Segments, Visible)> {
     // Its appender closed it at a size the framed index vouches for (written after the
     // log's sync): batches ending before that are damage, not a batch being written, and
     // a reader would otherwise see a shorter log without a word.
-    if let Some(closed) = crate::wal::closed_cleanly_at(&tail.path, tail_base).filter(|&c| visible.tail_bytes < c) {
+    if let Some(closed) = crate::wal::clean_close_size(&index_bytes, tail_base).filter(|&c| visible.tail_bytes < c) {
         return Err(segment::corrupt(
             &tail.path,
             visible.tail_bytes,

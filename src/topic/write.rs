@@ -198,8 +198,7 @@ impl Topic {
         // Records readers saw may be gone: recovery cut some, or the machine restarted
         // since an appender that did not close (its unsynced writes may be lost without
         // a trace: ext4 can keep an older file size that ends at a batch boundary).
-        let rebooted = lock.previous_boot.is_some() && lock.previous_boot != boot_id();
-        if report.lost_records() || (rebooted && !report.closed_cleanly) {
+        if report.lost_records() || (lock.machine_restarted && !report.closed_cleanly) {
             report.rewound_groups = self.rewind_groups_past(visible.end);
         }
         *shared.last_recovery.lock() = Some(report);
@@ -462,8 +461,9 @@ impl TopicShared {
 pub(crate) struct AppendLock {
     _dir: File,
     _file: File,
-    /// The boot id the previous holder wrote into `append.lock`, if any.
-    previous_boot: Option<String>,
+    /// The previous holder wrote another boot's id into `append.lock`: the machine
+    /// restarted since it took the lock (unknown, so false, without a boot id).
+    machine_restarted: bool,
 }
 
 /// Marks the boot id in `append.lock`'s text.
@@ -496,16 +496,18 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<AppendLock> {
         .context(|| format!("opening lock file {}", path.display()))?;
     try_lock(topic, &file, &path, &path)?;
     let previous = std::fs::read_to_string(&path).unwrap_or_default();
+    let boot = boot_id();
     let previous_boot = previous
         .split_once(BOOT_MARK)
-        .map(|(_, boot)| boot.trim().to_owned())
-        .filter(|boot| !boot.is_empty());
+        .map(|(_, b)| b.trim())
+        .filter(|b| !b.is_empty());
+    let machine_restarted = previous_boot.is_some_and(|previous| boot.as_deref() != Some(previous));
     let mut me = format!(
         "process {} ({})",
         std::process::id(),
         std::env::args().next().unwrap_or_default()
     );
-    if let Some(boot) = boot_id() {
+    if let Some(boot) = &boot {
         me = format!("{me}{BOOT_MARK}{boot}");
     }
     // Synced: after a power loss the next appender must find this boot's id here.
@@ -516,7 +518,7 @@ fn lock_topic(topic: &str, dir: &std::path::Path) -> Result<AppendLock> {
     Ok(AppendLock {
         _dir: dir_file,
         _file: file,
-        previous_boot,
+        machine_restarted,
     })
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub(crate) use commit::{GroupCommit, SyncTarget};
 pub use recovery::RecoveryReport;
-pub(crate) use recovery::{closed_cleanly_at, find_valid_batch_after, recover_active};
+pub(crate) use recovery::{clean_close_size, find_valid_batch_after, recover_active};
 
 use crate::error::IoContext;
 use crate::index::{self, SegmentIndex};

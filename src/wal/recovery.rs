@@ -191,9 +191,13 @@ fn newest_segment_present(dir: &Path, newest: Option<Offset>) -> Result<()> {
 /// The log size a clean close vouched for: the active segment's offset index is framed
 /// (written, after the log's sync, when the appender closed; the next appender deletes it
 /// before it writes). Bytes below it were durable, so damage there is not a torn tail.
-pub(crate) fn closed_cleanly_at(path: &Path, base: Offset) -> Option<u64> {
-    let bytes = fs::read(path.with_extension(INDEX_EXT)).ok()?;
-    match file::parse(IndexKind::Offset, &bytes) {
+fn closed_cleanly_at(path: &Path, base: Offset) -> Option<u64> {
+    clean_close_size(&fs::read(path.with_extension(INDEX_EXT)).ok()?, base)
+}
+
+/// [`closed_cleanly_at`] from the offset index's bytes, for a caller that has read them.
+pub(crate) fn clean_close_size(index_bytes: &[u8], base: Offset) -> Option<u64> {
+    match file::parse(IndexKind::Offset, index_bytes) {
         Parsed::Framed(header, _) if header.base_offset == base.0 => Some(header.log_bytes),
         _ => None,
     }
