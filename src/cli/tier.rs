@@ -104,88 +104,99 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
                 ));
             }
             require_store(dir)?;
-            let saved = PersistedConfig::load(dir)?;
-            let mut config = match (to, &saved) {
-                (Some(url), _) => remote_config(url, &remote),
-                (None, Some(saved)) => {
-                    let mut c = saved.to_config();
-                    if remote.endpoint.is_some() {
-                        c.endpoint = remote.endpoint.clone();
-                    }
-                    c
-                }
-                (None, None) => {
-                    return Err(CliError::Usage(format!(
-                        "{} has no tier settings yet: pass --to s3://bucket/prefix (or file:///path)",
-                        dir.display()
-                    )))
-                }
-            };
+            let mut config = upload_config(dir, to, &remote)?;
             if let Some(bytes) = local_bytes_max {
                 config.local_bytes_max = Some(bytes);
             }
             if let Some(age) = local_age_max {
                 config.local_age_max_ms = Some(parse_duration_ms(&age).map_err(CliError::Usage)?);
             }
-            let store = Store::builder(dir)
-                .create_if_missing(false)
-                .tiering(config.background(false))
-                .open()?;
-            let tier = store
-                .tier()
-                .ok_or_else(|| CliError::Usage("tiering did not start".into()))?;
-            let result = tier.upload_now();
-            if let Ok(report) = &result {
-                note!(
-                    "uploaded {} segment(s) ({} bytes), evicted {}, deleted {} remote segment(s)",
-                    report.uploaded.len(),
-                    report.uploaded_bytes,
-                    report.evicted.len(),
-                    report.deleted_remote.len()
-                );
-            }
-            print_status(&store.tier_status()?, false)?;
-            result.map(|_| ()).map_err(CliError::from)
+            upload_now(dir, config)
         }
         TierAction::Restore {
             from,
             remote,
             download,
             signing_key,
-        } => {
-            let config = remote_config(from, &remote);
-            let report = crate::tier::restore(dir, &config, download)?;
-            if let Some(key) = &signing_key {
-                crate::tier::install_signing_key(dir, key)?;
+        } => restore(dir, &remote_config(from, &remote), download, signing_key.as_deref()),
+    }
+}
+
+/// The remote of `tier upload`: `--to` if given, else the store's saved settings (with
+/// `--endpoint` overriding theirs).
+fn upload_config(dir: &Path, to: Option<String>, remote: &RemoteArgs) -> Result<TierConfig, CliError> {
+    let saved = PersistedConfig::load(dir)?;
+    match (to, &saved) {
+        (Some(url), _) => Ok(remote_config(url, remote)),
+        (None, Some(saved)) => {
+            let mut c = saved.to_config();
+            if remote.endpoint.is_some() {
+                c.endpoint = remote.endpoint.clone();
             }
-            for (topic, kept, dropped) in &report.checkpoints {
-                note!("restored topic {topic}: {kept} stored checkpoint(s)");
-                if *dropped > 0 {
-                    note!(
-                        "warning: topic {topic}: {dropped} checkpoint(s) cover records that never reached the bucket; \
-                         set aside in checkpoints.unrestored.log"
-                    );
-                }
-            }
-            if signing_key.is_none() && report.checkpoints.iter().any(|c| c.1 > 0) {
-                note!(
-                    "note: copy the old store's keys/checkpoint.key into {}/keys/ (or pass --signing-key) \
-                     before opening the store; without it the stored checkpoints do not verify",
-                    dir.display()
-                );
-            }
-            for (topic, segments, end) in &report.topics {
-                note!("restored topic {topic}: {segments} segment(s), offsets up to {end}");
-            }
-            for (topic, from, to) in &report.gaps {
-                note!("warning: topic {topic}: offsets {from}..{to} never reached the bucket and are missing");
-            }
-            if download {
-                note!("downloaded {} bytes", report.downloaded_bytes);
-            }
-            Ok(())
+            Ok(c)
+        }
+        (None, None) => Err(CliError::Usage(format!(
+            "{} has no tier settings yet: pass --to s3://bucket/prefix (or file:///path)",
+            dir.display()
+        ))),
+    }
+}
+
+/// One upload, verify and evict pass in this process, then the status.
+fn upload_now(dir: &Path, config: TierConfig) -> Result<(), CliError> {
+    let store = Store::builder(dir)
+        .create_if_missing(false)
+        .tiering(config.background(false))
+        .open()?;
+    let tier = store
+        .tier()
+        .ok_or_else(|| CliError::Usage("tiering did not start".into()))?;
+    let result = tier.upload_now();
+    if let Ok(report) = &result {
+        note!(
+            "uploaded {} segment(s) ({} bytes), evicted {}, deleted {} remote segment(s)",
+            report.uploaded.len(),
+            report.uploaded_bytes,
+            report.evicted.len(),
+            report.deleted_remote.len()
+        );
+    }
+    print_status(&store.tier_status()?, false)?;
+    result.map(|_| ()).map_err(CliError::from)
+}
+
+/// Rebuilds a store in `dir` from the bucket, and says what it restored and what is missing.
+fn restore(dir: &Path, config: &TierConfig, download: bool, signing_key: Option<&Path>) -> Result<(), CliError> {
+    let report = crate::tier::restore(dir, config, download)?;
+    if let Some(key) = signing_key {
+        crate::tier::install_signing_key(dir, key)?;
+    }
+    for (topic, kept, dropped) in &report.checkpoints {
+        note!("restored topic {topic}: {kept} stored checkpoint(s)");
+        if *dropped > 0 {
+            note!(
+                "warning: topic {topic}: {dropped} checkpoint(s) cover records that never reached the bucket; \
+                 set aside in checkpoints.unrestored.log"
+            );
         }
     }
+    if signing_key.is_none() && report.checkpoints.iter().any(|c| c.1 > 0) {
+        note!(
+            "note: copy the old store's keys/checkpoint.key into {}/keys/ (or pass --signing-key) \
+             before opening the store; without it the stored checkpoints do not verify",
+            dir.display()
+        );
+    }
+    for (topic, segments, end) in &report.topics {
+        note!("restored topic {topic}: {segments} segment(s), offsets up to {end}");
+    }
+    for (topic, from, to) in &report.gaps {
+        note!("warning: topic {topic}: offsets {from}..{to} never reached the bucket and are missing");
+    }
+    if download {
+        note!("downloaded {} bytes", report.downloaded_bytes);
+    }
+    Ok(())
 }
 
 fn print_status(s: &crate::tier::TierStatus, json: bool) -> Result<(), CliError> {
