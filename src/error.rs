@@ -127,6 +127,16 @@ pub enum Error {
         /// What does not match.
         reason: String,
     },
+    /// A checkpoint handed in from outside (`Topic::verify`'s external checkpoint) cannot
+    /// be checked against the topic: it is malformed, carries no valid signature from the
+    /// verifier key, or is the checkpoint of another log. This says nothing about the store.
+    #[error("the checkpoint given cannot be checked against topic {topic:?}: {reason}")]
+    CheckpointRejected {
+        /// The topic.
+        topic: String,
+        /// Why the checkpoint was not accepted.
+        reason: String,
+    },
     /// The store was closed or dropped.
     #[error("the store is closed")]
     Closed,

@@ -321,3 +321,71 @@ fn appender_killed_with_sigkill_leaves_a_store_that_verifies_and_catches_up() {
     let out = ok(dir.path(), &["verify", T]);
     assert!(out.contains(&format!("tree size {}", end + 5)), "{out}");
 }
+
+/// `verify --checkpoint FILE` without a topic applies the checkpoint to the topic its
+/// origin names. A checkpoint that cannot apply used to be passed over and every topic
+/// reported ok (exit 0): a malformed file, one signed by another store, one naming a topic
+/// this store does not have. Each is now an error naming the file; a checkpoint this store
+/// signed for a topic that is gone is tamper evidence (the topic was removed).
+#[test]
+fn a_checkpoint_that_cannot_apply_is_an_error_not_passed_over() {
+    let (dir, other, outside) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    append(dir.path(), 0..20);
+    append(other.path(), 0..20);
+    let write = |name: &str, text: &str| {
+        let path = outside.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let ours = write("ours", &ok(dir.path(), &["checkpoint", T]));
+    let out = ok(dir.path(), &["verify", "--checkpoint", &ours]);
+    assert!(out.contains("external checkpoint of size 20 ok"), "{out}");
+
+    let garbage = write("garbage", "not a checkpoint\n");
+    for args in [
+        vec!["verify", "--checkpoint", &garbage],
+        vec!["verify", T, "--checkpoint", &garbage],
+    ] {
+        let err = fails(dir.path(), &args);
+        assert!(
+            err.contains(&format!("--checkpoint {garbage}: malformed signed note")),
+            "{err}"
+        );
+        assert!(!err.contains("tamper") && !err.contains("line 0"), "{err}");
+    }
+    // Another store's checkpoint: its signature is not this store's key.
+    let theirs = write("theirs", &ok(other.path(), &["checkpoint", T]));
+    let err = fails(dir.path(), &["verify", "--checkpoint", &theirs]);
+    assert!(err.contains("no signature from key"), "{err}");
+    // With that store's key: the checkpoint of another log, whichever topic is named.
+    let their_key = ok(other.path(), &["checkpoint", T, "--vkey"]).trim().to_owned();
+    for args in [
+        vec!["verify", "--checkpoint", &theirs, "--key", &their_key],
+        vec!["verify", T, "--checkpoint", &theirs, "--key", &their_key],
+    ] {
+        let err = fails(dir.path(), &args);
+        assert!(err.contains("cannot be checked against topic \"t\""), "{err}");
+        assert!(!err.contains("tamper"), "{err}");
+    }
+    // Another store's checkpoint of a topic this store lacks.
+    let store = Store::open(other.path()).unwrap();
+    let elsewhere = store.create_topic("elsewhere", TopicConfig::default()).unwrap();
+    elsewhere.append(&record(0)).unwrap();
+    let elsewhere_cp = write("elsewhere", &elsewhere.checkpoint().unwrap());
+    store.close().unwrap();
+    let err = fails(
+        dir.path(),
+        &["verify", "--checkpoint", &elsewhere_cp, "--key", &their_key],
+    );
+    assert!(err.contains("not of a topic of this store"), "{err}");
+
+    // This store's checkpoint of a topic that was deleted: tamper evidence.
+    std::fs::remove_dir_all(topic_dir(dir.path())).unwrap();
+    let err = fails(dir.path(), &["verify", "--checkpoint", &ours]);
+    assert!(err.contains("tamper evidence of topic \"t\""), "{err}");
+    assert!(err.contains("the store has no such topic: it was removed"), "{err}");
+}

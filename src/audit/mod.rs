@@ -136,7 +136,7 @@ pub enum AuditError {
         reason: &'static str,
     },
     /// A note, checkpoint or proof bundle text is malformed.
-    #[error("malformed {what} at line {line}: {reason}")]
+    #[error("malformed {what}{}: {reason}", at_line(*line))]
     Text {
         /// "signed note", "checkpoint" or "proof bundle".
         what: &'static str,
@@ -171,6 +171,15 @@ pub enum AuditError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// " at line N" for [`AuditError::Text`], nothing for line 0 (the text as a whole).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" at line {line}")
+    }
 }
 
 /// Result alias for this module.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use crate::audit::NoteVerifier;
 use crate::cli::{io_err, open_existing_store, print_text, stdout_err, CliError};
-use crate::Offset;
+use crate::{Offset, Store};
 
 /// Arguments of `verify`.
 #[derive(clap::Args, Debug)]
@@ -58,24 +58,21 @@ fn read_vkey(text: &str) -> Result<NoteVerifier, CliError> {
 /// Runs `verify`.
 ///
 /// # Errors
-/// The first thing that does not verify, with its topic, offset or file.
+/// The first thing that does not verify, with its topic, offset or file; a `--checkpoint`
+/// that is malformed, not signed by the key, or for no topic of this store.
 pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
     let store = open_existing_store(dir)?;
+    let external = match &args.checkpoint {
+        Some(path) => Some(ExternalCheckpoint::read(&store, path, args.key.as_deref())?),
+        None => None,
+    };
     let names = match &args.topic {
         Some(t) => vec![t.clone()],
         None => store.topic_names()?,
     };
-    let external = match &args.checkpoint {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
-            let verifier = match &args.key {
-                Some(k) => read_vkey(k)?,
-                None => read_vkey(&store.verifier_key()?)?,
-            };
-            Some((text, verifier))
-        }
-        None => None,
-    };
+    if let (None, Some(ext)) = (&args.topic, &external) {
+        ext.check_topic_exists(&store, &names)?;
+    }
     let mut out = std::io::stdout().lock();
     for name in names {
         let topic = store.topic(&name)?;
@@ -87,11 +84,10 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
             indicatif::ProgressBar::hidden()
         };
         // Without a topic, a kept checkpoint applies to the topic its origin names.
-        let applies = args.topic.is_some()
-            || external
-                .as_ref()
-                .is_some_and(|(t, v)| origin_topic(t, v) == Some(name.clone()));
-        let external = external.as_ref().filter(|_| applies).map(|(t, v)| (t.as_str(), v));
+        let external = external
+            .as_ref()
+            .filter(|e| args.topic.is_some() || e.topic == name)
+            .map(|e| (e.text.as_str(), &e.verifier));
         let report = topic.verify(external, &mut |n| bar.set_position(n))?;
         bar.finish_and_clear();
         let hex: String = report.root.iter().map(|b| format!("{b:02x}")).collect();
@@ -108,6 +104,68 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
     }
     store.close()?;
     Ok(())
+}
+
+/// `verify --checkpoint FILE`: the note, read and its signature checked before any topic
+/// is verified, so that a checkpoint that cannot apply is never silently passed over.
+struct ExternalCheckpoint {
+    path: PathBuf,
+    text: String,
+    verifier: NoteVerifier,
+    /// The origin line: `trailkeep/<store-id>/<topic>`.
+    origin: String,
+    /// The topic the origin names.
+    topic: String,
+    size: u64,
+}
+
+impl ExternalCheckpoint {
+    fn read(store: &Store, path: &Path, key: Option<&str>) -> Result<ExternalCheckpoint, CliError> {
+        let text = std::fs::read_to_string(path).map_err(io_err(format!("reading {}", path.display())))?;
+        let verifier = match key {
+            Some(k) => read_vkey(k)?,
+            None => read_vkey(&store.verifier_key()?)?,
+        };
+        let checkpoint = crate::audit::Checkpoint::parse_and_verify(&text, &verifier)
+            .map_err(|e| CliError::Usage(format!("--checkpoint {}: {e}", path.display())))?;
+        let topic = checkpoint.origin.rsplit('/').next().unwrap_or_default().to_owned();
+        Ok(ExternalCheckpoint {
+            path: path.to_owned(),
+            text,
+            verifier,
+            topic,
+            origin: checkpoint.origin,
+            size: checkpoint.size,
+        })
+    }
+
+    /// Without a topic argument: the topic the checkpoint names must be among `names`.
+    /// One this store signed for but no longer has was removed (tamper evidence); any
+    /// other is the checkpoint of another store.
+    fn check_topic_exists(&self, store: &Store, names: &[String]) -> Result<(), CliError> {
+        if names.contains(&self.topic) {
+            return Ok(());
+        }
+        let ours = format!("trailkeep/{}/{}", store.store_id()?, self.topic);
+        if self.origin == ours {
+            return Err(crate::Error::Tamper {
+                topic: self.topic.clone(),
+                offset: None,
+                reason: format!(
+                    "{} is this store's signed checkpoint of {} records of the topic, but the store has no such topic: it was removed",
+                    self.path.display(),
+                    self.size
+                ),
+            }
+            .into());
+        }
+        Err(CliError::Usage(format!(
+            "--checkpoint {} is the checkpoint of {:?}, not of a topic of this store (trailkeep/{}/...)",
+            self.path.display(),
+            self.origin,
+            store.store_id()?
+        )))
+    }
 }
 
 /// Runs `checkpoint`.
@@ -147,10 +205,4 @@ pub fn prove(dir: &Path, args: ProveArgs) -> Result<(), CliError> {
     let printed = print_text(&text);
     store.close()?;
     printed
-}
-
-/// The topic named by a checkpoint's origin line (`trailkeep/<store-id>/<topic>`).
-fn origin_topic(text: &str, verifier: &NoteVerifier) -> Option<String> {
-    let checkpoint = crate::audit::Checkpoint::parse_and_verify(text, verifier).ok()?;
-    checkpoint.origin.rsplit('/').next().map(str::to_owned)
 }

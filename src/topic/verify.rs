@@ -135,12 +135,21 @@ impl Topic {
             tree.check_nodes(|_| ()).map_err(|e| audit_err(self, e))?;
             let stored = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?;
             for (i, text) in stored.iter().enumerate() {
-                self.check_checkpoint(tree, text, &own, &origin).map_err(|e| {
-                    tamper(self, None, format!("stored checkpoint #{} of {}: {e}", i + 1, CHECKPOINTS_FILE))
-                })?;
+                parse_checkpoint(text, &own, &origin)
+                    .and_then(|cp| check_against_tree(tree, &cp))
+                    .map_err(|e| {
+                        tamper(self, None, format!("stored checkpoint #{} of {}: {e}", i + 1, CHECKPOINTS_FILE))
+                    })?;
             }
             let external_size = match external {
-                Some((text, verifier)) => Some(self.check_checkpoint(tree, text, verifier, &origin).map_err(|e| tamper(self, None, format!("external checkpoint: {e}")))?.size),
+                Some((text, verifier)) => {
+                    let cp = parse_checkpoint(text, verifier, &origin).map_err(|reason| {
+                        Error::CheckpointRejected { topic: self.name().to_owned(), reason }
+                    })?;
+                    check_against_tree(tree, &cp)
+                        .map_err(|e| tamper(self, None, format!("external checkpoint: {e}")))?;
+                    Some(cp.size)
+                }
                 None => None,
             };
             Ok(VerifyReport {
@@ -153,39 +162,6 @@ impl Topic {
                 external_size,
             })
         })
-    }
-
-    /// Checks one signed checkpoint against the tree; the message says what differs.
-    fn check_checkpoint(
-        &self,
-        tree: &audit::TreeFile,
-        text: &str,
-        verifier: &NoteVerifier,
-        origin: &str,
-    ) -> std::result::Result<Checkpoint, String> {
-        let cp = Checkpoint::parse_and_verify(text, verifier).map_err(|e| e.to_string())?;
-        if cp.origin != origin {
-            return Err(format!("origin {:?} is not this topic's {origin:?}", cp.origin));
-        }
-        if cp.size > tree.size() {
-            return Err(format!(
-                "it covers {} records but the store holds {}: records were removed (truncation or rollback)",
-                cp.size,
-                tree.size()
-            ));
-        }
-        let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
-        if root != cp.root {
-            return Err(format!(
-                "the tree's root at size {} differs from the signed root: the log was rewritten",
-                cp.size
-            ));
-        }
-        let proof = tree
-            .consistency_proof(cp.size, tree.size())
-            .map_err(|e| e.to_string())?;
-        audit::verify_consistency(cp.size, tree.size(), &cp.root, &tree.root(), &proof).map_err(|e| e.to_string())?;
-        Ok(cp)
     }
 
     fn segment_file_of(&self, offset: Offset) -> std::path::PathBuf {
@@ -305,6 +281,41 @@ impl Topic {
             Ok(out)
         })
     }
+}
+
+/// Parses a signed checkpoint, checks its signature by `verifier` and that it is the
+/// checkpoint of `origin`; the message says what is wrong.
+fn parse_checkpoint(text: &str, verifier: &NoteVerifier, origin: &str) -> std::result::Result<Checkpoint, String> {
+    let cp = Checkpoint::parse_and_verify(text, verifier).map_err(|e| e.to_string())?;
+    if cp.origin != origin {
+        return Err(format!(
+            "it is the checkpoint of {:?}, not of this topic ({origin:?})",
+            cp.origin
+        ));
+    }
+    Ok(cp)
+}
+
+/// Checks that the tree contains the checkpoint's tree: the message says what differs.
+fn check_against_tree(tree: &audit::TreeFile, cp: &Checkpoint) -> std::result::Result<(), String> {
+    if cp.size > tree.size() {
+        return Err(format!(
+            "it covers {} records but the store holds {}: records were removed (truncation or rollback)",
+            cp.size,
+            tree.size()
+        ));
+    }
+    let root = tree.root_at(cp.size).map_err(|e| e.to_string())?;
+    if root != cp.root {
+        return Err(format!(
+            "the tree's root at size {} differs from the signed root: the log was rewritten",
+            cp.size
+        ));
+    }
+    let proof = tree
+        .consistency_proof(cp.size, tree.size())
+        .map_err(|e| e.to_string())?;
+    audit::verify_consistency(cp.size, tree.size(), &cp.root, &tree.root(), &proof).map_err(|e| e.to_string())
 }
 
 /// Checks, with nothing but the public key, that `record` is included in the log whose
