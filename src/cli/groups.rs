@@ -36,7 +36,8 @@ pub enum GroupsAction {
 }
 
 fn parse_reset(to: &[String]) -> Result<ResetTo, CliError> {
-    let words: Vec<&str> = to.iter().map(String::as_str).collect();
+    // `--to offset 5` and `--to "offset 5"` alike.
+    let words: Vec<&str> = to.iter().flat_map(|w| w.split_whitespace()).collect();
     match words.as_slice() {
         ["earliest"] => Ok(ResetTo::Earliest),
         ["latest"] => Ok(ResetTo::Latest),
@@ -44,7 +45,9 @@ fn parse_reset(to: &[String]) -> Result<ResetTo, CliError> {
             .parse()
             .map(|n| ResetTo::Offset(Offset(n)))
             .map_err(|_| CliError::Usage(format!("--to offset {n}: not a number"))),
-        ["time", t] => parse_time_us(t).map(ResetTo::TimeUs).map_err(CliError::Usage),
+        ["time", t] => parse_time_us(t)
+            .map(ResetTo::TimeUs)
+            .map_err(|e| CliError::Usage(format!("--to time: {e}"))),
         _ => Err(CliError::Usage(format!(
             "--to {}: expected earliest, latest, offset N or time T",
             words.join(" ")
@@ -97,4 +100,44 @@ pub fn run(dir: &Path, args: GroupsArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(text: &[&str]) -> Vec<String> {
+        text.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    #[test]
+    fn reset_targets_parse_as_separate_or_joined_words() {
+        assert_eq!(parse_reset(&words(&["earliest"])).unwrap(), ResetTo::Earliest);
+        assert_eq!(parse_reset(&words(&["latest"])).unwrap(), ResetTo::Latest);
+        for form in [&["offset", "7"][..], &["offset 7"], &[" offset  7 "]] {
+            assert_eq!(
+                parse_reset(&words(form)).unwrap(),
+                ResetTo::Offset(Offset(7)),
+                "{form:?}"
+            );
+        }
+        for form in [&["time", "1000"][..], &["time 1000"]] {
+            assert_eq!(
+                parse_reset(&words(form)).unwrap(),
+                ResetTo::TimeUs(1_000_000),
+                "{form:?}"
+            );
+        }
+        for bad in [
+            &["7"][..],
+            &["offset"],
+            &["offset x"],
+            &["offset 7 8"],
+            &["time", "never"],
+            &["soon"],
+        ] {
+            let err = parse_reset(&words(bad)).unwrap_err().to_string();
+            assert!(err.starts_with("--to"), "{bad:?}: {err}");
+        }
+    }
 }
