@@ -9,11 +9,16 @@
 //! process's), records over the store's limits refused whole, bad frames closing only
 //! their connection, SIGTERM closing the store, and idempotent producers: real clients'
 //! pipelined batches taken once and in order, a producer going on across a server
-//! restart, and retries, gaps and stale epochs answered on the wire. Without the clients the tests fail
+//! restart, and retries, gaps and stale epochs answered on the wire; kafkajs
+//! (`$TRAILKEEP_NODE_MODULES`, tests/kafka/kafkajs.js) round trip and idempotent producer.
+//! Raw requests (tests/kafka/wire.rs) go through every Produce, Fetch and ListOffsets
+//! version the server's ApiVersions advertises. Without the clients the tests fail
 //! under CI (`CI` set) and print "skipped: ..." otherwise.
 
 #[path = "kafka/support.rs"]
 mod support;
+#[path = "kafka/wire.rs"]
+mod wire;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
@@ -475,13 +480,9 @@ fn bad_frames_close_only_their_connection() {
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
-/// kafkajs (node): produce with acks=-1, then a consumer group (subscribe, commit) reads
-/// everything back; the store holds the same bytes and `trailkeep groups` the commit.
-#[test]
-fn kafkajs_produces_and_consumes() {
-    let Some(modules) = tool("TRAILKEEP_NODE_MODULES", ".node/node_modules", "kafkajs") else {
-        return;
-    };
+/// The node_modules holding kafkajs, or `None` (skipped) outside CI.
+fn kafkajs_modules() -> Option<std::path::PathBuf> {
+    let modules = tool("TRAILKEEP_NODE_MODULES", ".node/node_modules", "kafkajs")?;
     if !modules.join("kafkajs").exists() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -489,14 +490,17 @@ fn kafkajs_produces_and_consumes() {
             modules.display()
         );
         eprintln!("skipped: no kafkajs in {}", modules.display());
-        return;
+        return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (server, addr) = serve(dir.path(), &[]);
+    Some(modules)
+}
+
+/// Runs tests/kafka/kafkajs.js with `args`; its JSON lines, or a panic with its stderr.
+fn kafkajs_run(modules: &Path, args: &[&str]) -> Vec<Value> {
     let child = std::process::Command::new("node")
         .arg(script("kafkajs.js"))
-        .args([addr.as_str(), "js-made", "g-js", "6"])
-        .env("NODE_PATH", &modules)
+        .args(args)
+        .env("NODE_PATH", modules)
         .env("KAFKAJS_NO_PARTITIONER_WARNING", "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -505,10 +509,20 @@ fn kafkajs_produces_and_consumes() {
     let output = wait_output(child, Duration::from_secs(60));
     assert!(
         output.status.success(),
-        "kafkajs: {}",
+        "kafkajs {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let lines = json_lines(&output.stdout);
+    json_lines(&output.stdout)
+}
+
+/// kafkajs (node): produce with acks=-1, then a consumer group (subscribe, commit) reads
+/// everything back; the store holds the same bytes and `trailkeep groups` the commit.
+#[test]
+fn kafkajs_produces_and_consumes() {
+    let Some(modules) = kafkajs_modules() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let lines = kafkajs_run(&modules, &["roundtrip", &addr, "js-made", "g-js", "6"]);
     assert_eq!(lines[0], serde_json::json!({"offset": 0}));
     let store = Store::open(dir.path()).unwrap();
     let topic = store.topic("js-made").unwrap();
@@ -524,6 +538,82 @@ fn kafkajs_produces_and_consumes() {
     assert_eq!(topic.committed("g-js").unwrap(), Some(Offset(6)));
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// What kafkajs.js's idempotent mode sent as record `i` of a call: key (none for record
+/// 1), value and headers, as `as_json` shows them.
+fn kafkajs_sent(topic: &str, round: u64, call: &str, i: u64) -> Value {
+    let key = (i != 1).then(|| hex(format!("{topic}/{round}/{call}/{i}").as_bytes()));
+    let value = format!("{{\"topic\":\"{topic}\",\"round\":{round},\"call\":\"{call}\",\"i\":{i}}}");
+    let headers = if i.is_multiple_of(2) {
+        serde_json::json!([
+            ["round", hex(round.to_string().as_bytes())],
+            ["bin", hex(&[0, 255, i as u8])]
+        ])
+    } else {
+        serde_json::json!([])
+    };
+    serde_json::json!({"key": key, "value": hex(value.as_bytes()), "headers": headers})
+}
+
+/// kafkajs's idempotent producer (idempotent: true, maxInFlightRequests: 1, acks=-1),
+/// rounds of a sendBatch to three topics and a concurrent send to the first: every call's
+/// records are taken once, at the offsets its ack names, the acks of a topic tile its
+/// offsets without gap or overlap in round order, and a consumer group reads each topic
+/// back exactly once, every field as sent.
+#[test]
+fn kafkajs_idempotent_producer_is_taken_once_in_order() {
+    const ROUNDS: u64 = 8;
+    let Some(modules) = kafkajs_modules() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let topics = ["js-idem-a", "js-idem-b", "js-idem-c"];
+    let lines = kafkajs_run(
+        &modules,
+        &["idempotent", &addr, &topics.join(","), "g-js-idem", &ROUNDS.to_string()],
+    );
+    let (acks, consumed): (Vec<&Value>, Vec<&Value>) = lines.iter().partition(|l| l.get("ack").is_some());
+    let store = Store::open(dir.path()).unwrap();
+    for name in topics {
+        let topic = store.topic(name).unwrap();
+        topic.refresh().unwrap();
+        let end = check_kafkajs_acks(&topic, name, acks.iter().map(|a| &a["ack"]));
+        assert_eq!(topic.end_offset(), Offset(end), "{name}: a batch was appended twice");
+        let got: Vec<&Value> = consumed.iter().copied().filter(|r| r["topic"] == name).collect();
+        assert_eq!(got.len() as u64, end, "{name}: records consumed");
+        for (offset, got) in got.iter().enumerate() {
+            let mut want = as_json(&topic.read(Offset(offset as u64)).unwrap());
+            want["topic"] = Value::from(name);
+            assert_eq!(*got, &want, "{name} record {offset}: consumed vs store");
+        }
+    }
+    assert_eq!(consumed.len(), lines.len() - acks.len());
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// Checks kafkajs's acks for topic `name` against the store: they tile 0..end in round
+/// order, and each call's records sit at its ack's offsets in the order sent. Returns end.
+fn check_kafkajs_acks<'a>(topic: &trailkeep::Topic, name: &str, acks: impl Iterator<Item = &'a Value>) -> u64 {
+    let mut acks: Vec<&Value> = acks.filter(|a| a["topic"] == name).collect();
+    acks.sort_by_key(|a| a["offset"].as_u64().unwrap());
+    let mut end = 0;
+    let mut last_round = 0;
+    for ack in &acks {
+        let (round, call) = (ack["round"].as_u64().unwrap(), ack["call"].as_str().unwrap());
+        assert_eq!(ack["offset"].as_u64(), Some(end), "{name}: gap or overlap at {ack}");
+        assert!(round >= last_round, "{name}: round {round} after round {last_round}");
+        last_round = round;
+        for i in 0..ack["count"].as_u64().unwrap() {
+            let record = as_json(&topic.read(Offset(end + i)).unwrap());
+            let want = kafkajs_sent(name, round, call, i);
+            for field in ["key", "value", "headers"] {
+                assert_eq!(record[field], want[field], "{name} offset {} ({ack}) {field}", end + i);
+            }
+        }
+        end += ack["count"].as_u64().unwrap();
+    }
+    end
 }
 
 /// FindCoordinator for a transactional id (key type 1), which transactional producers send
@@ -783,6 +873,363 @@ fn produce_answers_sequence_and_epoch_errors_on_the_wire() {
         Offset(end as u64),
         "refused or retried batches appended"
     );
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// Records for a raw Produce in `version`, their keys and values naming `tag`: a key,
+/// headers (one empty) and a timestamp; no key and a null header value; a binary key and
+/// a null value. No producer id: sequences run from -1 (the encoder starts a new batch
+/// where offset minus sequence changes).
+fn wire_batch(version: i16, tag: &str) -> Vec<kafka_protocol::records::Record> {
+    use bytes::Bytes;
+    use kafka_protocol::protocol::StrBytes;
+    use trailkeep::server::records::kafka_record;
+
+    let timestamp_ms = 1_700_000_000_000 + i64::from(version);
+    let headers = vec![
+        (
+            StrBytes::from_string(format!("h-v{version}")),
+            Some(Bytes::from(format!("x{version}"))),
+        ),
+        (StrBytes::from_static_str("empty"), Some(Bytes::new())),
+    ];
+    let key = Some(Bytes::from(format!("key-v{version}-{tag}")));
+    let value = Some(Bytes::from(format!("value-v{version}-{tag}")));
+    let binary = Some(Bytes::from(vec![0xff, 0, version as u8]));
+    let null_header = vec![(StrBytes::from_static_str("null"), None)];
+    vec![
+        kafka_record(0, -1, timestamp_ms, key, value, headers),
+        kafka_record(1, 0, timestamp_ms + 1, None, binary, null_header),
+        kafka_record(
+            2,
+            1,
+            timestamp_ms + 2,
+            Some(Bytes::from_static(&[0, 1, 2])),
+            None,
+            Vec::new(),
+        ),
+    ]
+}
+
+/// A Produce of `records` as one batch to `partition` of `topic`, with `acks`.
+fn produce_request(
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: &[kafka_protocol::records::Record],
+) -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+
+    let mut batch = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut batch, records, &options).unwrap();
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch.freeze()))])])
+}
+
+/// `records` produced with acks=-1 in `version` to `partition` of `topic`; the
+/// partition's answer, after checking the topic and partition it names.
+fn produce_at(
+    wire: &mut wire::Wire,
+    version: i16,
+    (topic, partition): (&str, i32),
+    records: &[kafka_protocol::records::Record],
+) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
+    let mut response = wire.call(version, &produce_request(topic, partition, -1, records));
+    let what = format!("Produce v{version} to {topic}/{partition}");
+    assert_eq!(response.responses.len(), 1, "{what}: topics answered");
+    let mut answer = response.responses.remove(0);
+    assert_eq!(answer.name.0.as_str(), topic, "{what}: topic");
+    assert_eq!(answer.partition_responses.len(), 1, "{what}: partitions");
+    let answer = answer.partition_responses.remove(0);
+    assert_eq!(answer.index, partition, "{what}: partition");
+    answer
+}
+
+/// Fetch v`version` of `partition` of `topic` from `from`, without waiting; the
+/// partition's answer, after checking the response's own fields.
+fn fetch_at(
+    wire: &mut wire::Wire,
+    version: i16,
+    (topic, partition): (&str, i32),
+    from: i64,
+) -> kafka_protocol::messages::fetch_response::PartitionData {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let asked = FetchPartition::default()
+        .with_partition(partition)
+        .with_fetch_offset(from)
+        .with_partition_max_bytes(1 << 20);
+    let request = FetchRequest::default()
+        .with_replica_id((-1).into())
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![asked])]);
+    let mut response = wire.call(version, &request);
+    let what = format!("Fetch v{version} of {topic}/{partition} from {from}");
+    assert_eq!(response.error_code, 0, "{what}: error");
+    assert_eq!(response.session_id, 0, "{what}: no fetch sessions");
+    assert_eq!(response.responses.len(), 1, "{what}: topics answered");
+    let mut answer = response.responses.remove(0);
+    assert_eq!(answer.topic.0.as_str(), topic, "{what}: topic");
+    assert_eq!(answer.partitions.len(), 1, "{what}: partitions");
+    let answer = answer.partitions.remove(0);
+    assert_eq!(answer.partition_index, partition, "{what}: partition");
+    answer
+}
+
+/// A Kafka record's key, value and headers as the server gives them back: a null value
+/// or header value is an empty one.
+fn wire_fields(
+    record: &kafka_protocol::records::Record,
+) -> (Option<bytes::Bytes>, bytes::Bytes, Vec<(String, bytes::Bytes)>) {
+    let headers = record
+        .headers
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.clone().unwrap_or_default()))
+        .collect();
+    (record.key.clone(), record.value.clone().unwrap_or_default(), headers)
+}
+
+/// Checks a fetched partition from `from` against `sent` (all records of the topic, in
+/// offset order) and the store: offsets, keys, values, headers, CreateTime timestamps
+/// equal to the append times, and the partition's offsets.
+fn check_fetched(
+    what: &str,
+    version: i16,
+    partition: &kafka_protocol::messages::fetch_response::PartitionData,
+    from: usize,
+    sent: &[kafka_protocol::records::Record],
+    topic: &trailkeep::Topic,
+) {
+    use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+
+    let end = sent.len() as i64;
+    assert_eq!(partition.error_code, 0, "{what}: error");
+    assert_eq!(partition.high_watermark, end, "{what}: high watermark");
+    assert_eq!(partition.last_stable_offset, end, "{what}: last stable offset");
+    if version >= 5 {
+        assert_eq!(partition.log_start_offset, 0, "{what}: log start offset");
+    }
+    if version >= 11 {
+        assert_eq!(partition.preferred_read_replica, -1, "{what}: preferred read replica");
+    }
+    let mut bytes = partition.records.clone().unwrap_or_default();
+    let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap_or_else(|e| panic!("{what}: records: {e}"));
+    let fetched: Vec<_> = sets.into_iter().flat_map(|s| s.records).collect();
+    let offsets: Vec<i64> = fetched.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (from as i64..end).collect::<Vec<_>>(), "{what}: offsets");
+    for (got, want) in fetched.iter().zip(&sent[from..]) {
+        let at = got.offset;
+        assert_eq!(wire_fields(got), wire_fields(want), "{what}: record {at}");
+        let stored = topic.read(Offset(at as u64)).unwrap();
+        let append_ms = trailkeep::server::records::timestamp_ms(stored.timestamp_us);
+        assert_eq!(got.timestamp, append_ms, "{what}: record {at} timestamp");
+        assert_eq!(got.timestamp_type, TimestampType::Creation, "{what}: record {at}");
+        assert_eq!(
+            stored.event_time_us,
+            Some(want.timestamp * 1000),
+            "{what}: record {at} event time"
+        );
+    }
+}
+
+/// Produces in every version of `versions` to topic "wire" on one connection: a batch
+/// with acks=-1 (answered with its offset), one with acks=0 (no answer: the next call
+/// fails if one comes), and one to partition 1 (UNKNOWN_TOPIC_OR_PARTITION). Returns
+/// every record taken, in offset order.
+fn produce_every_version(
+    wire: &mut wire::Wire,
+    versions: std::ops::RangeInclusive<i16>,
+) -> Vec<kafka_protocol::records::Record> {
+    let mut sent = Vec::new();
+    for version in versions {
+        let what = format!("Produce v{version}");
+        let batch = wire_batch(version, "acked");
+        let answer = produce_at(wire, version, ("wire", 0), &batch);
+        assert_eq!(answer.error_code, 0, "{what}: {:?}", answer.error_message);
+        assert_eq!(answer.base_offset, sent.len() as i64, "{what}: base offset");
+        assert_eq!(answer.log_append_time_ms, -1, "{what}: CreateTime topics answer -1");
+        if version >= 5 {
+            assert_eq!(answer.log_start_offset, 0, "{what}: log start offset");
+        }
+        sent.extend(batch);
+        let unacked = wire_batch(version, "acks0");
+        wire.send(version, &produce_request("wire", 0, 0, &unacked));
+        sent.extend(unacked);
+        let elsewhere = produce_at(wire, version, ("wire", 1), &wire_batch(version, "p1"));
+        let got = (elsewhere.error_code, elsewhere.base_offset);
+        assert_eq!(got, (3, -1), "{what} to partition 1: UNKNOWN_TOPIC_OR_PARTITION");
+    }
+    sent
+}
+
+/// Every Produce version the server advertises (read from its ApiVersions, so the test
+/// follows the table, and every ApiVersions version must answer the same list) appends
+/// batches of records with and without keys, headers and values (acks=-1 at the offset
+/// it answers, acks=0 without an answer); every advertised Fetch version gives them back
+/// from the start, the middle and the end, each field as produced, and answers a fetch
+/// past the end, of partition 1 and of an unknown topic with the error Kafka gives; every
+/// response decodes at its version with no byte left over. A version just outside an
+/// advertised range closes the connection.
+#[test]
+fn every_advertised_produce_and_fetch_version_round_trips_records() {
+    use kafka_protocol::messages::{FetchRequest, ProduceRequest};
+    use kafka_protocol::protocol::Request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let mut wire = wire::Wire::connect(&addr);
+    let advertised = wire.advertised();
+    let sent = produce_every_version(&mut wire, wire::versions_of(&advertised, ProduceRequest::KEY));
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic("wire").unwrap();
+    topic.refresh().unwrap();
+    assert_eq!(topic.end_offset(), Offset(sent.len() as u64));
+    let end = sent.len() as i64;
+    for version in wire::versions_of(&advertised, FetchRequest::KEY) {
+        for from in [0, sent.len() / 2, sent.len()] {
+            let partition = fetch_at(&mut wire, version, ("wire", 0), from as i64);
+            check_fetched(
+                &format!("Fetch v{version} from {from}"),
+                version,
+                &partition,
+                from,
+                &sent,
+                &topic,
+            );
+        }
+        let errors = [(("wire", 0), end + 1, 1), (("wire", 1), 0, 3), (("no-such", 0), 0, 3)];
+        for (place, from, want) in errors {
+            let got = fetch_at(&mut wire, version, place, from);
+            assert_eq!(got.error_code, want, "Fetch v{version} of {place:?} from {from}");
+            let records = got.records.unwrap_or_default();
+            assert!(
+                records.is_empty(),
+                "Fetch v{version} of {place:?}: records with an error"
+            );
+        }
+    }
+    check_versions_outside_refused(&addr, &advertised);
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// Produce, Fetch and ListOffsets just below and above their advertised ranges close
+/// the connection without an answer (the server accepts exactly what it advertises).
+fn check_versions_outside_refused(addr: &str, advertised: &std::collections::BTreeMap<i16, (i16, i16)>) {
+    use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, ProduceRequest};
+    use kafka_protocol::protocol::{HeaderVersion, Request};
+
+    let outside = [
+        (ProduceRequest::KEY, ProduceRequest::header_version(3)),
+        (FetchRequest::KEY, FetchRequest::header_version(4)),
+        (ListOffsetsRequest::KEY, ListOffsetsRequest::header_version(1)),
+    ];
+    for (key, header_version) in outside {
+        let (low, high) = advertised[&key];
+        for version in [low - 1, high + 1] {
+            assert!(
+                wire::Wire::connect(addr).closed_after(key, version, header_version),
+                "api {key} v{version} is not advertised but was answered"
+            );
+        }
+    }
+}
+
+/// ListOffsets v`version` of `partition` of `topic` for `timestamp_ms` (-2 earliest, -1
+/// latest); the partition's (error, offset, timestamp).
+fn list_offset_at(
+    wire: &mut wire::Wire,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    timestamp_ms: i64,
+) -> (i16, i64, i64) {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::{ListOffsetsRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(timestamp_ms)])]);
+    let mut response = wire.call(version, &request);
+    let what = format!("ListOffsets v{version} {topic}/{partition} at {timestamp_ms}");
+    assert_eq!(response.topics.len(), 1, "{what}: topics answered");
+    let mut answer = response.topics.remove(0);
+    assert_eq!(answer.name.0.as_str(), topic, "{what}: topic");
+    assert_eq!(answer.partitions.len(), 1, "{what}: partitions");
+    let p = answer.partitions.remove(0);
+    assert_eq!(p.partition_index, partition, "{what}: partition");
+    (p.error_code, p.offset, p.timestamp)
+}
+
+/// Every ListOffsets version the server advertises answers earliest (-2) and latest (-1)
+/// with the topic's start and end, a timestamp with the first record appended at or after
+/// it (and that record's timestamp), a time after the last record with -1, and an unknown
+/// topic or partition with UNKNOWN_TOPIC_OR_PARTITION; every response decodes at its
+/// version with no byte left over.
+#[test]
+fn every_advertised_list_offsets_version_answers_by_position_and_time() {
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::protocol::Request;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    // Appended by this process (the server does not append to it), a few milliseconds
+    // apart so that most records have a millisecond of their own.
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.topic_or_create("timed").unwrap();
+    for i in 0..6u8 {
+        topic.append(&NewRecord::new(vec![i])).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let times: Vec<i64> = (0..6)
+        .map(|i| trailkeep::server::records::timestamp_ms(topic.read(Offset(i)).unwrap().timestamp_us))
+        .collect();
+    let mut wire = wire::Wire::connect(&addr);
+    let advertised = wire.advertised();
+    for version in wire::versions_of(&advertised, ListOffsetsRequest::KEY) {
+        let mut ask = |name: &str, partition: i32, timestamp_ms: i64| {
+            list_offset_at(&mut wire, version, name, partition, timestamp_ms)
+        };
+        assert_eq!(ask("timed", 0, -2), (0, 0, -1), "v{version} earliest");
+        assert_eq!(ask("timed", 0, -1), (0, 6, -1), "v{version} latest");
+        for &t in &times {
+            let first = times.iter().position(|&x| x >= t).unwrap();
+            assert_eq!(ask("timed", 0, t), (0, first as i64, times[first]), "v{version} at {t}");
+        }
+        assert_eq!(ask("timed", 0, 0), (0, 0, times[0]), "v{version} at 0");
+        assert_eq!(
+            ask("timed", 0, times[5] + 60_000),
+            (0, -1, -1),
+            "v{version} after the last"
+        );
+        assert_eq!(ask("timed", 1, -1), (3, -1, -1), "v{version} partition 1");
+        assert_eq!(ask("no-such", 0, -1), (3, -1, -1), "v{version} unknown topic");
+    }
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
 }

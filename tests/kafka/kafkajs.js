@@ -1,18 +1,60 @@
 // kafkajs against trailkeep serve, for tests/serve.rs:
-//   node kafkajs.js BOOTSTRAP TOPIC GROUP N
-// Produces N records (keys, headers) in one send with acks=-1, prints {"offset": N} for
-// the first one, then consumes N records from the beginning with a consumer group
-// (subscribe, commit), prints each as a JSON line with hex bytes like clients.py, and
-// exits non-zero when something fails or takes over 30 s.
+//   node kafkajs.js roundtrip BOOTSTRAP TOPIC GROUP N
+//     Produces N records (keys, headers) in one send with acks=-1, prints {"offset": N} for
+//     the first one, then consumes N records from the beginning with a consumer group
+//     (subscribe, commit) and prints each as a JSON line with hex bytes like clients.py.
+//   node kafkajs.js idempotent BOOTSTRAP TOPIC,TOPIC,... GROUP ROUNDS
+//     An idempotent producer (idempotent: true, maxInFlightRequests: 1 as kafkajs requires,
+//     acks=-1). Each round sends, at once, one sendBatch to every topic and one send to the
+//     first topic, each call with 1-4 records; rounds follow each other. Prints every
+//     partition's ack as {"ack": {"topic", "offset", "call", "round", "count"}}, then
+//     consumes every record of every topic with a consumer group and prints each as
+//     {"topic", "offset", "key", "value", "headers"} (hex bytes).
+// Exits non-zero when something fails or takes over 30 s.
 const { Kafka, logLevel } = require('kafkajs');
 
-const [bootstrap, topic, groupId, countText] = process.argv.slice(2);
-const n = Number(countText);
 const hex = (b) => (b === null || b === undefined ? null : Buffer.from(b).toString('hex'));
+// The whole run, so that a hung client fails the test instead of hanging it.
+const RUN_MS_MAX = 30000;
 
-async function main() {
-  const kafka = new Kafka({ clientId: 'trailkeep-test', brokers: [bootstrap], logLevel: logLevel.WARN, retry: { retries: 3 } });
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
+// `retry` for every part of the client; kafkajs's own default when undefined.
+function kafka(bootstrap, retry) {
+  return new Kafka({ clientId: 'trailkeep-test', brokers: [bootstrap], logLevel: logLevel.WARN, retry });
+}
+
+// Consumes `n` records of `topics` from the beginning with group `groupId`, committing each.
+async function consumeAll(client, topics, groupId, n) {
+  const consumer = client.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000, maxWaitTimeInMs: 200 });
+  await consumer.connect();
+  for (const topic of topics) {
+    await consumer.subscribe({ topic, fromBeginning: true });
+  }
+  const got = [];
+  await new Promise((resolve, reject) => {
+    consumer
+      .run({
+        autoCommit: false,
+        eachMessage: async ({ topic, partition, message }) => {
+          got.push({ topic, message });
+          await consumer.commitOffsets([{ topic, partition, offset: String(Number(message.offset) + 1) }]);
+          if (got.length >= n) resolve();
+        },
+      })
+      .catch(reject);
+  });
+  await consumer.disconnect();
+  return got;
+}
+
+// A record as clients.py prints it.
+function asJson(m) {
+  const headers = Object.entries(m.headers || {}).map(([k, v]) => [k, hex(v)]);
+  return { offset: Number(m.offset), timestamp: Number(m.timestamp), key: hex(m.key), value: hex(m.value), headers };
+}
+
+async function roundtrip(bootstrap, topic, groupId, n) {
+  const client = kafka(bootstrap, { retries: 3 });
+  const producer = client.producer({ allowAutoTopicCreation: true });
   await producer.connect();
   const messages = [];
   for (let i = 0; i < n; i++) {
@@ -26,29 +68,73 @@ async function main() {
   const sent = await producer.send({ topic, acks: -1, messages });
   console.log(JSON.stringify({ offset: Number(sent[0].baseOffset) }));
   await producer.disconnect();
-
-  const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000, maxWaitTimeInMs: 200 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  const got = [];
-  await new Promise((resolve, reject) => {
-    consumer
-      .run({
-        autoCommit: false,
-        eachMessage: async ({ message }) => {
-          got.push(message);
-          await consumer.commitOffsets([{ topic, partition: 0, offset: String(Number(message.offset) + 1) }]);
-          if (got.length >= n) resolve();
-        },
-      })
-      .catch(reject);
-  });
-  for (const m of got.slice(0, n)) {
-    const headers = Object.entries(m.headers || {}).map(([k, v]) => [k, hex(v)]);
-    console.log(JSON.stringify({ offset: Number(m.offset), timestamp: Number(m.timestamp), key: hex(m.key), value: hex(m.value), headers }));
+  for (const { message } of (await consumeAll(client, [topic], groupId, n)).slice(0, n)) {
+    console.log(JSON.stringify(asJson(message)));
   }
-  await consumer.disconnect();
 }
 
-const timer = setTimeout(() => { console.error('kafkajs: timed out'); process.exit(1); }, 30000);
+// The records of one call: the value names topic, round, call and index, so the test can
+// tell each record's place; keys (one null) and headers vary.
+function messagesOf(topic, round, call, count) {
+  const out = [];
+  for (let i = 0; i < count; i++) {
+    out.push({
+      key: i === 1 ? null : `${topic}/${round}/${call}/${i}`,
+      value: Buffer.from(JSON.stringify({ topic, round, call, i })),
+      headers: i % 2 === 0 ? { round: String(round), bin: Buffer.from([0, 255, i]) } : {},
+    });
+  }
+  return out;
+}
+
+async function idempotent(bootstrap, topicList, groupId, rounds) {
+  const topics = topicList.split(',');
+  // No retry limit: kafkajs warns that a limit may break idempotence; RUN_MS_MAX bounds
+  // the run instead.
+  const client = kafka(bootstrap, undefined);
+  // kafkajs keeps one sequence per partition and requires one request in flight for
+  // idempotence; it retries without limit by default.
+  const producer = client.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+  await producer.connect();
+  let total = 0;
+  const report = (acks, round, call, counts) => {
+    for (const ack of acks) {
+      const count = counts[ack.topicName];
+      total += count;
+      console.log(JSON.stringify({ ack: { topic: ack.topicName, offset: Number(ack.baseOffset), call, round, count } }));
+    }
+  };
+  for (let round = 0; round < rounds; round++) {
+    const counts = {};
+    const topicMessages = topics.map((topic, t) => {
+      counts[topic] = 1 + ((round + t) % 4);
+      return { topic, messages: messagesOf(topic, round, 'batch', counts[topic]) };
+    });
+    const single = { [topics[0]]: 1 + (round % 3) };
+    const [batchAcks, singleAcks] = await Promise.all([
+      producer.sendBatch({ acks: -1, topicMessages }),
+      producer.send({ topic: topics[0], acks: -1, messages: messagesOf(topics[0], round, 'single', single[topics[0]]) }),
+    ]);
+    report(batchAcks, round, 'batch', counts);
+    report(singleAcks, round, 'single', single);
+  }
+  await producer.disconnect();
+  for (const { topic, message } of await consumeAll(client, topics, groupId, total)) {
+    console.log(JSON.stringify({ topic, ...asJson(message) }));
+  }
+}
+
+async function main() {
+  const [mode, bootstrap, topics, groupId, countText] = process.argv.slice(2);
+  const n = Number(countText);
+  if (mode === 'roundtrip') {
+    await roundtrip(bootstrap, topics, groupId, n);
+  } else if (mode === 'idempotent') {
+    await idempotent(bootstrap, topics, groupId, n);
+  } else {
+    throw new Error(`unknown mode ${mode}`);
+  }
+}
+
+const timer = setTimeout(() => { console.error('kafkajs: timed out'); process.exit(1); }, RUN_MS_MAX);
 main().then(() => { clearTimeout(timer); process.exit(0); }, (e) => { console.error(`kafkajs: ${e.stack || e}`); process.exit(1); });
