@@ -11,8 +11,8 @@
 //! pipelined batches taken once and in order, a producer going on across a server
 //! restart, and retries, gaps and stale epochs answered on the wire; kafkajs
 //! (`$TRAILKEEP_NODE_MODULES`, tests/kafka/kafkajs.js) round trip and idempotent producer.
-//! Raw requests (tests/kafka/wire.rs) go through every Produce, Fetch and ListOffsets
-//! version the server's ApiVersions advertises. Without the clients the tests fail
+//! Raw requests (tests/kafka/wire.rs) go through every version of every API the server's
+//! ApiVersions advertises, Produce, Fetch and ListOffsets in depth. Without the clients the tests fail
 //! under CI (`CI` set) and print "skipped: ..." otherwise.
 
 #[path = "kafka/support.rs"]
@@ -716,7 +716,8 @@ fn idempotent_producers_from_real_clients_are_taken_once_in_order() {
 
 /// A restarted server has forgotten every producer (docs/server.md): an idempotent
 /// producer that goes on producing after the restart, at its next sequence, is taken
-/// (where UNKNOWN_PRODUCER_ID would stop or reset it), by kafka-python and librdkafka.
+/// (where UNKNOWN_PRODUCER_ID would stop or reset it), by kafka-python, librdkafka and
+/// kafkajs (when its modules are there).
 #[test]
 fn an_idempotent_producer_goes_on_after_a_server_restart() {
     let Some(python) = python() else { return };
@@ -724,11 +725,26 @@ fn an_idempotent_producer_goes_on_after_a_server_restart() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut server = serve_at(dir.path(), &addr, &[]);
     let sent = sample_records(6, 5);
+    let mut clients: Vec<(&str, std::process::Command)> = Vec::new();
     for client in ["kafka-python", "confluent"] {
+        let mut command = std::process::Command::new(&python);
         let name = format!("restarted-{client}");
-        let mut child = std::process::Command::new(&python)
+        command
             .arg(script("clients.py"))
-            .args(["idempotent", client, &addr, &name])
+            .args(["idempotent", client, &addr, &name]);
+        clients.push((client, command));
+    }
+    if let Some(modules) = kafkajs_modules() {
+        let mut command = std::process::Command::new("node");
+        command
+            .arg(script("kafkajs.js"))
+            .args(["idempotent-lines", &addr, "restarted-kafkajs"])
+            .env("NODE_PATH", &modules)
+            .env("KAFKAJS_NO_PARTITIONER_WARNING", "1");
+        clients.push(("kafkajs", command));
+    }
+    for (client, mut command) in clients {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -754,10 +770,13 @@ fn an_idempotent_producer_goes_on_after_a_server_restart() {
             String::from_utf8_lossy(&output.stderr)
         );
         let store = Store::open(dir.path()).unwrap();
-        let topic = store.topic(&name).unwrap();
+        let topic = store.topic(&format!("restarted-{client}")).unwrap();
         assert_eq!(topic.end_offset(), Offset(6), "{client}");
         for (i, want) in sent.iter().enumerate() {
-            assert_eq!(as_json(&topic.read(Offset(i as u64)).unwrap())["value"], want["value"]);
+            let got = as_json(&topic.read(Offset(i as u64)).unwrap());
+            for field in ["key", "value", "headers"] {
+                assert_eq!(got[field], want[field], "{client} record {i} {field}");
+            }
         }
     }
     let status = server.terminate();
@@ -1230,6 +1249,252 @@ fn every_advertised_list_offsets_version_answers_by_position_and_time() {
         assert_eq!(ask("timed", 1, -1), (3, -1, -1), "v{version} partition 1");
         assert_eq!(ask("no-such", 0, -1), (3, -1, -1), "v{version} unknown topic");
     }
+    let status = server.terminate();
+    assert!(status.success(), "serve after SIGTERM: {status}");
+}
+
+/// Metadata (for one topic, created on the way, and for all), FindCoordinator and
+/// InitProducerId in every advertised version, and CreateTopics (a new topic, then the
+/// same again).
+fn check_cluster_apis(wire: &mut wire::Wire, advertised: &std::collections::BTreeMap<i16, (i16, i16)>, port: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Request, StrBytes};
+
+    let one = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("meta"))))
+        ]))
+        .with_allow_auto_topic_creation(true);
+    for version in wire::versions_of(advertised, MetadataRequest::KEY) {
+        let all = MetadataRequest::default().with_topics((version == 0).then(Vec::new));
+        for (what, request) in [("meta", &one), ("all topics", &all)] {
+            let answer = wire.call(version, request);
+            assert_eq!(answer.brokers.len(), 1, "Metadata v{version} {what}: brokers");
+            assert_eq!(answer.brokers[0].port, port, "Metadata v{version} {what}: port");
+            let topic = answer
+                .topics
+                .iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "meta"));
+            let topic = topic.unwrap_or_else(|| panic!("Metadata v{version} {what}: no topic meta"));
+            assert_eq!(topic.error_code, 0, "Metadata v{version} {what}");
+            let partitions: Vec<(i32, i32)> = topic
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect();
+            assert_eq!(
+                partitions,
+                vec![(0, 0)],
+                "Metadata v{version} {what}: partition 0 led by node 0"
+            );
+        }
+    }
+    for version in wire::versions_of(advertised, FindCoordinatorRequest::KEY) {
+        let answer = wire.call(
+            version,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+        );
+        let got = (answer.error_code, answer.node_id.0, answer.port);
+        assert_eq!(got, (0, 0, port), "FindCoordinator v{version}");
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for version in wire::versions_of(advertised, InitProducerIdRequest::KEY) {
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000);
+        let answer = wire.call(version, &request);
+        assert_eq!(
+            (answer.error_code, answer.producer_epoch),
+            (0, 0),
+            "InitProducerId v{version}"
+        );
+        assert!(
+            ids.insert(answer.producer_id.0),
+            "InitProducerId v{version}: an id handed out twice"
+        );
+    }
+    for version in wire::versions_of(advertised, CreateTopicsRequest::KEY) {
+        let name = format!("made-v{version}");
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(name.clone())))
+                .with_num_partitions(1)
+                .with_replication_factor(1)]);
+        for want in [0, 36] {
+            let answer = wire.call(version, &request);
+            let got: Vec<(String, i16)> = answer
+                .topics
+                .iter()
+                .map(|t| (t.name.0.to_string(), t.error_code))
+                .collect();
+            assert_eq!(got, vec![(name.clone(), want)], "CreateTopics v{version}");
+        }
+    }
+}
+
+/// The version of `api_key` for step `step` of a walk through all of them: `step` itself
+/// inside the advertised range, its nearest end outside it.
+fn version_at(advertised: &std::collections::BTreeMap<i16, (i16, i16)>, api_key: i16, step: i16) -> i16 {
+    let range = wire::versions_of(advertised, api_key);
+    step.clamp(*range.start(), *range.end())
+}
+
+/// One member's life in group `group` with the versions of step `step`: JoinGroup (it
+/// leads), SyncGroup (its assignment back), Heartbeat, OffsetCommit of offset 3 on topic
+/// "meta" with its generation, OffsetFetch of it, LeaveGroup.
+fn check_group_apis_at(wire: &mut wire::Wire, advertised: &std::collections::BTreeMap<i16, (i16, i16)>, step: i16) {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Request, StrBytes};
+
+    let group = GroupId(StrBytes::from_string(format!("grp-{step}")));
+    let v = |key: i16| version_at(advertised, key, step);
+    let what = |key: i16| format!("step {step}: api {key} v{}", v(key));
+    let join = JoinGroupRequest::default()
+        .with_group_id(group.clone())
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(StrBytes::from_static_str("range"))
+            .with_metadata(bytes::Bytes::from_static(b"subscription"))]);
+    let joined = wire.call(v(JoinGroupRequest::KEY), &join);
+    assert_eq!(joined.error_code, 0, "{}", what(JoinGroupRequest::KEY));
+    assert_eq!(
+        joined.leader,
+        joined.member_id,
+        "{}: the one member leads",
+        what(JoinGroupRequest::KEY)
+    );
+    assert_eq!(joined.members.len(), 1, "{}: members", what(JoinGroupRequest::KEY));
+    let (member, generation) = (joined.member_id.clone(), joined.generation_id);
+    let assignment = bytes::Bytes::from(format!("assignment-{step}"));
+    let sync = SyncGroupRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id(generation)
+        .with_member_id(member.clone())
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(member.clone())
+            .with_assignment(assignment.clone())]);
+    let synced = wire.call(v(SyncGroupRequest::KEY), &sync);
+    assert_eq!(
+        (synced.error_code, &synced.assignment),
+        (0, &assignment),
+        "{}",
+        what(SyncGroupRequest::KEY)
+    );
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id(generation)
+        .with_member_id(member.clone());
+    let beat = wire.call(v(HeartbeatRequest::KEY), &heartbeat);
+    assert_eq!(beat.error_code, 0, "{}", what(HeartbeatRequest::KEY));
+    check_offsets_at(wire, advertised, step, (&group, &member, generation));
+    let leave = if v(LeaveGroupRequest::KEY) < 3 {
+        LeaveGroupRequest::default().with_member_id(member.clone())
+    } else {
+        LeaveGroupRequest::default().with_members(vec![
+            leave_group_request::MemberIdentity::default().with_member_id(member.clone())
+        ])
+    };
+    let left = wire.call(v(LeaveGroupRequest::KEY), &leave.with_group_id(group));
+    assert_eq!(left.error_code, 0, "{}", what(LeaveGroupRequest::KEY));
+    let members: Vec<i16> = left.members.iter().map(|m| m.error_code).collect();
+    let want = if v(LeaveGroupRequest::KEY) < 3 { vec![] } else { vec![0] };
+    assert_eq!(members, want, "{}: members' errors", what(LeaveGroupRequest::KEY));
+}
+
+/// OffsetCommit of offset 3 of "meta" by a group member, and OffsetFetch of it, in the
+/// versions of step `step`.
+fn check_offsets_at(
+    wire: &mut wire::Wire,
+    advertised: &std::collections::BTreeMap<i16, (i16, i16)>,
+    step: i16,
+    (group, member, generation): (
+        &kafka_protocol::messages::GroupId,
+        &kafka_protocol::protocol::StrBytes,
+        i32,
+    ),
+) {
+    use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Request, StrBytes};
+
+    let meta = TopicName(StrBytes::from_static_str("meta"));
+    let (commit_version, fetch_version) = (
+        version_at(advertised, OffsetCommitRequest::KEY, step),
+        version_at(advertised, OffsetFetchRequest::KEY, step),
+    );
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group.clone())
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(member.clone())
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(meta.clone())
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_committed_offset(3)
+            ])]);
+    let committed = wire.call(commit_version, &commit);
+    let errors: Vec<i16> = committed
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect();
+    assert_eq!(errors, vec![0], "step {step}: OffsetCommit v{commit_version}");
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(group.clone())
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(meta)
+            .with_partition_indexes(vec![0])]));
+    let fetched = wire.call(fetch_version, &fetch);
+    assert_eq!(fetched.error_code, 0, "step {step}: OffsetFetch v{fetch_version}");
+    let offsets: Vec<(i64, i16)> = fetched
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.committed_offset, p.error_code)))
+        .collect();
+    assert_eq!(offsets, vec![(3, 0)], "step {step}: OffsetFetch v{fetch_version}");
+}
+
+/// Every advertised version of the other APIs answers and decodes at its version with
+/// no byte left over: Metadata, FindCoordinator, InitProducerId, CreateTopics, and a group
+/// member's JoinGroup, SyncGroup, Heartbeat, OffsetCommit, OffsetFetch and LeaveGroup,
+/// walked through together (step n uses version n of each, or the nearest it has), each
+/// answer checked for what it says.
+#[test]
+fn every_advertised_version_of_the_other_apis_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, addr) = serve(dir.path(), &[]);
+    let port: i32 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    let mut wire = wire::Wire::connect(&addr);
+    let advertised = wire.advertised();
+    check_cluster_apis(&mut wire, &advertised, port);
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Request;
+    let group_apis = [
+        JoinGroupRequest::KEY,
+        SyncGroupRequest::KEY,
+        HeartbeatRequest::KEY,
+        OffsetCommitRequest::KEY,
+        OffsetFetchRequest::KEY,
+        LeaveGroupRequest::KEY,
+    ];
+    let last = group_apis.iter().map(|key| advertised[key].1).max().unwrap();
+    for step in 0..=last {
+        check_group_apis_at(&mut wire, &advertised, step);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let groups = store.topic("meta").unwrap().groups().unwrap();
+    assert_eq!(
+        groups.len(),
+        usize::from(last as u16 + 1),
+        "a cursor per group: {groups:?}"
+    );
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
 }

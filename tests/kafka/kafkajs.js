@@ -10,6 +10,9 @@
 //     partition's ack as {"ack": {"topic", "offset", "call", "round", "count"}}, then
 //     consumes every record of every topic with a consumer group and prints each as
 //     {"topic", "offset", "key", "value", "headers"} (hex bytes).
+//   node kafkajs.js idempotent-lines BOOTSTRAP TOPIC
+//     The idempotent producer sends each record of stdin (JSON lines as clients.py reads
+//     them) alone and prints {"offset": N} for it before reading the next.
 // Exits non-zero when something fails or takes over 30 s.
 const { Kafka, logLevel } = require('kafkajs');
 
@@ -124,6 +127,27 @@ async function idempotent(bootstrap, topicList, groupId, rounds) {
   }
 }
 
+// Records from stdin, one JSON object a line as tests/kafka/support.rs `sample_records`
+// writes them (hex key, value and header values, a timestamp), each sent alone by an
+// idempotent producer and acknowledged with {"offset": N} before the next line is read.
+async function idempotentLines(bootstrap, topic) {
+  const client = kafka(bootstrap, undefined);
+  const producer = client.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+  await producer.connect();
+  const unhex = (h) => (h === null ? null : Buffer.from(h, 'hex'));
+  const lines = require('readline').createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    if (line.trim() === '') continue;
+    const r = JSON.parse(line);
+    const headers = {};
+    for (const [name, value] of r.headers) headers[name] = unhex(value);
+    const message = { key: unhex(r.key), value: unhex(r.value), headers, timestamp: String(r.timestamp) };
+    const [ack] = await producer.send({ topic, acks: -1, messages: [message] });
+    console.log(JSON.stringify({ offset: Number(ack.baseOffset) }));
+  }
+  await producer.disconnect();
+}
+
 async function main() {
   const [mode, bootstrap, topics, groupId, countText] = process.argv.slice(2);
   const n = Number(countText);
@@ -131,6 +155,8 @@ async function main() {
     await roundtrip(bootstrap, topics, groupId, n);
   } else if (mode === 'idempotent') {
     await idempotent(bootstrap, topics, groupId, n);
+  } else if (mode === 'idempotent-lines') {
+    await idempotentLines(bootstrap, topics);
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
