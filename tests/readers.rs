@@ -474,7 +474,11 @@ fn tail_batch(base: u64, n: u8, pad: u16) -> (Vec<u8>, Vec<Vec<u8>>) {
 }
 
 proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    // 48 cases unless PROPTEST_CASES says otherwise (README: longer runs).
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(48),
+        ..proptest::prelude::ProptestConfig::default()
+    })]
 
     /// Model test of a reader's view of a tail another process writes: batches, zeros
     /// written ahead and cut off, batches seen half-written, refreshes after some of the
