@@ -297,21 +297,8 @@ pub fn fix_batch_crcs(bytes: &mut [u8]) {
         if length < BATCH_CRC_START - BATCH_PREFIX_BYTES || end > bytes.len() {
             return;
         }
-        let crc = crc32c(&bytes[pos + BATCH_CRC_START..end]);
+        let crc = crc32c::crc32c(&bytes[pos + BATCH_CRC_START..end]);
         bytes[pos + BATCH_CRC_POS..pos + BATCH_CRC_START].copy_from_slice(&crc.to_be_bytes());
         pos = end;
     }
-}
-
-/// CRC-32C (Castagnoli), bit by bit: the fuzz inputs are small.
-fn crc32c(bytes: &[u8]) -> u32 {
-    const POLY: u32 = 0x82F6_3B78;
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (POLY & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
 }
