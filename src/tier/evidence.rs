@@ -361,7 +361,11 @@ pub(crate) fn install(topic_dir: &Path, files: &Fetched, end: u64) -> Result<Ins
                 std::fs::create_dir_all(topic_dir.join(TIER_DIR))
                     .context(|| format!("creating {}", topic_dir.display()))?;
                 crate::fsutil::write_atomic(&staged, data)?;
-                let all = crate::topic::evidence::read_checkpoints(&staged)?;
+                let topic = topic_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let all = crate::topic::evidence::read_checkpoints(&topic, &staged)?;
                 let _ = std::fs::remove_file(&staged);
                 let (mut kept, mut dropped) = (Vec::new(), Vec::new());
                 for text in all {

@@ -69,16 +69,21 @@ pub(crate) struct EvidenceThread {
     pub handle: std::thread::JoinHandle<()>,
 }
 
-/// An error of the tree or checkpoint files: an I/O failure stays an I/O error (a full
-/// disk is not tampering); anything else is a tamper-evidence error.
-pub(crate) fn audit_err(e: audit::AuditError) -> Error {
+/// An error of topic `topic`'s tree or checkpoint files: an I/O failure stays an I/O error
+/// (a full disk is not tampering), and so does a tree file that refuses work after one
+/// ([`Error::Poisoned`]); anything else is a tamper-evidence error.
+pub(crate) fn audit_err(topic: &str, e: audit::AuditError) -> Error {
     match e {
         audit::AuditError::Io { path, source } => Error::Io {
             context: format!("tamper evidence file {}", path.display()),
             source,
         },
+        audit::AuditError::Poisoned { path } => Error::Poisoned {
+            topic: topic.to_owned(),
+            cause: format!("a write or sync of {} failed earlier", path.display()),
+        },
         other => Error::Tamper {
-            topic: String::new(),
+            topic: topic.to_owned(),
             offset: None,
             reason: other.to_string(),
         },
@@ -98,7 +103,7 @@ fn tamper(topic: &str, offset: Option<Offset>, reason: impl Into<String>) -> Err
 /// # Errors
 /// A field longer than the leaf encoding allows (cannot happen under the record limits).
 pub fn record_leaf(record: &RecordRef<'_>) -> Result<Hash> {
-    leaf_record(record).leaf_hash().map_err(audit_err)
+    leaf_record(record).leaf_hash().map_err(|e| audit_err("", e))
 }
 
 /// A record as the leaf encoding sees it; headers are read where they are stored.
@@ -128,7 +133,7 @@ impl Topic {
             std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
             crate::fsutil::sync_dir(self.dir())?;
         }
-        let mut tree = TreeFile::open(&dir).map_err(audit_err)?;
+        let mut tree = TreeFile::open(&dir).map_err(|e| audit_err(self.name(), e))?;
         let end = self.end_offset().0;
         if tree.size() > end {
             tracing::warn!(
@@ -137,7 +142,7 @@ impl Topic {
                 log = end,
                 "trimming tree leaves the log no longer holds"
             );
-            tree.truncate(end).map_err(audit_err)?;
+            tree.truncate(end).map_err(|e| audit_err(self.name(), e))?;
         }
         let broken = (tree.size() < self.start_offset().0).then(|| {
             format!(
@@ -150,7 +155,7 @@ impl Topic {
         let mut checkpoints = CheckpointLogWriter::new(&checkpoints_path);
         let last = checkpoints
             .repair()
-            .map_err(|e| checkpoints_err(&checkpoints_path, e))?
+            .map_err(|e| checkpoints_err(self.name(), &checkpoints_path, e))?
             .texts
             .pop();
         let last_checkpoint = last
@@ -222,7 +227,10 @@ impl Topic {
                     } else {
                         self.leaves(a, b)?
                     };
-                    evidence.tree.append_leaves(&leaves).map_err(audit_err)?;
+                    evidence
+                        .tree
+                        .append_leaves(&leaves)
+                        .map_err(|e| audit_err(self.name(), e))?;
                 }
                 Ok(())
             })();
@@ -248,7 +256,10 @@ impl Topic {
         }
         let end = end.min(from + LEAVES_PER_PASS as u64);
         let leaves = self.leaves(from, end)?;
-        evidence.tree.append_leaves(&leaves).map_err(audit_err)?;
+        evidence
+            .tree
+            .append_leaves(&leaves)
+            .map_err(|e| audit_err(self.name(), e))?;
         Ok(leaves.len() as u64)
     }
 
@@ -278,7 +289,7 @@ impl Topic {
             if record.offset.0 >= end {
                 return ControlFlow::Break(());
             }
-            let pushed = batch.push(&leaf_record(&record)).map_err(audit_err);
+            let pushed = batch.push(&leaf_record(&record)).map_err(|e| audit_err(self.name(), e));
             let flushed = pushed.and_then(|()| {
                 if batch.is_full() || record.offset.0 + 1 >= end {
                     each(batch_start, &mut batch)?;
@@ -309,7 +320,7 @@ impl Topic {
     /// promise "everything appended" call [`Topic::hash_visible`] first); returns its
     /// text.
     pub(crate) fn checkpoint_now(&self, evidence: &mut Evidence) -> Result<String> {
-        let ticket = evidence.tree.begin_sync().map_err(audit_err)?;
+        let ticket = evidence.tree.begin_sync().map_err(|e| audit_err(self.name(), e))?;
         let syncs = self.sync_for_checkpoint(&ticket);
         let (size, root) = self.record_synced(evidence, ticket, syncs)?;
         let tail_base = self.shared.visible.lock().tail_base;
@@ -326,7 +337,7 @@ impl Topic {
         // meanwhile, which this checkpoint does not make durable, so it must still count
         // as a change (for `checkpoint_due` and `sync_tree_after_seal`).
         let tail_base = self.shared.visible.lock().tail_base;
-        let ticket = evidence.tree.begin_sync().map_err(audit_err)?;
+        let ticket = evidence.tree.begin_sync().map_err(|e| audit_err(self.name(), e))?;
         let synced = AtomicBool::new(false);
         let (hashed, syncs) = self.beside(
             "checkpoint sync",
@@ -370,7 +381,10 @@ impl Topic {
         (log, tree): (Result<()>, Result<std::io::Result<()>>),
     ) -> Result<(u64, Hash)> {
         let (size, root) = (ticket.size, ticket.root);
-        evidence.tree.finish_sync(ticket, tree?).map_err(audit_err)?;
+        evidence
+            .tree
+            .finish_sync(ticket, tree?)
+            .map_err(|e| audit_err(self.name(), e))?;
         self.shared.tree_synced.store(size, Ordering::SeqCst);
         log?;
         Ok((size, root))
@@ -384,11 +398,13 @@ impl Topic {
             size,
             root,
         };
-        let text = checkpoint.sign(&evidence.signer).map_err(audit_err)?;
+        let text = checkpoint
+            .sign(&evidence.signer)
+            .map_err(|e| audit_err(self.name(), e))?;
         evidence
             .checkpoints
             .append(&text)
-            .map_err(|e| checkpoints_err(&self.dir().join(CHECKPOINTS_FILE), e))?;
+            .map_err(|e| checkpoints_err(self.name(), &self.dir().join(CHECKPOINTS_FILE), e))?;
         evidence.last_checkpoint = Some((size, Instant::now()));
         evidence.checkpoint_tail_base = tail_base;
         evidence.tree_sync_tail_base = tail_base;
@@ -432,7 +448,7 @@ impl Topic {
     /// Makes the tree durable; retention may then delete the segments holding its leaves
     /// (see retention.rs).
     fn sync_tree(&self, evidence: &mut Evidence) -> Result<()> {
-        evidence.tree.sync().map_err(audit_err)?;
+        evidence.tree.sync().map_err(|e| audit_err(self.name(), e))?;
         self.shared.tree_synced.store(evidence.tree.size(), Ordering::SeqCst);
         Ok(())
     }
@@ -566,7 +582,7 @@ fn evidence_loop(weak: Weak<TopicShared>, stop: Arc<AtomicBool>) {
 
 /// An error of `checkpoints.log`: damage names the file and byte (as damage in a segment
 /// does); an I/O failure stays an I/O error.
-fn checkpoints_err(path: &Path, e: audit::AuditError) -> Error {
+fn checkpoints_err(topic: &str, path: &Path, e: audit::AuditError) -> Error {
     match e {
         audit::AuditError::Corrupt { path, byte, reason } => Error::Corrupt {
             file: path,
@@ -577,14 +593,14 @@ fn checkpoints_err(path: &Path, e: audit::AuditError) -> Error {
             context: format!("tamper evidence file {}", path.display()),
             source,
         },
-        other => audit_err(other),
+        other => audit_err(topic, other),
     }
 }
 
 /// Every complete checkpoint in the file, oldest first (a torn final frame is ignored;
 /// see `audit::checkpoint_log` for what counts as torn).
-pub(crate) fn read_checkpoints(path: &Path) -> Result<Vec<String>> {
-    let decoded = audit::checkpoint_log::read(path).map_err(|e| checkpoints_err(path, e))?;
+pub(crate) fn read_checkpoints(topic: &str, path: &Path) -> Result<Vec<String>> {
+    let decoded = audit::checkpoint_log::read(path).map_err(|e| checkpoints_err(topic, path, e))?;
     Ok(decoded.texts)
 }
 
@@ -612,7 +628,17 @@ impl Keys {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
         }
-        let file = audit::SigningKeyFile::load_or_create(&self.path, &self.name).map_err(audit_err)?;
+        let file = audit::SigningKeyFile::load_or_create(&self.path, &self.name).map_err(|e| match e {
+            audit::AuditError::Io { path, source } => Error::Io {
+                context: format!("signing key {}", path.display()),
+                source,
+            },
+            other => Error::Corrupt {
+                file: self.path.clone(),
+                byte_pos: 0,
+                reason: other.to_string(),
+            },
+        })?;
         let signer = Arc::new(file.into_signer());
         *slot = Some(Arc::clone(&signer));
         Ok(signer)
@@ -620,5 +646,37 @@ impl Keys {
 
     pub fn verifier(&self) -> Result<NoteVerifier> {
         Ok(self.signer()?.verifier())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree file that refuses work after a failed write (a full disk) is the topic's
+    /// poisoned state, not tamper evidence; errors name the topic (they used to carry an
+    /// empty topic name).
+    #[test]
+    fn audit_errors_name_the_topic_and_a_poisoned_tree_is_not_tampering() {
+        let path = PathBuf::from("/store/topics/t/merkle/merkle.tree");
+        match audit_err("t", audit::AuditError::Poisoned { path: path.clone() }) {
+            Error::Poisoned { topic, cause } => {
+                assert_eq!(topic, "t");
+                assert!(cause.contains("merkle.tree"), "{cause}");
+            }
+            other => panic!("expected Poisoned, got {other:?}"),
+        }
+        let corrupt = audit::AuditError::Corrupt {
+            path,
+            byte: 8,
+            reason: "bad".into(),
+        };
+        match audit_err("t", corrupt) {
+            Error::Tamper { topic, reason, .. } => {
+                assert_eq!(topic, "t");
+                assert!(reason.contains("byte 8"), "{reason}");
+            }
+            other => panic!("expected Tamper, got {other:?}"),
+        }
     }
 }

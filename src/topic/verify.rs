@@ -38,10 +38,7 @@ fn tamper(topic: &Topic, offset: Option<Offset>, reason: impl Into<String>) -> E
 }
 
 fn audit_err(topic: &Topic, e: audit::AuditError) -> Error {
-    match super::evidence::audit_err(e) {
-        Error::Tamper { reason, .. } => tamper(topic, None, reason),
-        other => other,
-    }
+    super::evidence::audit_err(topic.name(), e)
 }
 
 impl Topic {
@@ -133,7 +130,7 @@ impl Topic {
             // The leaves match the records; every interior node must be the hash of its
             // children (proofs are built from them).
             tree.check_nodes(|_| ()).map_err(|e| audit_err(self, e))?;
-            let stored = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?;
+            let stored = read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?;
             for (i, text) in stored.iter().enumerate() {
                 parse_checkpoint(text, &own, &origin)
                     .and_then(|cp| check_against_tree(tree, &cp))
@@ -193,7 +190,7 @@ impl Topic {
     /// # Errors
     /// I/O errors, a corrupt checkpoints file.
     pub fn latest_checkpoint(&self) -> Result<Option<String>> {
-        Ok(read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.pop())
+        Ok(read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?.pop())
     }
 
     /// The public key that verifies this store's checkpoints, in vkey form.
@@ -215,7 +212,7 @@ impl Topic {
         }
         let verifier = &self.shared.keys.verifier()?;
         self.with_evidence(|evidence| {
-            let latest = read_checkpoints(&self.dir().join(CHECKPOINTS_FILE))?.pop();
+            let latest = read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?.pop();
             let covering = latest.and_then(|t| Checkpoint::parse_and_verify(&t, verifier).ok().map(|c| (t, c)));
             let (text, cp) = match covering {
                 Some((t, c)) if c.size > offset.0 => (t, c),
