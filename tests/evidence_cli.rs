@@ -389,3 +389,53 @@ fn a_checkpoint_that_cannot_apply_is_an_error_not_passed_over() {
     assert!(err.contains("tamper evidence of topic \"t\""), "{err}");
     assert!(err.contains("the store has no such topic: it was removed"), "{err}");
 }
+
+/// `verify` while another process appends (here: this test process, through the library)
+/// used to fail with "locked"; it now checks the tree as that process last synced it,
+/// reports the newer records it left unchecked, changes nothing, and still catches a
+/// changed record the tree covers.
+#[test]
+fn verify_beside_a_running_appender_checks_the_synced_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let topic = store.create_topic(T, TopicConfig::default()).unwrap();
+    for i in 0..120 {
+        assert_eq!(topic.append(&record(i)).unwrap(), Offset(i));
+    }
+    let cp = topic.checkpoint().unwrap(); // syncs the tree at 120 leaves
+    let out = ok(dir.path(), &["verify", T]);
+    assert!(out.starts_with("ok t: 120 records from offset 0"), "{out}");
+    assert!(out.contains("tree size 120") && !out.contains("not checked"), "{out}");
+
+    for i in 120..150 {
+        topic.append(&record(i)).unwrap();
+    }
+    let out = ok(dir.path(), &["verify", T]);
+    let size: u64 = out
+        .split("tree size ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((120..=150).contains(&size), "{out}");
+    assert!(out.starts_with(&format!("ok t: {size} records from offset 0")), "{out}");
+    if size < 150 {
+        assert!(
+            out.contains(&format!("not checked: {} newer record(s)", 150 - size)),
+            "{out}"
+        );
+    }
+    let kept = dir.path().join("kept.checkpoint");
+    std::fs::write(&kept, &cp).unwrap();
+    let out = ok(dir.path(), &["verify", T, "--checkpoint", kept.to_str().unwrap()]);
+    assert!(out.contains("external checkpoint of size 120 ok"), "{out}");
+
+    let file = tamper_value(dir.path(), 7);
+    let err = fails(dir.path(), &["verify", T]);
+    assert!(err.contains("at offset 7") && err.contains(&file), "{err}");
+    // The appender was not disturbed.
+    assert_eq!(topic.append(&record(151)).unwrap(), Offset(150));
+    drop(topic);
+    drop(store);
+}

@@ -71,6 +71,8 @@ pub struct TreeFile {
     staging: Vec<u8>,
     levels: LevelScratch,
     poisoned: bool,
+    /// Opened with [`TreeFile::open_read_only`]: reads only.
+    read_only: bool,
     /// Entries at the last writeback kick.
     kicked_entries: u64,
     kicker: WritebackKicker,
@@ -126,11 +128,54 @@ impl TreeFile {
             .open(&meta_path)
             .map_err(|e| AuditError::io(&meta_path, e))?;
         let point = read_sync_point(&meta);
+        TreeFile::assemble(tree_path, meta_path, tree, meta, point, false)
+    }
+
+    /// Opens the tree in `dir` for reading only, at its last synced size, changing
+    /// nothing: for a verifier beside a running appender (which only appends past that
+    /// size) or of a store on read-only media. A missing or empty tree is the empty tree.
+    /// Every call that would write fails.
+    ///
+    /// # Errors
+    /// As [`TreeFile::open`], but hashes stored past the synced size are left in place.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<TreeFile> {
+        let dir = dir.as_ref();
+        let tree_path = dir.join(TREE_FILE_NAME);
+        let meta_path = dir.join(META_FILE_NAME);
+        let open = |path: &Path| File::open(path).map_err(|e| AuditError::io(path, e));
+        let tree = open(&tree_path)?;
+        let len = tree.metadata().map_err(|e| AuditError::io(&tree_path, e))?.len();
+        let meta = open(&meta_path).ok();
+        let point = match &meta {
+            Some(meta) if len >= HEADER_BYTES => read_sync_point(meta),
+            _ => empty_point(),
+        };
+        if len >= HEADER_BYTES {
+            check_header(&tree, &tree_path)?;
+        }
+        // The meta file is never written through a read-only tree; without one, the
+        // directory stands in for the handle.
+        let meta = match meta {
+            Some(meta) => meta,
+            None => open(dir)?,
+        };
+        TreeFile::assemble(tree_path, meta_path, tree, meta, point, true)
+    }
+
+    /// The tree over open files, recovered to `point`.
+    fn assemble(
+        tree_path: PathBuf,
+        meta_path: PathBuf,
+        tree: File,
+        meta: File,
+        point: SyncPoint,
+        read_only: bool,
+    ) -> Result<TreeFile> {
         let mut file = TreeFile {
             kicker: WritebackKicker::new(&tree_path),
             tree_path,
             meta_path,
-            writer: BufWriter::with_capacity(WRITE_BUFFER_BYTES, tree),
+            writer: BufWriter::with_capacity(if read_only { 0 } else { WRITE_BUFFER_BYTES }, tree),
             meta,
             frontier: Frontier::new(),
             entries: 0,
@@ -138,16 +183,16 @@ impl TreeFile {
             staging: Vec::new(),
             levels: LevelScratch::default(),
             poisoned: false,
+            read_only,
             kicked_entries: 0,
         };
         file.recover_to(point)?;
         Ok(file)
     }
 
-    /// Drops every hash after the synced size and checks the synced ones.
     fn recover_to(&mut self, point: SyncPoint) -> Result<()> {
         let len = self.file_len()?;
-        let stored = (len - HEADER_BYTES) / HASH_WIDTH;
+        let stored = len.saturating_sub(HEADER_BYTES) / HASH_WIDTH;
         let needed = entries_for(point.size);
         if stored < needed {
             return Err(self.corrupt(
@@ -160,7 +205,7 @@ impl TreeFile {
             ));
         }
         let keep = HEADER_BYTES + needed * HASH_WIDTH;
-        if len > keep {
+        if len > keep && !self.read_only {
             tracing::info!(path = %self.tree_path.display(), dropped_bytes = len - keep, synced_leaves = point.size,
                 "dropping unsynced merkle hashes; the engine re-feeds those leaves");
             let file = self.writer.get_ref();
@@ -279,7 +324,7 @@ impl TreeFile {
     /// [`AuditError::Poisoned`], [`AuditError::TreeFull`] (nothing is
     /// appended then), I/O errors (the file is poisoned then).
     pub fn append_leaves(&mut self, leaves: &[Hash]) -> Result<()> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         self.staging.clear();
         self.frontier = extend_frontier(&self.frontier, leaves, &mut self.levels, &mut self.staging)?;
         let before = self.entries;
@@ -333,7 +378,7 @@ impl TreeFile {
     /// # Errors
     /// [`AuditError::Poisoned`]; I/O errors (the file is poisoned then).
     pub fn begin_sync(&mut self) -> Result<SyncTicket> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         let flushed = self.writer.flush();
         self.poison_on_error(flushed)?;
         // A handle that cannot be opened (too many files) leaves the tree as it was.
@@ -356,7 +401,7 @@ impl TreeFile {
     /// [`AuditError::Poisoned`]; the sync's error or the meta write's (the file is
     /// poisoned then).
     pub fn finish_sync(&mut self, ticket: SyncTicket, synced: std::io::Result<()>) -> Result<()> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         self.poison_on_error(synced)?;
         let point = SyncPoint {
             seq: self.meta_seq + 1,
@@ -381,7 +426,7 @@ impl TreeFile {
     /// # Errors
     /// [`AuditError::Poisoned`]; I/O errors (the file is poisoned then).
     pub fn truncate(&mut self, size: u64) -> Result<u64> {
-        self.check_poisoned()?;
+        self.check_writable()?;
         if size >= self.size() {
             return Ok(self.size());
         }
@@ -419,6 +464,16 @@ impl TreeFile {
     /// As [`TreeFile::sync`].
     pub fn close(mut self) -> Result<()> {
         self.sync()
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(AuditError::io(
+                &self.tree_path,
+                std::io::Error::new(std::io::ErrorKind::PermissionDenied, "the tree was opened read-only"),
+            ));
+        }
+        self.check_poisoned()
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -530,8 +585,15 @@ fn open_tree_file(dir: &Path, path: &Path) -> Result<File> {
             .map_err(|e| AuditError::io(dir, e))?;
         return Ok(file);
     }
+    check_header(&file, path)?;
+    Ok(file)
+}
+
+/// Checks the tree file's header (magic, version, hash width).
+fn check_header(file: &File, path: &Path) -> Result<()> {
     let mut header = [0u8; HEADER_BYTES as usize];
-    file.read_exact_at(&mut header, 0).map_err(io)?;
+    file.read_exact_at(&mut header, 0)
+        .map_err(|e| AuditError::io(path, e))?;
     if header != tree_header() {
         return Err(AuditError::Corrupt {
             path: path.to_path_buf(),
@@ -539,7 +601,7 @@ fn open_tree_file(dir: &Path, path: &Path) -> Result<File> {
             reason: "bad magic, version or hash width in header".into(),
         });
     }
-    Ok(file)
+    Ok(())
 }
 
 fn encode_sync_point(point: &SyncPoint) -> [u8; META_SLOT_BYTES] {
@@ -581,11 +643,6 @@ fn write_sync_point(meta: &File, point: &SyncPoint) -> std::io::Result<()> {
 /// The valid slot with the highest sequence number, or the empty tree when
 /// neither slot is valid (never synced, or both lost: re-feed everything).
 fn read_sync_point(meta: &File) -> SyncPoint {
-    let empty = SyncPoint {
-        seq: 0,
-        size: 0,
-        root: crate::audit::merkle::empty_root(),
-    };
     (0..2)
         .filter_map(|slot| {
             let mut bytes = [0u8; META_SLOT_BYTES];
@@ -593,7 +650,16 @@ fn read_sync_point(meta: &File) -> SyncPoint {
             decode_sync_point(&bytes)
         })
         .max_by_key(|p| p.seq)
-        .unwrap_or(empty)
+        .unwrap_or_else(empty_point)
+}
+
+/// The sync point of a tree never synced.
+fn empty_point() -> SyncPoint {
+    SyncPoint {
+        seq: 0,
+        size: 0,
+        root: crate::audit::merkle::empty_root(),
+    }
 }
 
 #[cfg(test)]

@@ -268,3 +268,43 @@ fn a_tree_that_kicks_writeback_on_its_own_thread_reopens_whole() {
     assert_eq!(reopened.size(), n);
     assert_eq!(reopened.root(), memory(n).root());
 }
+
+/// A verifier beside a running appender, or of read-only media: the tree as last synced,
+/// nothing changed on disk, every write refused; a missing or empty tree is the empty
+/// tree (no panic on a file shorter than its header); a bad header is corruption.
+#[test]
+fn read_only_open_sees_the_synced_tree_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = TreeFile::open(dir.path()).unwrap();
+    fill(&mut tree, 0, 37);
+    tree.sync().unwrap();
+    fill(&mut tree, 37, 50); // written, not synced: the appender's work in progress
+    tree.begin_sync().map(drop).unwrap(); // flushed to the file, meta not advanced
+    let len = std::fs::metadata(dir.path().join(TREE_FILE_NAME)).unwrap().len();
+
+    let mut view = TreeFile::open_read_only(dir.path()).unwrap();
+    assert_eq!(view.size(), 37);
+    assert_eq!(view.root(), memory(37).root());
+    assert_eq!(
+        view.inclusion_proof(5, 37).unwrap(),
+        proof::inclusion_proof(&memory(37), 5, 37).unwrap()
+    );
+    view.check_nodes(|_| ()).unwrap();
+    assert!(view.append_leaves(&[leaf(99)]).is_err());
+    assert!(view.truncate(10).is_err());
+    assert!(view.sync().is_err());
+    drop(view);
+    assert_eq!(std::fs::metadata(dir.path().join(TREE_FILE_NAME)).unwrap().len(), len);
+    // The appender goes on undisturbed.
+    fill(&mut tree, 50, 51);
+    tree.sync().unwrap();
+    assert_eq!(TreeFile::open_read_only(dir.path()).unwrap().size(), 51);
+    drop(tree);
+
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join(TREE_FILE_NAME), b"").unwrap();
+    assert_eq!(TreeFile::open_read_only(empty.path()).unwrap().size(), 0);
+    std::fs::write(empty.path().join(TREE_FILE_NAME), vec![7u8; 64]).unwrap();
+    let err = TreeFile::open_read_only(empty.path()).unwrap_err();
+    assert!(err.to_string().contains("bad magic"), "{err}");
+}

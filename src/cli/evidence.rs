@@ -91,10 +91,16 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
         let report = topic.verify(external, &mut |n| bar.set_position(n))?;
         bar.finish_and_clear();
         let hex: String = report.root.iter().map(|b| format!("{b:02x}")).collect();
-        let ext = report
+        let mut ext = report
             .external_size
             .map(|s| format!(", external checkpoint of size {s} ok"))
             .unwrap_or_default();
+        if report.unhashed > 0 || report.newer_checkpoints > 0 {
+            ext.push_str(&format!(
+                "; not checked: {} newer record(s) and {} newer checkpoint(s), past the tree the appending process last synced",
+                report.unhashed, report.newer_checkpoints
+            ));
+        }
         writeln!(
             out,
             "ok {name}: {} records from offset {} (checksums, leaves), tree size {}, root {hex}, {} stored checkpoints{ext}",

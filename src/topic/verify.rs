@@ -27,6 +27,13 @@ pub struct VerifyReport {
     pub checkpoints: usize,
     /// The external checkpoint's size, when one was given.
     pub external_size: Option<u64>,
+    /// Records past the tree, not checked: verified without the append lock (another
+    /// process appends, or the store is read-only), the tree as last synced covers the
+    /// records up to `tree_size` only. 0 when verify held the lock (it hashes every record).
+    pub unhashed: u64,
+    /// Stored checkpoints signed after the tree was read (another process appends):
+    /// not checked.
+    pub newer_checkpoints: usize,
 }
 
 fn tamper(topic: &Topic, offset: Option<Offset>, reason: impl Into<String>) -> Error {
@@ -39,6 +46,20 @@ fn tamper(topic: &Topic, offset: Option<Offset>, reason: impl Into<String>) -> E
 
 fn audit_err(topic: &Topic, e: audit::AuditError) -> Error {
     super::evidence::audit_err(topic.name(), e)
+}
+
+/// Why `verify` runs without the topic's append lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unlocked {
+    /// Another process appends: the tree and checkpoints may grow while they are read.
+    Live,
+    /// The store cannot be written (read-only media or permissions): nothing changes.
+    ReadOnly,
+}
+
+/// Whether an error opening the lock file means the store cannot be written at all.
+fn read_only_media(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ReadOnlyFilesystem || e.kind() == std::io::ErrorKind::PermissionDenied
 }
 
 impl Topic {
@@ -63,102 +84,175 @@ impl Topic {
     /// checkpoint (which the store must contain: a smaller store is a rollback). Covers
     /// the records visible when called; records appended meanwhile are left to the next
     /// call.
+    /// Verify takes the topic's append lock and first hashes what the tree lacks. While
+    /// another process holds the lock (it appends), or when the store cannot be written
+    /// (read-only media), it reads the tree as last synced instead and changes nothing:
+    /// the records and stored checkpoints past that tree are reported as not checked
+    /// ([`VerifyReport::unhashed`], [`VerifyReport::newer_checkpoints`]).
     /// `progress` is called with the number of records checked so far.
     ///
     /// # Errors
     /// [`Error::Tamper`] naming the offset or checkpoint that does not match,
-    /// [`Error::Corrupt`] / [`Error::Gap`] naming file and byte, [`Error::Locked`] while
-    /// another process appends (verification needs the topic's tree).
+    /// [`Error::Corrupt`] / [`Error::Gap`] naming file and byte,
+    /// [`Error::CheckpointRejected`] for an external checkpoint that cannot apply.
     pub fn verify(
         &self,
         external: Option<(&str, &NoteVerifier)>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport> {
+        let unlocked = match self.recover() {
+            Ok(_) => None,
+            Err(Error::Locked { .. }) => Some(Unlocked::Live),
+            Err(Error::Io { source, .. }) if read_only_media(&source) => Some(Unlocked::ReadOnly),
+            Err(e) => return Err(e),
+        };
+        let Some(unlocked) = unlocked else {
+            return self.with_evidence(|evidence| self.verify_tree(&evidence.tree, external, None, progress));
+        };
+        if !self.config().tamper_evidence {
+            return Err(tamper(
+                self,
+                None,
+                "tamper evidence is off for this topic (tamper_evidence = false)",
+            ));
+        }
+        // The tree first, then the log: another process's tree only hashes records it has
+        // made visible, so the log read after it reaches at least as far.
+        let tree = audit::TreeFile::open_read_only(self.dir().join(crate::topic::evidence::MERKLE_DIR))
+            .map_err(|e| audit_err(self, e))?;
+        self.refresh()?;
+        self.verify_tree(&tree, external, Some(unlocked), progress)
+    }
+
+    /// `verify` over `tree`: the whole tree when verify holds the append lock (`unlocked`
+    /// is `None`, and the tree covers every visible record), else the tree as synced.
+    fn verify_tree(
+        &self,
+        tree: &audit::TreeFile,
+        external: Option<(&str, &NoteVerifier)>,
+        unlocked: Option<Unlocked>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport> {
         let own = self.shared.keys.verifier()?;
         let origin = self.shared.origin.clone();
-        self.with_evidence(|evidence| {
-            let tree = &evidence.tree;
-            let start = self.start_offset();
-            let end = self.end_offset();
-            if let Some((from, to, file)) = self.missing_head()? {
-                return Err(Error::Gap { topic: self.name().to_owned(), from, to, file });
-            }
-            // The tree holds every record visible when this call began; an appender may
-            // have added more since (checked by a later call), never fewer.
-            if tree.size() > end.0 || tree.size() < start.0 {
-                return Err(tamper(
+        let start = self.start_offset();
+        let log_end = self.end_offset();
+        if let Some((from, to, file)) = self.missing_head()? {
+            return Err(Error::Gap {
+                topic: self.name().to_owned(),
+                from,
+                to,
+                file,
+            });
+        }
+        // The tree holds every record visible when this call began (without the lock: at
+        // most the records visible now); an appender may have added more since (checked
+        // by a later call), never fewer.
+        if tree.size() > log_end.0 || tree.size() < start.0 {
+            return Err(tamper(
+                self,
+                None,
+                format!(
+                    "the tree holds {} leaves, the log holds [{start}, {log_end})",
+                    tree.size()
+                ),
+            ));
+        }
+        let end = Offset(tree.size());
+        let records = self.check_leaves(tree, start, end, progress)?;
+        // The leaves match the records; every interior node must be the hash of its
+        // children (proofs are built from them).
+        tree.check_nodes(|_| ()).map_err(|e| audit_err(self, e))?;
+        let stored = read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?;
+        let mut newer_checkpoints = 0;
+        for (i, text) in stored.iter().enumerate() {
+            let checked = parse_checkpoint(text, &own, &origin).and_then(|cp| {
+                if cp.size > tree.size() && unlocked == Some(Unlocked::Live) {
+                    newer_checkpoints += 1;
+                    return Ok(());
+                }
+                check_against_tree(tree, &cp)
+            });
+            checked.map_err(|e| {
+                tamper(
                     self,
                     None,
-                    format!("the tree holds {} leaves, the log holds [{start}, {end})", tree.size()),
-                ));
+                    format!("stored checkpoint #{} of {}: {e}", i + 1, CHECKPOINTS_FILE),
+                )
+            })?;
+        }
+        let external_size = match external {
+            Some((text, verifier)) => {
+                let cp = parse_checkpoint(text, verifier, &origin).map_err(|reason| Error::CheckpointRejected {
+                    topic: self.name().to_owned(),
+                    reason,
+                })?;
+                check_against_tree(tree, &cp).map_err(|e| tamper(self, None, format!("external checkpoint: {e}")))?;
+                Some(cp.size)
             }
-            let end = Offset(tree.size());
-            let mut records = 0u64;
-            let mut mismatch = None;
-            let mut computed = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
-            let mut stored = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
-            let checked = self.for_each_leaf_batch(start.0, end.0, |first, batch| {
-                computed.clear();
-                batch.hash_into(&mut computed);
-                stored.resize(computed.len(), [0u8; audit::HASH_BYTES]);
-                tree.leaves_into(first, &mut stored).map_err(|e| audit_err(self, e))?;
-                if let Some(i) = computed.iter().zip(&stored).position(|(leaf, stored)| leaf != stored) {
-                    let offset = Offset(first + i as u64);
-                    mismatch = Some(offset);
-                    return Err(tamper(self, Some(offset), "leaf mismatch"));
-                }
-                let before = records;
-                records += computed.len() as u64;
-                if before / 65_536 != records / 65_536 {
-                    progress(records);
-                }
-                Ok(())
-            });
-            if let Some(offset) = mismatch {
-                let file = self.segment_file_of(offset);
-                return Err(tamper(
-                    self,
-                    Some(offset),
-                    format!("record {offset} (in {}) does not match its leaf in the Merkle tree: it was changed after it was written", file.display()),
-                ));
-            }
-            checked?;
-            progress(records);
-            if records != end.0 - start.0 {
-                return Err(tamper(self, None, format!("read {records} records, expected {}", end.0 - start.0)));
-            }
-            // The leaves match the records; every interior node must be the hash of its
-            // children (proofs are built from them).
-            tree.check_nodes(|_| ()).map_err(|e| audit_err(self, e))?;
-            let stored = read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?;
-            for (i, text) in stored.iter().enumerate() {
-                parse_checkpoint(text, &own, &origin)
-                    .and_then(|cp| check_against_tree(tree, &cp))
-                    .map_err(|e| {
-                        tamper(self, None, format!("stored checkpoint #{} of {}: {e}", i + 1, CHECKPOINTS_FILE))
-                    })?;
-            }
-            let external_size = match external {
-                Some((text, verifier)) => {
-                    let cp = parse_checkpoint(text, verifier, &origin).map_err(|reason| {
-                        Error::CheckpointRejected { topic: self.name().to_owned(), reason }
-                    })?;
-                    check_against_tree(tree, &cp)
-                        .map_err(|e| tamper(self, None, format!("external checkpoint: {e}")))?;
-                    Some(cp.size)
-                }
-                None => None,
-            };
-            Ok(VerifyReport {
-                topic: self.name().to_owned(),
-                records,
-                start_offset: start,
-                tree_size: tree.size(),
-                root: tree.root(),
-                checkpoints: stored.len(),
-                external_size,
-            })
+            None => None,
+        };
+        Ok(VerifyReport {
+            topic: self.name().to_owned(),
+            records,
+            start_offset: start,
+            tree_size: tree.size(),
+            root: tree.root(),
+            checkpoints: stored.len() - newer_checkpoints,
+            external_size,
+            unhashed: log_end.0.saturating_sub(tree.size()),
+            newer_checkpoints,
         })
+    }
+
+    /// Recomputes every record's checksum and leaf in [`start`, `end`) and compares the
+    /// leaves with the tree's; returns the records checked.
+    fn check_leaves(
+        &self,
+        tree: &audit::TreeFile,
+        start: Offset,
+        end: Offset,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<u64> {
+        let mut records = 0u64;
+        let mut mismatch = None;
+        let mut computed = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
+        let mut stored = Vec::with_capacity(audit::batch::LEAF_BATCH_RECORDS);
+        let checked = self.for_each_leaf_batch(start.0, end.0, |first, batch| {
+            computed.clear();
+            batch.hash_into(&mut computed);
+            stored.resize(computed.len(), [0u8; audit::HASH_BYTES]);
+            tree.leaves_into(first, &mut stored).map_err(|e| audit_err(self, e))?;
+            if let Some(i) = computed.iter().zip(&stored).position(|(leaf, stored)| leaf != stored) {
+                let offset = Offset(first + i as u64);
+                mismatch = Some(offset);
+                return Err(tamper(self, Some(offset), "leaf mismatch"));
+            }
+            let before = records;
+            records += computed.len() as u64;
+            if before / 65_536 != records / 65_536 {
+                progress(records);
+            }
+            Ok(())
+        });
+        if let Some(offset) = mismatch {
+            let file = self.segment_file_of(offset);
+            return Err(tamper(
+                self,
+                Some(offset),
+                format!("record {offset} (in {}) does not match its leaf in the Merkle tree: it was changed after it was written", file.display()),
+            ));
+        }
+        checked?;
+        progress(records);
+        if records != end.0 - start.0 {
+            return Err(tamper(
+                self,
+                None,
+                format!("read {records} records, expected {}", end.0 - start.0),
+            ));
+        }
+        Ok(records)
     }
 
     fn segment_file_of(&self, offset: Offset) -> std::path::PathBuf {
