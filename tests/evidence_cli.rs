@@ -390,15 +390,19 @@ fn a_checkpoint_that_cannot_apply_is_an_error_not_passed_over() {
     assert!(err.contains("the store has no such topic: it was removed"), "{err}");
 }
 
-/// `verify` while another process appends (here: this test process, through the library)
-/// used to fail with "locked"; it now checks the tree as that process last synced it,
-/// reports the newer records it left unchecked, changes nothing, and still catches a
-/// changed record the tree covers.
+/// `verify` and `prove` while another process appends (here: this test process, through
+/// the library) used to fail with "locked"; verify now checks the tree as that process
+/// last synced it, reports the newer records it left unchecked, changes nothing, and still
+/// catches a changed record the tree covers; prove answers from a stored checkpoint.
 #[test]
-fn verify_beside_a_running_appender_checks_the_synced_tree() {
+fn verify_and_prove_beside_a_running_appender_use_the_synced_tree() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let topic = store.create_topic(T, TopicConfig::default()).unwrap();
+    // No checkpoint of the tree thread's own during the test: the tree stays synced at 120.
+    let config = TopicConfig::default()
+        .checkpoint_every_ms(600_000)
+        .checkpoint_every_records(1 << 20);
+    let topic = store.create_topic(T, config).unwrap();
     for i in 0..120 {
         assert_eq!(topic.append(&record(i)).unwrap(), Offset(i));
     }
@@ -411,25 +415,24 @@ fn verify_beside_a_running_appender_checks_the_synced_tree() {
         topic.append(&record(i)).unwrap();
     }
     let out = ok(dir.path(), &["verify", T]);
-    let size: u64 = out
-        .split("tree size ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((120..=150).contains(&size), "{out}");
-    assert!(out.starts_with(&format!("ok t: {size} records from offset 0")), "{out}");
-    if size < 150 {
-        assert!(
-            out.contains(&format!("not checked: {} newer record(s)", 150 - size)),
-            "{out}"
-        );
-    }
+    assert!(out.starts_with("ok t: 120 records from offset 0"), "{out}");
+    assert!(
+        out.contains("tree size 120") && out.contains("not checked: 30 newer record(s)"),
+        "{out}"
+    );
     let kept = dir.path().join("kept.checkpoint");
     std::fs::write(&kept, &cp).unwrap();
     let out = ok(dir.path(), &["verify", T, "--checkpoint", kept.to_str().unwrap()]);
     assert!(out.contains("external checkpoint of size 120 ok"), "{out}");
+
+    // An inclusion proof against the stored checkpoint the synced tree covers; an offset
+    // no stored checkpoint covers needs a new one, which only the appender can sign.
+    let bundle = ok(dir.path(), &["prove", T, "7"]);
+    let vkey = topic.verifier_key().unwrap();
+    let cp7 = verify_record_inclusion(&topic.read(Offset(7)).unwrap(), &bundle, &vkey).unwrap();
+    assert_eq!(cp7.size, 120);
+    let err = fails(dir.path(), &["prove", T, "145"]);
+    assert!(err.contains("locked"), "{err}");
 
     let file = tamper_value(dir.path(), 7);
     let err = fails(dir.path(), &["verify", T]);

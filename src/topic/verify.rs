@@ -100,15 +100,30 @@ impl Topic {
         external: Option<(&str, &NoteVerifier)>,
         progress: &mut dyn FnMut(u64),
     ) -> Result<VerifyReport> {
-        let unlocked = match self.recover() {
-            Ok(_) => None,
-            Err(Error::Locked { .. }) => Some(Unlocked::Live),
-            Err(Error::Io { source, .. }) if read_only_media(&source) => Some(Unlocked::ReadOnly),
-            Err(e) => return Err(e),
-        };
-        let Some(unlocked) = unlocked else {
+        let Some((unlocked, _)) = self.lock_or_why_not()? else {
             return self.with_evidence(|evidence| self.verify_tree(&evidence.tree, external, None, progress));
         };
+        let tree = self.synced_tree()?;
+        self.verify_tree(&tree, external, Some(unlocked), progress)
+    }
+
+    /// Takes the append lock (recovering the topic) and returns `None`; or, when another
+    /// process holds it or the store cannot be written, why not and the error that said so.
+    fn lock_or_why_not(&self) -> Result<Option<(Unlocked, Error)>> {
+        match self.recover() {
+            Ok(_) => Ok(None),
+            Err(e @ Error::Locked { .. }) => Ok(Some((Unlocked::Live, e))),
+            Err(Error::Io { source, context }) if read_only_media(&source) => {
+                Ok(Some((Unlocked::ReadOnly, Error::Io { source, context })))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The tree as last synced, read-only, and the log refreshed after it: another
+    /// process's tree only hashes records it has made visible, so the log read after it
+    /// reaches at least as far.
+    fn synced_tree(&self) -> Result<audit::TreeFile> {
         if !self.config().tamper_evidence {
             return Err(tamper(
                 self,
@@ -116,12 +131,10 @@ impl Topic {
                 "tamper evidence is off for this topic (tamper_evidence = false)",
             ));
         }
-        // The tree first, then the log: another process's tree only hashes records it has
-        // made visible, so the log read after it reaches at least as far.
         let tree = audit::TreeFile::open_read_only(self.dir().join(crate::topic::evidence::MERKLE_DIR))
             .map_err(|e| audit_err(self, e))?;
         self.refresh()?;
-        self.verify_tree(&tree, external, Some(unlocked), progress)
+        Ok(tree)
     }
 
     /// `verify` over `tree`: the whole tree when verify holds the append lock (`unlocked`
@@ -305,10 +318,26 @@ impl Topic {
             return Err(self.out_of_range(offset));
         }
         let verifier = &self.shared.keys.verifier()?;
-        self.with_evidence(|evidence| {
+        let stored = || -> Result<Option<(String, Checkpoint)>> {
             let latest = read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?.pop();
-            let covering = latest.and_then(|t| Checkpoint::parse_and_verify(&t, verifier).ok().map(|c| (t, c)));
-            let (text, cp) = match covering {
+            Ok(latest.and_then(|t| Checkpoint::parse_and_verify(&t, verifier).ok().map(|c| (t, c))))
+        };
+        if let Some((_, why)) = self.lock_or_why_not()? {
+            // Another process appends (or the store is read-only): prove against the newest
+            // stored checkpoint the synced tree covers; signing a new one needs the lock.
+            let tree = self.synced_tree()?;
+            let all = read_checkpoints(self.name(), &self.dir().join(CHECKPOINTS_FILE))?;
+            let covering = all.into_iter().rev().find_map(|t| {
+                let c = Checkpoint::parse_and_verify(&t, verifier).ok()?;
+                (c.size > offset.0 && c.size <= tree.size()).then_some((t, c))
+            });
+            return match covering {
+                Some((text, cp)) => self.inclusion_bundle(&tree, offset, text, &cp),
+                None => Err(why),
+            };
+        }
+        self.with_evidence(|evidence| {
+            let (text, cp) = match stored()? {
                 Some((t, c)) if c.size > offset.0 => (t, c),
                 _ => {
                     let t = self.checkpoint_now(evidence)?;
@@ -316,30 +345,40 @@ impl Topic {
                     (t, c)
                 }
             };
-            let proof = evidence
-                .tree
-                .inclusion_proof(offset.0, cp.size)
-                .map_err(|e| audit_err(self, e))?;
-            // The proof is built from the tree file's stored nodes: one that does not lead
-            // from the stored leaf to the signed root (a damaged node) is never handed out.
-            // (`verify` checks the leaves against the records.)
-            let mut leaf = [[0u8; audit::HASH_BYTES]];
-            evidence.tree.leaves_into(offset.0, &mut leaf).map_err(|e| audit_err(self, e))?;
-            audit::verify_inclusion(&leaf[0], offset.0, cp.size, &proof, &cp.root).map_err(|e| {
-                tamper(
-                    self,
-                    Some(offset),
-                    format!("the proof built from the tree file does not verify ({e}): the tree file is damaged; run trailkeep verify"),
-                )
-            })?;
-            Ok(ProofBundle {
-                extra: None,
-                index: offset.0,
-                proof,
-                checkpoint: text,
-            }
-            .encode())
+            self.inclusion_bundle(&evidence.tree, offset, text, &cp)
         })
+    }
+
+    /// The inclusion proof of `offset` in `tree` at the checkpoint's size, as a bundle.
+    fn inclusion_bundle(
+        &self,
+        tree: &audit::TreeFile,
+        offset: Offset,
+        text: String,
+        cp: &Checkpoint,
+    ) -> Result<String> {
+        let proof = tree
+            .inclusion_proof(offset.0, cp.size)
+            .map_err(|e| audit_err(self, e))?;
+        // The proof is built from the tree file's stored nodes: one that does not lead
+        // from the stored leaf to the signed root (a damaged node) is never handed out.
+        // (`verify` checks the leaves against the records.)
+        let mut leaf = [[0u8; audit::HASH_BYTES]];
+        tree.leaves_into(offset.0, &mut leaf).map_err(|e| audit_err(self, e))?;
+        audit::verify_inclusion(&leaf[0], offset.0, cp.size, &proof, &cp.root).map_err(|e| {
+            tamper(
+                self,
+                Some(offset),
+                format!("the proof built from the tree file does not verify ({e}): the tree file is damaged; run trailkeep verify"),
+            )
+        })?;
+        Ok(ProofBundle {
+            extra: None,
+            index: offset.0,
+            proof,
+            checkpoint: text,
+        }
+        .encode())
     }
 
     /// A consistency proof from tree size `old_size` to a fresh checkpoint: header line,
