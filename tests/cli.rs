@@ -1105,5 +1105,8 @@ fn tier_upload_and_restore_through_the_cli() {
     ok(&b, &["append", "t"], b"{\"after\":\"restore\"}\n");
     let verified = ok(&b, &["verify", "t"], b"");
     assert!(verified.contains("401 records from offset 0"), "{verified}");
-    assert_eq!(offsets_of(&ok(&b, &["read", "t", "--from-offset", "400"], b"")), vec![400]);
+    assert_eq!(
+        offsets_of(&ok(&b, &["read", "t", "--from-offset", "400"], b"")),
+        vec![400]
+    );
 }

@@ -101,7 +101,10 @@ fn a_failed_tree_write_is_an_error_not_a_panic_and_the_tree_recovers() {
     );
     // Every message names the topic, and a tree that refuses work after the failure is
     // not reported as tamper evidence (it used to be, of topic "").
-    assert!(!stderr.contains("topic \"\"") && !stderr.contains("tamper evidence of"), "{stderr}");
+    assert!(
+        !stderr.contains("topic \"\"") && !stderr.contains("tamper evidence of"),
+        "{stderr}"
+    );
     // Every record is there, and a new appender rebuilds the tree from the log.
     let store = Store::open(dir.path()).unwrap();
     let topic = store.topic("t").unwrap();
