@@ -433,6 +433,10 @@ fn verify_and_prove_beside_a_running_appender_use_the_synced_tree() {
     assert_eq!(cp7.size, 120);
     let err = fails(dir.path(), &["prove", T, "145"]);
     assert!(err.contains("locked"), "{err}");
+    // Signing needs the lock too; the stored checkpoint is there to print.
+    let err = fails(dir.path(), &["checkpoint", T]);
+    assert!(err.contains("locked") && err.contains("--latest"), "{err}");
+    assert_eq!(ok(dir.path(), &["checkpoint", T, "--latest"]), cp);
 
     let file = tamper_value(dir.path(), 7);
     let err = fails(dir.path(), &["verify", T]);

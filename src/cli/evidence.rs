@@ -189,7 +189,13 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
             .latest_checkpoint()?
             .ok_or_else(|| CliError::Usage(format!("topic {} has no checkpoint yet", args.topic)))?
     } else {
-        topic.checkpoint()?
+        topic.checkpoint().map_err(|e| match e {
+            crate::Error::Locked { .. } => CliError::Usage(format!(
+                "{e}: signing a checkpoint needs the topic's append lock; `checkpoint {} --latest` prints the newest stored one",
+                args.topic
+            )),
+            other => other.into(),
+        })?
     };
     let printed = print_text(&text);
     store.close()?;
