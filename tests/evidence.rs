@@ -273,20 +273,36 @@ fn assert_tamper_at(result: &trailkeep::Result<VerifyReport>, offset: u64, what:
 
 #[track_caller]
 fn assert_tamper_reason(result: &trailkeep::Result<VerifyReport>, needle: &str, what: &str) {
-    let Err(Error::Tamper { reason, .. }) = result else {
-        panic!("{what}: expected Error::Tamper saying {needle:?}, got {result:?}");
+    let reason = match result {
+        Err(Error::Tamper { reason, .. }) => Some(reason),
+        _ => None,
     };
-    assert!(
-        reason.contains(needle),
-        "{what}: expected {needle:?} in the reason {reason:?}"
-    );
+    assert_reason("Tamper", reason, result, needle, what);
 }
 
 /// An external checkpoint that cannot apply is [`Error::CheckpointRejected`], not tamper
 /// evidence of the store: the store may be intact.
+#[track_caller]
 fn assert_rejected(result: &trailkeep::Result<VerifyReport>, needle: &str, what: &str) {
-    let Err(Error::CheckpointRejected { reason, .. }) = result else {
-        panic!("{what}: expected Error::CheckpointRejected saying {needle:?}, got {result:?}");
+    let reason = match result {
+        Err(Error::CheckpointRejected { reason, .. }) => Some(reason),
+        _ => None,
+    };
+    assert_reason("CheckpointRejected", reason, result, needle, what);
+}
+
+/// `reason` is the reason of the expected error variant `variant`, `None` for any other
+/// result; it must contain `needle`.
+#[track_caller]
+fn assert_reason(
+    variant: &str,
+    reason: Option<&String>,
+    result: &trailkeep::Result<VerifyReport>,
+    needle: &str,
+    what: &str,
+) {
+    let Some(reason) = reason else {
+        panic!("{what}: expected Error::{variant} saying {needle:?}, got {result:?}");
     };
     assert!(
         reason.contains(needle),

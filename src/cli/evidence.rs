@@ -152,8 +152,8 @@ impl ExternalCheckpoint {
         if names.contains(&self.topic) {
             return Ok(());
         }
-        let ours = format!("trailkeep/{}/{}", store.store_id()?, self.topic);
-        if self.origin == ours {
+        let store_id = store.store_id()?;
+        if self.origin == format!("trailkeep/{store_id}/{}", self.topic) {
             return Err(crate::Error::Tamper {
                 topic: self.topic.clone(),
                 offset: None,
@@ -166,10 +166,9 @@ impl ExternalCheckpoint {
             .into());
         }
         Err(CliError::Usage(format!(
-            "--checkpoint {} is the checkpoint of {:?}, not of a topic of this store (trailkeep/{}/...)",
+            "--checkpoint {} is the checkpoint of {:?}, not of a topic of this store (trailkeep/{store_id}/...)",
             self.path.display(),
             self.origin,
-            store.store_id()?
         )))
     }
 }

@@ -44,6 +44,15 @@ fn tamper(topic: &Topic, offset: Option<Offset>, reason: impl Into<String>) -> E
     }
 }
 
+/// Verify or prove asked of a topic that keeps no tree.
+fn evidence_off(topic: &Topic) -> Error {
+    tamper(
+        topic,
+        None,
+        "tamper evidence is off for this topic (tamper_evidence = false)",
+    )
+}
+
 fn audit_err(topic: &Topic, e: audit::AuditError) -> Error {
     super::evidence::audit_err(topic.name(), e)
 }
@@ -66,13 +75,7 @@ impl Topic {
     fn with_evidence<T>(&self, f: impl FnOnce(&mut crate::topic::evidence::Evidence) -> Result<T>) -> Result<T> {
         self.recover()?;
         let mut slot = self.shared.evidence.lock();
-        let evidence = slot.as_mut().ok_or_else(|| {
-            tamper(
-                self,
-                None,
-                "tamper evidence is off for this topic (tamper_evidence = false)",
-            )
-        })?;
+        let evidence = slot.as_mut().ok_or_else(|| evidence_off(self))?;
         self.hash_visible(evidence)?;
         #[cfg(test)]
         tests::AFTER_HASH.with_borrow_mut(|hook| hook.as_mut().map(|h| h()));
@@ -125,11 +128,7 @@ impl Topic {
     /// reaches at least as far.
     fn synced_tree(&self) -> Result<audit::TreeFile> {
         if !self.config().tamper_evidence {
-            return Err(tamper(
-                self,
-                None,
-                "tamper evidence is off for this topic (tamper_evidence = false)",
-            ));
+            return Err(evidence_off(self));
         }
         let tree = audit::TreeFile::open_read_only(self.dir().join(crate::topic::evidence::MERKLE_DIR))
             .map_err(|e| audit_err(self, e))?;
