@@ -8,7 +8,10 @@
 //! rollback or with another key; `prove` output verifies with the library's verifier from the
 //! bundle, the record and the vkey alone, and `prove --consistency` against an older
 //! checkpoint; an offset not held exits 1; a `trailkeep append` killed with SIGKILL leaves a
-//! store that verifies, with the tree caught up to every acknowledged record.
+//! store that verifies, with the tree caught up to every acknowledged record; on a store
+//! its user cannot write (read-only modes, and `nobody` when the tests run as root),
+//! `verify`, `prove` and `checkpoint --latest` work and change no byte, and signing or
+//! appending names the lock file it could not open.
 //!
 //! How: stores are built with the library (or by the CLI appender), closed, then the binary
 //! (`CARGO_BIN_EXE_trailkeep`) runs against them; exit codes, stdout and stderr are checked.
@@ -445,4 +448,117 @@ fn verify_and_prove_beside_a_running_appender_use_the_synced_tree() {
     assert_eq!(topic.append(&record(151)).unwrap(), Offset(150));
     drop(topic);
     drop(store);
+}
+
+/// Every file under `root` with its length, modification time and contents.
+fn snapshot(root: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            if meta.is_dir() {
+                dirs.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, meta.len(), meta.modified().unwrap(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Sets the mode of every directory (`dirs`) and file (`files`) under `root`, root included.
+fn chmod_tree(root: &Path, dirs: u32, files: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(root).unwrap();
+    let mode = if meta.is_dir() { dirs } else { files };
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            chmod_tree(&entry.unwrap().path(), dirs, files);
+        }
+    }
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Runs the binary as a user who cannot write the store, with `input` on stdin: `nobody`
+/// through `setpriv` when the tests run as root (root writes whatever the modes say), else
+/// the test's own user.
+fn tk_reader(dir: &Path, args: &[&str], input: &str) -> Output {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    let mut cmd = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        let mut cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_trailkeep"));
+        cmd
+    } else {
+        Command::new(env!("CARGO_BIN_EXE_trailkeep"))
+    };
+    let mut child = cmd
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .env_remove("TRAILKEEP_DIR")
+        .env_remove("TRAILKEEP_FAILPOINT")
+        .env_remove("TRAILKEEP_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running as root, this test needs setpriv (util-linux) to drop to nobody");
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn verify_and_prove_on_a_store_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    append(&root, 0..300);
+    let cp = ok(&root, &["checkpoint", T]);
+    let (vkey, record7) = {
+        let store = Store::open(&root).unwrap();
+        let topic = store.topic(T).unwrap();
+        (topic.verifier_key().unwrap(), topic.read(Offset(7)).unwrap())
+    };
+    // Read-only for the reader: no file or directory may be created, opened for writing or
+    // locked (the append lock is taken by opening its file for writing).
+    chmod_tree(dir.path(), 0o555, 0o444);
+    let before = snapshot(&root);
+
+    let out = tk_reader(&root, &["verify", T], "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("ok t: 300 records from offset 0"), "{stdout}");
+    assert!(
+        stdout.contains("tree size 300") && !stdout.contains("not checked"),
+        "{stdout}"
+    );
+
+    let out = tk_reader(&root, &["prove", T, "7"], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bundle = String::from_utf8(out.stdout).unwrap();
+    let proved = verify_record_inclusion(&record7, &bundle, &vkey).unwrap();
+    assert_eq!(proved.size, 300);
+
+    let out = tk_reader(&root, &["checkpoint", T, "--latest"], "");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), cp);
+    // What needs the append lock says which file it could not open.
+    for args in [&["checkpoint", T][..], &["append", T][..]] {
+        let out = tk_reader(&root, args, "{\"event\":300}\n");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("append.lock") && stderr.contains("denied"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(snapshot(&root) == before, "a reader changed the store");
+    chmod_tree(dir.path(), 0o755, 0o644);
 }
