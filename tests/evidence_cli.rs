@@ -489,9 +489,10 @@ fn chmod_tree(root: &Path, dirs: u32, files: u32) {
 fn tk_reader(dir: &Path, args: &[&str], input: &str) -> Output {
     let uid = Command::new("id").arg("-u").output().unwrap();
     let mut cmd = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        // A copy beside the store: the build directory may be closed to other users.
+        let bin = dir.parent().unwrap().join("trailkeep");
         let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(env!("CARGO_BIN_EXE_trailkeep"));
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(bin);
         cmd
     } else {
         Command::new(env!("CARGO_BIN_EXE_trailkeep"))
@@ -518,6 +519,7 @@ fn verify_and_prove_on_a_store_that_cannot_be_written() {
     let root = dir.path().join("store");
     append(&root, 0..300);
     let cp = ok(&root, &["checkpoint", T]);
+    std::fs::copy(env!("CARGO_BIN_EXE_trailkeep"), dir.path().join("trailkeep")).unwrap();
     let (vkey, record7) = {
         let store = Store::open(&root).unwrap();
         let topic = store.topic(T).unwrap();
@@ -526,6 +528,7 @@ fn verify_and_prove_on_a_store_that_cannot_be_written() {
     // Read-only for the reader: no file or directory may be created, opened for writing or
     // locked (the append lock is taken by opening its file for writing).
     chmod_tree(dir.path(), 0o555, 0o444);
+    chmod_tree(&dir.path().join("trailkeep"), 0o555, 0o555);
     let before = snapshot(&root);
 
     let out = tk_reader(&root, &["verify", T], "");
