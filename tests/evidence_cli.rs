@@ -561,6 +561,12 @@ fn verify_and_prove_on_a_store_that_cannot_be_written() {
             stderr.contains("append.lock") && stderr.contains("denied"),
             "{args:?}: {stderr}"
         );
+        // Signing also points at the stored checkpoint a reader can print.
+        assert_eq!(
+            stderr.contains("--latest"),
+            args[0] == "checkpoint",
+            "{args:?}: {stderr}"
+        );
     }
     assert!(snapshot(&root) == before, "a reader changed the store");
     chmod_tree(dir.path(), 0o755, 0o644);

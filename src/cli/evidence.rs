@@ -188,17 +188,30 @@ pub fn checkpoint(dir: &Path, args: CheckpointArgs) -> Result<(), CliError> {
             .latest_checkpoint()?
             .ok_or_else(|| CliError::Usage(format!("topic {} has no checkpoint yet", args.topic)))?
     } else {
-        topic.checkpoint().map_err(|e| match e {
-            crate::Error::Locked { .. } => CliError::Usage(format!(
-                "{e}: signing a checkpoint needs the topic's append lock; `checkpoint {} --latest` prints the newest stored one",
-                args.topic
-            )),
-            other => other.into(),
+        topic.checkpoint().map_err(|e| {
+            if lock_unavailable(&e) {
+                CliError::Usage(format!(
+                    "{e}: signing a checkpoint needs the topic's append lock; `checkpoint {} --latest` prints the newest stored one",
+                    args.topic
+                ))
+            } else {
+                e.into()
+            }
         })?
     };
     let printed = print_text(&text);
     store.close()?;
     printed
+}
+
+/// Whether `e` says the append lock could not be taken: another process holds it, or the
+/// store cannot be written (read-only media or modes).
+fn lock_unavailable(e: &crate::Error) -> bool {
+    match e {
+        crate::Error::Locked { .. } => true,
+        crate::Error::Io { source, .. } => crate::topic::read_only_media(source),
+        _ => false,
+    }
 }
 
 /// Runs `prove`.

@@ -12,6 +12,7 @@ mod retention;
 mod seal;
 mod tail;
 mod verify;
+pub(crate) use verify::read_only_media;
 mod write;
 
 use std::path::{Path, PathBuf};

@@ -67,7 +67,7 @@ enum Unlocked {
 }
 
 /// Whether an error opening the lock file means the store cannot be written at all.
-fn read_only_media(e: &std::io::Error) -> bool {
+pub(crate) fn read_only_media(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::ReadOnlyFilesystem || e.kind() == std::io::ErrorKind::PermissionDenied
 }
 
