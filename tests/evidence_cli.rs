@@ -30,16 +30,22 @@ mod files;
 const T: &str = "t";
 
 fn tk(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trailkeep"))
-        .arg("--dir")
+    with_args(Command::new(env!("CARGO_BIN_EXE_trailkeep")), dir, args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// `cmd` (the binary, or a wrapper running it) with the store and `args`, free of the
+/// environment variables that would change what the binary does.
+fn with_args(mut cmd: Command, dir: &Path, args: &[&str]) -> Command {
+    cmd.arg("--dir")
         .arg(dir)
         .args(args)
         .env_remove("TRAILKEEP_DIR")
         .env_remove("TRAILKEEP_FAILPOINT")
-        .env_remove("TRAILKEEP_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .env_remove("TRAILKEEP_LOG");
+    cmd
 }
 
 #[track_caller]
@@ -488,7 +494,7 @@ fn chmod_tree(root: &Path, dirs: u32, files: u32) {
 /// the test's own user.
 fn tk_reader(dir: &Path, args: &[&str], input: &str) -> Output {
     let uid = Command::new("id").arg("-u").output().unwrap();
-    let mut cmd = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+    let cmd = if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
         // A copy beside the store: the build directory may be closed to other users.
         let bin = dir.parent().unwrap().join("trailkeep");
         let mut cmd = Command::new("setpriv");
@@ -497,13 +503,7 @@ fn tk_reader(dir: &Path, args: &[&str], input: &str) -> Output {
     } else {
         Command::new(env!("CARGO_BIN_EXE_trailkeep"))
     };
-    let mut child = cmd
-        .arg("--dir")
-        .arg(dir)
-        .args(args)
-        .env_remove("TRAILKEEP_DIR")
-        .env_remove("TRAILKEEP_FAILPOINT")
-        .env_remove("TRAILKEEP_LOG")
+    let mut child = with_args(cmd, dir, args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
