@@ -25,6 +25,17 @@ Actions:
                          1.5 s pass without one (kafka-python only)
     longpoll             starts at the end, prints {"ready": true}, then prints the first
                          record that arrives (waits up to 20 s)
+    member GROUP [MS]    TOPIC is a comma-separated list: a member of consumer group GROUP
+                         subscribed to those topics (roundrobin assignor, session timeout
+                         MS, default 6000, heartbeat 0.5 s, no auto-commit) until told to
+                         stop; for tests/serve_groups.rs. Prints {"assigned": [topic, ...]} (sorted)
+                         after every rebalance, {"record": {"topic": T, "offset": N, ...}}
+                         for each record, then commits N + 1 synchronously and prints
+                         {"committed": [T, N + 1]}. Stdin commands, one a line: "pause"
+                         pauses every assigned partition and prints {"paused": [topic, ...]};
+                         "close" (or end of input) closes the consumer, which leaves the
+                         group, and prints {"closed": true}. A failed commit prints
+                         {"commit_failed": [T, N + 1, reason]}. Runs at most 120 s.
 Exits non-zero, with the reason on stderr, when an expectation fails or a wait times out.
 """
 import json
@@ -389,16 +400,163 @@ def ck_longpoll(bootstrap, topic):
     fail("confluent long poll: nothing arrived")
 
 
+# ---------------------------------------------------------------- group members
+MEMBER_RUN_S_MAX = 120
+MEMBER_SESSION_TIMEOUT_MS = 6000
+MEMBER_HEARTBEAT_MS = 500
+
+
+def stdin_commands():
+    """A queue of stdin's lines ("close" at end of input), read by a daemon thread so the
+    poll loop never blocks on stdin."""
+    import queue
+    import threading
+
+    commands = queue.Queue()
+
+    def read():
+        for line in sys.stdin:
+            if line.strip():
+                commands.put(line.strip())
+        commands.put("close")
+
+    threading.Thread(target=read, daemon=True).start()
+    return commands
+
+
+def member_loop(poll_records, commit, pause, close):
+    """The member's main loop: runs stdin commands between polls; each record is printed,
+    then committed before the next one is looked at."""
+    import queue
+
+    commands = stdin_commands()
+    end = time.time() + MEMBER_RUN_S_MAX
+    while time.time() < end:
+        try:
+            command = commands.get_nowait()
+        except queue.Empty:
+            command = None
+        if command == "pause":
+            out({"paused": pause()})
+        elif command == "close":
+            close()
+            out({"closed": True})
+            return
+        elif command is not None:
+            fail(f"member: unknown command {command!r}")
+        for topic, record in poll_records():
+            out({"record": {"topic": topic, **record}})
+            error = commit(topic, record["offset"] + 1)
+            if error is None:
+                out({"committed": [topic, record["offset"] + 1]})
+            else:
+                out({"commit_failed": [topic, record["offset"] + 1, error]})
+    fail(f"member: still running after {MEMBER_RUN_S_MAX} s")
+
+
+def kp_member(bootstrap, topics, group, session_ms=MEMBER_SESSION_TIMEOUT_MS):
+    from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from kafka.structs import OffsetAndMetadata
+
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=200,
+        session_timeout_ms=session_ms,
+        heartbeat_interval_ms=MEMBER_HEARTBEAT_MS,
+        partition_assignment_strategy=[RoundRobinPartitionAssignor],
+    )
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            out({"assigned": sorted(tp.topic for tp in assigned)})
+
+    c.subscribe(topics, listener=Listener())
+
+    def poll_records():
+        for tp, msgs in c.poll(timeout_ms=200).items():
+            for m in msgs:
+                yield tp.topic, as_json(m.offset, m.timestamp, m.key, m.value, m.headers)
+
+    def commit(topic, offset):
+        try:
+            c.commit({TopicPartition(topic, 0): OffsetAndMetadata(offset, "", -1)})
+            return None
+        except Exception as e:  # the coordinator refused it
+            return type(e).__name__ + ": " + str(e)
+
+    def pause():
+        assigned = list(c.assignment())
+        c.pause(*assigned)
+        return sorted(tp.topic for tp in assigned)
+
+    member_loop(poll_records, commit, pause, c.close)
+
+
+def ck_member(bootstrap, topics, group, session_ms=MEMBER_SESSION_TIMEOUT_MS):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 200,
+            "session.timeout.ms": session_ms,
+            "heartbeat.interval.ms": MEMBER_HEARTBEAT_MS,
+            "partition.assignment.strategy": "roundrobin",
+        }
+    )
+
+    def on_assign(consumer, partitions):
+        out({"assigned": sorted(tp.topic for tp in partitions)})
+
+    c.subscribe(topics, on_assign=on_assign)
+
+    def poll_records():
+        m = c.poll(0.2)
+        if m is None:
+            return
+        if m.error():
+            fail(f"confluent member: {m.error()}")
+        yield m.topic(), ck_record(m)
+
+    def commit(topic, offset):
+        try:
+            for tp in c.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False):
+                if tp.error is not None:
+                    return str(tp.error)
+            return None
+        except Exception as e:  # the coordinator refused it
+            return type(e).__name__ + ": " + str(e)
+
+    def pause():
+        assigned = c.assignment()
+        c.pause(assigned)
+        return sorted(tp.topic for tp in assigned)
+
+    member_loop(poll_records, commit, pause, c.close)
+
+
 ACTIONS = {
-    "kafka-python": {"drain": kp_drain, "produce": kp_produce, "idempotent": kp_produce_idempotent, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll},
-    "confluent": {"produce": ck_produce, "idempotent": ck_produce_idempotent, "consume": ck_consume, "offset_for_time": ck_offset_for_time, "longpoll": ck_longpoll},
+    "kafka-python": {"drain": kp_drain, "produce": kp_produce, "idempotent": kp_produce_idempotent, "consume": kp_consume, "offset_for_time": kp_offset_for_time, "longpoll": kp_longpoll, "member": kp_member},
+    "confluent": {"produce": ck_produce, "idempotent": ck_produce_idempotent, "consume": ck_consume, "offset_for_time": ck_offset_for_time, "longpoll": ck_longpoll, "member": ck_member},
 }
 
 
 def main():
     action, client, bootstrap, topic, *rest = sys.argv[1:]
     fn = ACTIONS[client][action]
-    if action == "consume":
+    if action == "member":
+        fn(bootstrap, topic.split(","), rest[0], *map(int, rest[1:2]))
+    elif action == "consume":
         fn(bootstrap, topic, int(rest[0]), rest[1] if len(rest) > 1 else None)
     elif action in ("offset_for_time", "drain"):
         fn(bootstrap, topic, int(rest[0]))

@@ -13,7 +13,16 @@
 //   node kafkajs.js idempotent-lines BOOTSTRAP TOPIC
 //     The idempotent producer sends each record of stdin (JSON lines as clients.py reads
 //     them) alone and prints {"offset": N} for it before reading the next.
-// Exits non-zero when something fails or takes over 30 s.
+//   node kafkajs.js member BOOTSTRAP TOPIC,TOPIC,... GROUP [SESSION_MS]
+//     A member of consumer group GROUP (kafkajs's round-robin assigner, session timeout
+//     SESSION_MS, default 6000, heartbeat 0.5 s, no auto-commit) until told to stop, for
+//     tests/serve_groups.rs, with clients.py's member protocol: prints {"assigned":
+//     [topic, ...]} (sorted) after every rebalance, {"record": {"topic": T, "offset": N, ...}} for each record, then
+//     commits N + 1 and prints {"committed": [T, N + 1]} ({"commit_failed": [T, N + 1,
+//     reason]} when refused). Stdin commands, one a line: "pause" pauses every subscribed
+//     topic and prints {"paused": [topic, ...]} (the assigned ones); "close" (or end of
+//     input) disconnects, which leaves the group, and prints {"closed": true}.
+// Exits non-zero when something fails or takes over 30 s (a member: 120 s).
 const { Kafka, logLevel } = require('kafkajs');
 
 const hex = (b) => (b === null || b === undefined ? null : Buffer.from(b).toString('hex'));
@@ -148,6 +157,48 @@ async function idempotentLines(bootstrap, topic) {
   await producer.disconnect();
 }
 
+// A group member driven by stdin commands (see the header).
+async function member(bootstrap, topicList, groupId, sessionTimeout) {
+  const topics = topicList.split(',');
+  const print = (obj) => console.log(JSON.stringify(obj));
+  const client = kafka(bootstrap, { retries: 10 });
+  const consumer = client.consumer({ groupId, sessionTimeout, heartbeatInterval: 500, maxWaitTimeInMs: 200 });
+  let assigned = [];
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    assigned = Object.keys(payload.memberAssignment).filter((t) => payload.memberAssignment[t].length > 0).sort();
+    print({ assigned });
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topics, fromBeginning: true });
+  await consumer.run({
+    autoCommit: false,
+    eachMessage: async ({ topic, partition, message }) => {
+      const next = Number(message.offset) + 1;
+      print({ record: { topic, ...asJson(message) } });
+      try {
+        await consumer.commitOffsets([{ topic, partition, offset: String(next) }]);
+        print({ committed: [topic, next] });
+      } catch (e) {
+        print({ commit_failed: [topic, next, String(e)] });
+      }
+    },
+  });
+  const lines = require('readline').createInterface({ input: process.stdin });
+  for await (const line of lines) {
+    const command = line.trim();
+    if (command === 'pause') {
+      consumer.pause(topics.map((topic) => ({ topic })));
+      print({ paused: assigned });
+    } else if (command === 'close') {
+      break;
+    } else if (command !== '') {
+      throw new Error(`member: unknown command ${command}`);
+    }
+  }
+  await consumer.disconnect();
+  print({ closed: true });
+}
+
 async function main() {
   const [mode, bootstrap, topics, groupId, countText] = process.argv.slice(2);
   const n = Number(countText);
@@ -155,6 +206,8 @@ async function main() {
     await roundtrip(bootstrap, topics, groupId, n);
   } else if (mode === 'idempotent') {
     await idempotent(bootstrap, topics, groupId, n);
+  } else if (mode === 'member') {
+    await member(bootstrap, topics, groupId, countText === undefined ? 6000 : n);
   } else if (mode === 'idempotent-lines') {
     await idempotentLines(bootstrap, topics);
   } else {
@@ -162,5 +215,8 @@ async function main() {
   }
 }
 
-const timer = setTimeout(() => { console.error('kafkajs: timed out'); process.exit(1); }, RUN_MS_MAX);
+// A member runs for as long as its test drives it.
+const MEMBER_RUN_MS_MAX = 120000;
+const runMsMax = process.argv[2] === 'member' ? MEMBER_RUN_MS_MAX : RUN_MS_MAX;
+const timer = setTimeout(() => { console.error('kafkajs: timed out'); process.exit(1); }, runMsMax);
 main().then(() => { clearTimeout(timer); process.exit(0); }, (e) => { console.error(`kafkajs: ${e.stack || e}`); process.exit(1); });
