@@ -480,21 +480,6 @@ fn bad_frames_close_only_their_connection() {
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
-/// The node_modules holding kafkajs, or `None` (skipped) outside CI.
-fn kafkajs_modules() -> Option<std::path::PathBuf> {
-    let modules = tool("TRAILKEEP_NODE_MODULES", ".node/node_modules", "kafkajs")?;
-    if !modules.join("kafkajs").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kafkajs missing in {}",
-            modules.display()
-        );
-        eprintln!("skipped: no kafkajs in {}", modules.display());
-        return None;
-    }
-    Some(modules)
-}
-
 /// Runs tests/kafka/kafkajs.js with `args`; its JSON lines, or a panic with its stderr.
 fn kafkajs_run(modules: &Path, args: &[&str]) -> Vec<Value> {
     let child = std::process::Command::new("node")

@@ -23,7 +23,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver};
@@ -76,21 +75,6 @@ impl Ending {
             Ending::Kill => KILL_SESSION_TIMEOUT_MS,
         }
     }
-}
-
-/// The node_modules holding kafkajs, or `None` (skipped) outside CI (as in tests/serve.rs).
-fn kafkajs_modules() -> Option<PathBuf> {
-    let modules = tool("TRAILKEEP_NODE_MODULES", ".node/node_modules", "kafkajs")?;
-    if !modules.join("kafkajs").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kafkajs missing in {}",
-            modules.display()
-        );
-        eprintln!("skipped: no kafkajs in {}", modules.display());
-        return None;
-    }
-    Some(modules)
 }
 
 /// The command running a member of `group` with `client`, or `None` (skipped) without it.

@@ -237,3 +237,18 @@ pub fn sample_records(n: usize, seed: u64) -> Vec<Value> {
 pub fn to_stdin(records: &[Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
 }
+
+/// The node_modules holding kafkajs, or `None` (skipped) outside CI.
+pub fn kafkajs_modules() -> Option<PathBuf> {
+    let modules = tool("TRAILKEEP_NODE_MODULES", ".node/node_modules", "kafkajs")?;
+    if !modules.join("kafkajs").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kafkajs missing in {}",
+            modules.display()
+        );
+        eprintln!("skipped: no kafkajs in {}", modules.display());
+        return None;
+    }
+    Some(modules)
+}
