@@ -12,8 +12,9 @@
 //! restart, and retries, gaps and stale epochs answered on the wire; kafkajs
 //! (`$TRAILKEEP_NODE_MODULES`, tests/kafka/kafkajs.js) round trip and idempotent producer.
 //! Raw requests (tests/kafka/wire.rs) go through every version of every API the server's
-//! ApiVersions advertises, Produce, Fetch and ListOffsets in depth. Without the clients the tests fail
-//! under CI (`CI` set) and print "skipped: ..." otherwise.
+//! ApiVersions advertises, Produce, Fetch and ListOffsets in depth (compressed batches and
+//! long polls in every Produce and Fetch version: tests/serve_wire.rs). Without the
+//! clients the tests fail under CI (`CI` set) and print "skipped: ..." otherwise.
 
 #[path = "kafka/support.rs"]
 mod support;
@@ -327,7 +328,6 @@ fn a_decompression_bomb_is_refused() {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
     use trailkeep::server::records::{kafka_record, KafkaHeaders};
 
     let dir = tempfile::tempdir().unwrap();
@@ -345,12 +345,7 @@ fn a_decompression_bomb_is_refused() {
             )
         })
         .collect();
-    let mut batch = bytes::BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::Zstd,
-    };
-    RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
+    let batch = wire::record_batch(&records, kafka_protocol::records::Compression::Zstd);
     assert!(batch.len() < 64 << 10, "{} bytes compressed", batch.len());
     let request = ProduceRequest::default()
         .with_acks(-1)
@@ -359,7 +354,7 @@ fn a_decompression_bomb_is_refused() {
             .with_name(TopicName(StrBytes::from_static_str("bomb")))
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
-                .with_records(Some(batch.freeze()))])]);
+                .with_records(Some(batch))])]);
     let response = send_request(&addr, 0, 3, &request);
     // v3: correlation id, topic array (1), name "bomb", partition array (1), index 0, then
     // the partition's error code.
@@ -780,7 +775,6 @@ fn produce_sequenced(
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
     use kafka_protocol::protocol::{Decodable, StrBytes};
-    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
 
     let records: Vec<_> = (0..count)
         .map(|i| {
@@ -797,15 +791,9 @@ fn produce_sequenced(
             record
         })
         .collect();
-    let mut batch = bytes::BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut batch, &records, &options).unwrap();
     let partition = PartitionProduceData::default()
         .with_index(0)
-        .with_records(Some(batch.freeze()));
+        .with_records(Some(wire::uncompressed(&records)));
     let topic = TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_static_str("sequenced")))
         .with_partition_data(vec![partition]);
@@ -881,181 +869,6 @@ fn produce_answers_sequence_and_epoch_errors_on_the_wire() {
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
 
-/// Records for a raw Produce in `version`, their keys and values naming `tag`: a key,
-/// headers (one empty) and a timestamp; no key and a null header value; a binary key and
-/// a null value. No producer id: sequences run from -1 (the encoder starts a new batch
-/// where offset minus sequence changes).
-fn wire_batch(version: i16, tag: &str) -> Vec<kafka_protocol::records::Record> {
-    use bytes::Bytes;
-    use kafka_protocol::protocol::StrBytes;
-    use trailkeep::server::records::kafka_record;
-
-    let timestamp_ms = 1_700_000_000_000 + i64::from(version);
-    let headers = vec![
-        (
-            StrBytes::from_string(format!("h-v{version}")),
-            Some(Bytes::from(format!("x{version}"))),
-        ),
-        (StrBytes::from_static_str("empty"), Some(Bytes::new())),
-    ];
-    let key = Some(Bytes::from(format!("key-v{version}-{tag}")));
-    let value = Some(Bytes::from(format!("value-v{version}-{tag}")));
-    let binary = Some(Bytes::from(vec![0xff, 0, version as u8]));
-    let null_header = vec![(StrBytes::from_static_str("null"), None)];
-    vec![
-        kafka_record(0, -1, timestamp_ms, key, value, headers),
-        kafka_record(1, 0, timestamp_ms + 1, None, binary, null_header),
-        kafka_record(
-            2,
-            1,
-            timestamp_ms + 2,
-            Some(Bytes::from_static(&[0, 1, 2])),
-            None,
-            Vec::new(),
-        ),
-    ]
-}
-
-/// A Produce of `records` as one batch to `partition` of `topic`, with `acks`.
-fn produce_request(
-    topic: &str,
-    partition: i32,
-    acks: i16,
-    records: &[kafka_protocol::records::Record],
-) -> kafka_protocol::messages::ProduceRequest {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{ProduceRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
-
-    let mut batch = bytes::BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut batch, records, &options).unwrap();
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(batch.freeze()))])])
-}
-
-/// `records` produced with acks=-1 in `version` to `partition` of `topic`; the
-/// partition's answer, after checking the topic and partition it names.
-fn produce_at(
-    wire: &mut wire::Wire,
-    version: i16,
-    (topic, partition): (&str, i32),
-    records: &[kafka_protocol::records::Record],
-) -> kafka_protocol::messages::produce_response::PartitionProduceResponse {
-    let mut response = wire.call(version, &produce_request(topic, partition, -1, records));
-    let what = format!("Produce v{version} to {topic}/{partition}");
-    assert_eq!(response.responses.len(), 1, "{what}: topics answered");
-    let mut answer = response.responses.remove(0);
-    assert_eq!(answer.name.0.as_str(), topic, "{what}: topic");
-    assert_eq!(answer.partition_responses.len(), 1, "{what}: partitions");
-    let answer = answer.partition_responses.remove(0);
-    assert_eq!(answer.index, partition, "{what}: partition");
-    answer
-}
-
-/// Fetch v`version` of `partition` of `topic` from `from`, without waiting; the
-/// partition's answer, after checking the response's own fields.
-fn fetch_at(
-    wire: &mut wire::Wire,
-    version: i16,
-    (topic, partition): (&str, i32),
-    from: i64,
-) -> kafka_protocol::messages::fetch_response::PartitionData {
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
-
-    let asked = FetchPartition::default()
-        .with_partition(partition)
-        .with_fetch_offset(from)
-        .with_partition_max_bytes(1 << 20);
-    let request = FetchRequest::default()
-        .with_replica_id((-1).into())
-        .with_max_wait_ms(0)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
-            .with_partitions(vec![asked])]);
-    let mut response = wire.call(version, &request);
-    let what = format!("Fetch v{version} of {topic}/{partition} from {from}");
-    assert_eq!(response.error_code, 0, "{what}: error");
-    assert_eq!(response.session_id, 0, "{what}: no fetch sessions");
-    assert_eq!(response.responses.len(), 1, "{what}: topics answered");
-    let mut answer = response.responses.remove(0);
-    assert_eq!(answer.topic.0.as_str(), topic, "{what}: topic");
-    assert_eq!(answer.partitions.len(), 1, "{what}: partitions");
-    let answer = answer.partitions.remove(0);
-    assert_eq!(answer.partition_index, partition, "{what}: partition");
-    answer
-}
-
-/// A Kafka record's key, value and headers as the server gives them back: a null value
-/// or header value is an empty one.
-fn wire_fields(
-    record: &kafka_protocol::records::Record,
-) -> (Option<bytes::Bytes>, bytes::Bytes, Vec<(String, bytes::Bytes)>) {
-    let headers = record
-        .headers
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.clone().unwrap_or_default()))
-        .collect();
-    (record.key.clone(), record.value.clone().unwrap_or_default(), headers)
-}
-
-/// Checks a fetched partition from `from` against `sent` (all records of the topic, in
-/// offset order) and the store: offsets, keys, values, headers, CreateTime timestamps
-/// equal to the append times, and the partition's offsets.
-fn check_fetched(
-    what: &str,
-    version: i16,
-    partition: &kafka_protocol::messages::fetch_response::PartitionData,
-    from: usize,
-    sent: &[kafka_protocol::records::Record],
-    topic: &trailkeep::Topic,
-) {
-    use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
-
-    let end = sent.len() as i64;
-    assert_eq!(partition.error_code, 0, "{what}: error");
-    assert_eq!(partition.high_watermark, end, "{what}: high watermark");
-    assert_eq!(partition.last_stable_offset, end, "{what}: last stable offset");
-    if version >= 5 {
-        assert_eq!(partition.log_start_offset, 0, "{what}: log start offset");
-    }
-    if version >= 11 {
-        assert_eq!(partition.preferred_read_replica, -1, "{what}: preferred read replica");
-    }
-    let mut bytes = partition.records.clone().unwrap_or_default();
-    let sets = RecordBatchDecoder::decode_all(&mut bytes).unwrap_or_else(|e| panic!("{what}: records: {e}"));
-    let fetched: Vec<_> = sets.into_iter().flat_map(|s| s.records).collect();
-    let offsets: Vec<i64> = fetched.iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, (from as i64..end).collect::<Vec<_>>(), "{what}: offsets");
-    for (got, want) in fetched.iter().zip(&sent[from..]) {
-        let at = got.offset;
-        assert_eq!(wire_fields(got), wire_fields(want), "{what}: record {at}");
-        let stored = topic.read(Offset(at as u64)).unwrap();
-        let append_ms = trailkeep::server::records::timestamp_ms(stored.timestamp_us);
-        assert_eq!(got.timestamp, append_ms, "{what}: record {at} timestamp");
-        assert_eq!(got.timestamp_type, TimestampType::Creation, "{what}: record {at}");
-        assert_eq!(
-            stored.event_time_us,
-            Some(want.timestamp * 1000),
-            "{what}: record {at} event time"
-        );
-    }
-}
-
 /// Produces in every version of `versions` to topic "wire" on one connection: a batch
 /// with acks=-1 (answered with its offset), one with acks=0 (no answer: the next call
 /// fails if one comes), and one to partition 1 (UNKNOWN_TOPIC_OR_PARTITION). Returns
@@ -1067,8 +880,8 @@ fn produce_every_version(
     let mut sent = Vec::new();
     for version in versions {
         let what = format!("Produce v{version}");
-        let batch = wire_batch(version, "acked");
-        let answer = produce_at(wire, version, ("wire", 0), &batch);
+        let batch = wire::wire_batch(version, "acked");
+        let answer = wire::produce_at(wire, version, ("wire", 0), wire::uncompressed(&batch));
         assert_eq!(answer.error_code, 0, "{what}: {:?}", answer.error_message);
         assert_eq!(answer.base_offset, sent.len() as i64, "{what}: base offset");
         assert_eq!(answer.log_append_time_ms, -1, "{what}: CreateTime topics answer -1");
@@ -1076,10 +889,18 @@ fn produce_every_version(
             assert_eq!(answer.log_start_offset, 0, "{what}: log start offset");
         }
         sent.extend(batch);
-        let unacked = wire_batch(version, "acks0");
-        wire.send(version, &produce_request("wire", 0, 0, &unacked));
+        let unacked = wire::wire_batch(version, "acks0");
+        wire.send(
+            version,
+            &wire::produce_request("wire", 0, 0, wire::uncompressed(&unacked)),
+        );
         sent.extend(unacked);
-        let elsewhere = produce_at(wire, version, ("wire", 1), &wire_batch(version, "p1"));
+        let elsewhere = wire::produce_at(
+            wire,
+            version,
+            ("wire", 1),
+            wire::uncompressed(&wire::wire_batch(version, "p1")),
+        );
         let got = (elsewhere.error_code, elsewhere.base_offset);
         assert_eq!(got, (3, -1), "{what} to partition 1: UNKNOWN_TOPIC_OR_PARTITION");
     }
@@ -1111,8 +932,8 @@ fn every_advertised_produce_and_fetch_version_round_trips_records() {
     let end = sent.len() as i64;
     for version in wire::versions_of(&advertised, FetchRequest::KEY) {
         for from in [0, sent.len() / 2, sent.len()] {
-            let partition = fetch_at(&mut wire, version, ("wire", 0), from as i64);
-            check_fetched(
+            let partition = wire::fetch_at(&mut wire, version, ("wire", 0), from as i64, 0);
+            wire::check_fetched(
                 &format!("Fetch v{version} from {from}"),
                 version,
                 &partition,
@@ -1123,7 +944,7 @@ fn every_advertised_produce_and_fetch_version_round_trips_records() {
         }
         let errors = [(("wire", 0), end + 1, 1), (("wire", 1), 0, 3), (("no-such", 0), 0, 3)];
         for (place, from, want) in errors {
-            let got = fetch_at(&mut wire, version, place, from);
+            let got = wire::fetch_at(&mut wire, version, place, from, 0);
             assert_eq!(got.error_code, want, "Fetch v{version} of {place:?} from {from}");
             let records = got.records.unwrap_or_default();
             assert!(
