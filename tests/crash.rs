@@ -502,15 +502,70 @@ fn threaded_ack(line: &str) -> Option<(u64, Vec<u8>)> {
 
 #[test]
 fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record() {
-    let seed = seed("threaded");
+    kill_appenders("threaded", "threaded_child", THREADED_ENV, 6);
+}
+
+/// The appending child of the async variant of (c): `WRITERS` tasks on a 2-thread tokio
+/// runtime, one `append_async` per record, until it is killed. Does nothing in a normal
+/// test run.
+#[test]
+fn async_child() {
+    let Ok(dir) = std::env::var(ASYNC_ENV) else { return };
+    let store = Store::builder(&dir).durability(Durability::Always).open().unwrap();
+    let topic = match store.topic(TOPIC) {
+        Ok(t) => t,
+        Err(_) => store
+            .create_topic(
+                TOPIC,
+                TopicConfig::default().segment_bytes(1 << 20).retention_bytes(3 << 20),
+            )
+            .unwrap(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (topic, out) = (topic.clone(), out.clone());
+                tokio::spawn(async move {
+                    for seq in 0..200_000 {
+                        let o = topic.append_async(&NewRecord::new(writer_value(w, seq))).await.unwrap();
+                        let mut out = out.lock().unwrap();
+                        writeln!(out, "ACK {o} {w} {seq}").unwrap();
+                        out.flush().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+}
+
+const ASYNC_ENV: &str = "TRAILKEEP_CRASH_ASYNC";
+
+#[test]
+fn many_async_appenders_killed_at_random_moments_lose_no_acknowledged_record() {
+    kill_appenders("async", "async_child", ASYNC_ENV, 4);
+}
+
+/// Runs the appending child test `child` (which appends while `env` names the store)
+/// `rounds` times, killing it at a random moment each time; after each kill every
+/// acknowledged record is there, byte for byte, and nothing a writer did not append.
+fn kill_appenders(name: &str, child: &str, env: &str, rounds: u64) {
+    let seed = seed(name);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked_values = std::collections::HashMap::new();
-    for round in 0..6 {
-        let label = format!("round {round} (CRASH_SEED={seed})");
+    for round in 0..rounds {
+        let label = format!("{name} round {round} (CRASH_SEED={seed})");
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "threaded_child", "--nocapture", "--test-threads=1"])
-            .env(THREADED_ENV, dir.path())
+            .args(["--exact", child, "--nocapture", "--test-threads=1"])
+            .env(env, dir.path())
             .env_remove("TRAILKEEP_FAILPOINT")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -354,16 +354,23 @@ fn run_all(plan: &Plan, root: &Path, work: &Path) -> BenchResult<()> {
             ("durable64", plan.writers, plan.durable64),
         ] {
             p(&format!("durable append, {writers} writer(s)"));
-            for k in 0..3 {
+            // Many writers also as async tasks (`append_async`): a fourth system.
+            let systems = if writers > 1 { 4 } else { 3 };
+            for k in 0..systems {
                 let d = fresh(root, "durable")?;
                 settle();
-                match (k + rep) % 3 {
+                match (k + rep) % systems {
                     0 => samples.add(workload, "tk", rate(count, tk::durable(&d, &data, count, writers)?)),
                     1 => {
                         let t = sqlite::durable(&d, &data, count, writers, Sync::Full, plan.sqlite_writers)?;
                         samples.add(workload, "sq", rate(count, t));
                     }
-                    _ => samples.add(workload, "jl", rate(count, jsonl::durable(&d, &data, count, writers)?)),
+                    2 => samples.add(workload, "jl", rate(count, jsonl::durable(&d, &data, count, writers)?)),
+                    _ => samples.add(
+                        workload,
+                        "tk_async",
+                        rate(count, tk::durable_async(&d, &data, count, writers)?),
+                    ),
                 }
                 remove(&d);
             }

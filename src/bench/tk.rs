@@ -146,6 +146,69 @@ pub(crate) fn seeks(dir: &Path, targets: &[u64]) -> BenchResult<Vec<Duration>> {
 /// `writers` threads append `n` records in total, one durable (fsync'd, group commit)
 /// `append` call per record. Returns the time until the last append returned.
 pub(crate) fn durable(dir: &Path, data: &Dataset, n: usize, writers: usize) -> BenchResult<Duration> {
+    durable_with(dir, data, n, |topic, records| {
+        let barrier = Barrier::new(writers + 1);
+        std::thread::scope(|s| -> BenchResult<Duration> {
+            let handles: Vec<_> = (0..writers)
+                .map(|w| {
+                    let (records, barrier) = (&records, &barrier);
+                    s.spawn(move || -> crate::Result<()> {
+                        barrier.wait();
+                        for r in records.iter().skip(w).step_by(writers) {
+                            topic.append(r)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let started = Instant::now();
+            for h in handles {
+                h.join().map_err(|_| super::fail("a writer thread panicked"))??;
+            }
+            Ok(started.elapsed())
+        })
+    })
+}
+
+/// As [`durable`], from `writers` async tasks (`append_async`) on a tokio runtime with
+/// one thread per core.
+pub(crate) fn durable_async(dir: &Path, data: &Dataset, n: usize, writers: usize) -> BenchResult<Duration> {
+    durable_with(dir, data, n, |topic, records| {
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .build()
+            .map_err(|e| super::fail(format!("cannot start a tokio runtime: {e}")))?;
+        let records = Arc::new(records);
+        runtime.block_on(async {
+            let started = Instant::now();
+            let tasks: Vec<tokio::task::JoinHandle<crate::Result<()>>> = (0..writers)
+                .map(|w| {
+                    let (topic, records) = (topic.clone(), Arc::clone(&records));
+                    tokio::spawn(async move {
+                        for r in records.iter().skip(w).step_by(writers) {
+                            topic.append_async(r).await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.map_err(|_| super::fail("a writer task panicked"))??;
+            }
+            Ok(started.elapsed())
+        })
+    })
+}
+
+/// Opens a durable store, prepares `n` records, times `run` on them, checks the count.
+fn durable_with(
+    dir: &Path,
+    data: &Dataset,
+    n: usize,
+    run: impl FnOnce(&Topic, Vec<NewRecord>) -> BenchResult<Duration>,
+) -> BenchResult<Duration> {
     let store = open(dir, Durability::Always)?;
     let topic = store.create_topic(TOPIC, TopicConfig::default())?;
     ready_to_append(&topic)?;
@@ -156,28 +219,7 @@ pub(crate) fn durable(dir: &Path, data: &Dataset, n: usize, writers: usize) -> B
                 .with_event_time_us(data.time_us(i % data.len()))
         })
         .collect();
-    let barrier = Barrier::new(writers + 1);
-    let took = std::thread::scope(|s| -> BenchResult<Duration> {
-        let handles: Vec<_> = (0..writers)
-            .map(|w| {
-                let topic = topic.clone();
-                let (records, barrier) = (&records, &barrier);
-                s.spawn(move || -> crate::Result<()> {
-                    barrier.wait();
-                    for r in records.iter().skip(w).step_by(writers) {
-                        topic.append(r)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        barrier.wait();
-        let started = Instant::now();
-        for h in handles {
-            h.join().map_err(|_| super::fail("a writer thread panicked"))??;
-        }
-        Ok(started.elapsed())
-    })?;
+    let took = run(&topic, records)?;
     if topic.end_offset() != Offset(n as u64) {
         return Err(super::fail("durable append lost records"));
     }

@@ -3,6 +3,7 @@
 //! **Invariant:** readers in this process see records up to `Visible::end` only; with
 //! `Durability::Always` that is the durable end, so nobody reads an unacknowledged record.
 
+mod async_append;
 mod batches;
 pub mod config;
 pub(crate) mod evidence;
@@ -82,6 +83,8 @@ pub(crate) struct TopicShared {
     pub sealing: seal::Sealing,
     /// Under `IntervalMs`, the thread syncing the log while this process appends.
     pub interval_syncer: Mutex<Option<write::IntervalSyncer>>,
+    /// Under `Always`, the thread syncing for async appenders (see `async_append.rs`).
+    pub committer: Mutex<Option<async_append::Committer>>,
 }
 
 /// Waits for a background thread (a topic's, the tier's) to end, not when called on
@@ -154,6 +157,7 @@ impl Topic {
             last_relist: Mutex::new(std::time::Instant::now()),
             sealing: seal::Sealing::default(),
             interval_syncer: Mutex::new(None),
+            committer: Mutex::new(None),
         });
         Ok(Topic { shared })
     }

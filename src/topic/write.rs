@@ -69,6 +69,17 @@ impl Topic {
     /// # Errors
     /// As for [`Topic::append`].
     pub fn append_fields(&self, records: &[RecordFields<'_>]) -> Result<Appended> {
+        let appended = self.write_fields(records)?;
+        if self.shared.durability == Durability::Always && appended.count > 0 {
+            self.sync_through(appended.end())?;
+        }
+        Ok(appended)
+    }
+
+    /// Writes records without waiting for a sync: under [`Durability::Always`] they are
+    /// neither durable nor visible yet (a sync through `end()` does both); otherwise
+    /// they are visible on return.
+    pub(crate) fn write_fields(&self, records: &[RecordFields<'_>]) -> Result<Appended> {
         let mut records_bytes = 0;
         for record in records {
             records_bytes += check_limits(record)?;
@@ -105,9 +116,7 @@ impl Topic {
         };
         let visible = written_visible(writer);
         drop(guard);
-        if shared.durability == Durability::Always {
-            self.sync_through(written.end)?;
-        } else {
+        if shared.durability != Durability::Always {
             shared.publish(visible);
         }
         Ok(appended)
@@ -356,6 +365,7 @@ impl Topic {
         // may start a new writer with threads of its own.
         let sealers = self.shared.sealing.take_threads();
         let syncer = self.shared.interval_syncer.lock().take();
+        let committer = self.shared.committer.lock().take();
         // The append lock file goes with the writer, before the next writer may look.
         drop(writer);
         drop(guard);
@@ -364,6 +374,9 @@ impl Topic {
         self.shared.sealing.join_threads(sealers);
         if let Some(syncer) = syncer {
             syncer.stop();
+        }
+        if let Some(committer) = committer {
+            committer.stop();
         }
         result.and(evidence)
     }

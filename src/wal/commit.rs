@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Waker;
 
 use parking_lot::Mutex;
 
@@ -57,7 +58,45 @@ const CROWD_MIN: usize = 8;
 
 struct Waiter {
     target: u64,
-    thread: std::thread::Thread,
+    wake: Wake,
+}
+
+/// How a waiter is woken: a thread (which may lead a sync), or an async task (which
+/// never leads: the topic's committer thread syncs for it).
+enum Wake {
+    Thread(std::thread::Thread),
+    Task { id: u64, waker: Waker },
+}
+
+impl Wake {
+    fn is_thread(&self, id: std::thread::ThreadId) -> bool {
+        if let Wake::Thread(thread) = self {
+            thread.id() == id
+        } else {
+            false
+        }
+    }
+
+    fn wake(self) {
+        match self {
+            Wake::Thread(thread) => thread.unpark(),
+            Wake::Task { waker, .. } => waker.wake(),
+        }
+    }
+}
+
+/// Whether a waiter is a thread (only threads lead syncs).
+fn can_lead(wake: &Wake) -> bool {
+    task_id(wake).is_none()
+}
+
+/// An async task waiter's id.
+fn task_id(wake: &Wake) -> Option<u64> {
+    if let Wake::Task { id, .. } = wake {
+        Some(*id)
+    } else {
+        None
+    }
 }
 
 /// What a sync leader needs, taken under the writer lock and used outside it.
@@ -104,12 +143,12 @@ impl GroupCommit {
                 if self.synced.load(Ordering::Acquire) >= target.0 || self.poisoned_flag.load(Ordering::Acquire) {
                     continue;
                 }
-                waits.waiters.retain(|w| w.thread.id() != me.id());
+                waits.waiters.retain(|w| !w.wake.is_thread(me.id()));
                 let covered = waits.leaders > 0 && waits.covering >= target.0;
                 if covered || waits.leaders >= SYNC_LEADERS_MAX {
                     waits.waiters.push(Waiter {
                         target: target.0,
-                        thread: me.clone(),
+                        wake: Wake::Thread(me.clone()),
                     });
                     Some(waits.waiters.len())
                 } else {
@@ -186,19 +225,60 @@ impl GroupCommit {
             }
             let (leaders, covering) = (waits.leaders, waits.covering);
             let mut leader_wanted = round_ended;
-            waits.waiters.retain(|w| {
+            let mut kept = Vec::with_capacity(waits.waiters.len());
+            for w in waits.waiters.drain(..) {
                 let covered = poisoned || w.target <= synced;
-                let leads = !covered && leader_wanted && !(leaders > 0 && w.target <= covering);
+                let may_lead = leader_wanted && can_lead(&w.wake) && !(leaders > 0 && w.target <= covering);
+                let leads = !covered && may_lead;
                 leader_wanted &= !leads;
                 if covered || leads {
-                    woken.push(w.thread.clone());
+                    woken.push(w.wake);
+                } else {
+                    kept.push(w);
                 }
-                !(covered || leads)
-            });
+            }
+            waits.waiters = kept;
         }
-        for thread in woken {
-            thread.unpark();
+        for wake in woken {
+            wake.wake();
         }
+    }
+
+    /// Registers async task `id` to be woken once offsets below `target` are durable
+    /// (replacing its earlier registration); `false`, registering nothing, when they
+    /// already are or the topic is poisoned. The topic's committer thread must be asked
+    /// for the sync: a task never leads one.
+    pub fn wait_task(&self, target: Offset, id: u64, waker: &Waker) -> bool {
+        let mut waits = self.waits.lock();
+        if self.synced.load(Ordering::Acquire) >= target.0 || self.poisoned_flag.load(Ordering::Acquire) {
+            return false;
+        }
+        match waits.waiters.iter_mut().find(|w| task_id(&w.wake) == Some(id)) {
+            Some(w) => {
+                w.target = target.0;
+                if let Wake::Task { waker: old, .. } = &mut w.wake {
+                    old.clone_from(waker);
+                }
+            }
+            None => waits.waiters.push(Waiter {
+                target: target.0,
+                wake: Wake::Task {
+                    id,
+                    waker: waker.clone(),
+                },
+            }),
+        }
+        true
+    }
+
+    /// Drops async task `id`'s registration (its future was dropped).
+    pub fn forget_task(&self, id: u64) {
+        self.waits.lock().waiters.retain(|w| task_id(&w.wake) != Some(id));
+    }
+
+    /// Everything below this offset is durable.
+    pub fn synced(&self) -> Offset {
+        Offset(self.synced.load(Ordering::Acquire))
     }
 
     /// One sync as leader: flush, fdatasync, publish. It does not wait for appenders that
