@@ -42,13 +42,16 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .context(|| format!("syncing directory {}", dir.display()))
 }
 
-/// Writes `bytes` to the temp file `tmp` of `path` and fdatasyncs it (not on a volatile
-/// file system, see [`is_volatile`]).
-fn write_temp(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to the temp file `tmp` of `path` (created with permissions `mode`,
+/// before the umask) and fdatasyncs it (not on a volatile file system, see
+/// [`is_volatile`]).
+fn write_temp(tmp: &Path, path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(mode)
         .open(tmp)
         .context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)
@@ -61,12 +64,24 @@ fn write_temp(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
 /// when `path` exists: exactly one creator wins), directory fsync. Returns false when
 /// `path` existed; nothing is changed then.
 pub fn create_atomic(path: &Path, bytes: &[u8]) -> Result<bool> {
+    create_atomic_mode(path, bytes, FILE_MODE)
+}
+
+/// As [`create_atomic`], readable and writable by the owner only (a secret).
+pub fn create_atomic_private(path: &Path, bytes: &[u8]) -> Result<bool> {
+    create_atomic_mode(path, bytes, 0o600)
+}
+
+/// Permissions of new files before the umask (as `open(2)` by default).
+const FILE_MODE: u32 = 0o666;
+
+fn create_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.{n}{TMP_SUFFIX}", std::process::id()));
     let tmp = Path::new(&tmp);
-    let linked = write_temp(tmp, path, bytes).and_then(|()| match fs::hard_link(tmp, path) {
+    let linked = write_temp(tmp, path, bytes, mode).and_then(|()| match fs::hard_link(tmp, path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e).context(|| format!("linking {} to {}", tmp.display(), path.display())),
@@ -86,7 +101,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = Path::new(&tmp);
-    write_temp(tmp, path, bytes)?;
+    write_temp(tmp, path, bytes, FILE_MODE)?;
     fs::rename(tmp, path).context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;

@@ -272,3 +272,39 @@ fn demo_runs_end_to_end() {
         assert!(stdout.contains(needle), "missing {needle:?} in demo output:\n{stdout}");
     }
 }
+
+#[test]
+fn the_pseudonym_secret_is_created_whole_once_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let store = Store::temporary().unwrap();
+    let keys = store.dir().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    // A temp file left by a creator killed before its link: ignored.
+    std::fs::write(keys.join("pseudonym.key.999.0.tmp"), b"short").unwrap();
+    let first = trailkeep::trail::pseudonym_secret(&store).unwrap();
+    let path = keys.join("pseudonym.key");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        first,
+        "the key on disk is the one returned"
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    // A short key file (not made by this build) is refused with where and why.
+    std::fs::write(&path, [1u8; 7]).unwrap();
+    let e = trailkeep::trail::pseudonym_secret(&store).unwrap_err().to_string();
+    assert!(e.contains("pseudonym.key") && e.contains("32 bytes"), "{e}");
+}
+
+#[test]
+fn concurrent_first_uses_of_the_pseudonym_secret_agree() {
+    for _ in 0..20 {
+        let store = Store::temporary().unwrap();
+        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| trailkeep::trail::pseudonym_secret(&store).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "two first uses got different keys");
+    }
+}

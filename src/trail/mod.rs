@@ -267,8 +267,6 @@ pub fn event_record(keys: &KeyStore, config: &TrailConfig, event: &Event) -> Res
 /// # Errors
 /// I/O errors; a key file of the wrong size.
 pub fn pseudonym_secret(store: &Store) -> Result<[u8; 32]> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = store.dir().join("keys").join("pseudonym.key");
     let io = |e: std::io::Error| {
         TrailError::Store(Error::Io {
@@ -287,14 +285,13 @@ pub fn pseudonym_secret(store: &Store) -> Result<[u8; 32]> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret: [u8; 32] = rand::random();
             std::fs::create_dir_all(store.dir().join("keys")).map_err(io)?;
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(io)?;
-            file.write_all(&secret).and_then(|()| file.sync_all()).map_err(io)?;
-            Ok(secret)
+            // Written whole before it appears (a crash leaves no short key); when another
+            // process created it meanwhile, its key is the one.
+            if crate::fsutil::create_atomic_private(&path, &secret).map_err(TrailError::Store)? {
+                Ok(secret)
+            } else {
+                pseudonym_secret(store)
+            }
         }
         Err(e) => Err(io(e)),
     }
