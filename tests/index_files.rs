@@ -518,3 +518,37 @@ fn just_rolled_segments_read_like_their_index_files() {
     assert_eq!(times(&topic), appended, "a fresh store reads the same records");
     check_seeks(&topic, "fresh store").unwrap();
 }
+
+/// Segment positions are 32-bit: one append call over 4 GiB is refused whole, whether the
+/// active segment is empty or would have to roll first, and nothing changes.
+#[test]
+fn an_append_call_over_four_gib_is_refused_before_any_roll() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let topic = store.create_topic("t", TopicConfig::default()).unwrap();
+    let record = NewRecord::new(vec![7u8; (4 << 20) - 1024]);
+    // 1,100 borrowed 4 MiB values: 4.3 GiB announced, nothing copied.
+    let big = record.as_fields();
+    let call = vec![big; 1100];
+    for label in ["empty segment", "non-empty segment"] {
+        let before = (topic.end_offset(), topic.stats().unwrap().segments);
+        let e = topic.append_fields(&call).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                trailkeep::Error::LimitExceeded {
+                    what: "append call",
+                    ..
+                }
+            ),
+            "{label}: {e}"
+        );
+        assert_eq!(
+            (topic.end_offset(), topic.stats().unwrap().segments),
+            before,
+            "{label}: something changed"
+        );
+        topic.append(&NewRecord::new(b"small".to_vec())).unwrap();
+    }
+    assert_eq!(topic.end_offset(), Offset(2));
+}

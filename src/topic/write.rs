@@ -241,15 +241,17 @@ impl Topic {
 
     fn roll_if_due(&self, writer: &mut Writer, incoming: u64) -> Result<()> {
         let config = &self.shared.config;
+        // One call goes into one segment, whose positions are 32-bit: checked before any
+        // roll, so that a call too big even for an empty segment changes nothing.
+        if incoming > crate::index::SEGMENT_BYTES_MAX {
+            return Err(Error::LimitExceeded {
+                what: "append call",
+                actual: incoming,
+                limit: crate::index::SEGMENT_BYTES_MAX,
+            });
+        }
         let bytes = writer.logical_bytes();
         if bytes == 0 {
-            if incoming > crate::index::SEGMENT_BYTES_MAX {
-                return Err(Error::LimitExceeded {
-                    what: "append call",
-                    actual: incoming,
-                    limit: crate::index::SEGMENT_BYTES_MAX,
-                });
-            }
             return Ok(());
         }
         let full = bytes + incoming > config.segment_bytes || bytes + incoming > crate::index::SEGMENT_BYTES_MAX;
