@@ -29,7 +29,8 @@ fn tk(dir: &Path) -> Command {
     cmd.arg("--dir").arg(dir);
     cmd.env_remove("TRAILKEEP_DIR")
         .env_remove("TRAILKEEP_FAILPOINT")
-        .env_remove("TRAILKEEP_LOG");
+        .env_remove("TRAILKEEP_LOG")
+        .env_remove("AWS_REGION");
     cmd
 }
 
@@ -1098,6 +1099,10 @@ fn tier_upload_and_restore_through_the_cli() {
         stderr.contains("checkpoint(s) cover records that never reached the bucket"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("topic t: offsets 400..500 never reached the bucket and are missing"),
+        "the lost tail: {stderr}"
+    );
     assert_eq!(ok(&b, &["read", "t", "--format", "raw"], b""), padded(0..400));
     let verified = ok(&b, &["verify", "t"], b"");
     assert!(verified.contains("400 records from offset 0"), "{verified}");
@@ -1108,5 +1113,68 @@ fn tier_upload_and_restore_through_the_cli() {
     assert_eq!(
         offsets_of(&ok(&b, &["read", "t", "--from-offset", "400"], b"")),
         vec![400]
+    );
+}
+
+/// `tier upload` without `--to` takes the saved settings; `--region` overrides the saved
+/// region and is saved (it used to be ignored once settings were saved).
+#[test]
+fn tier_upload_region_overrides_the_saved_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("store");
+    let bucket = format!("file://{}", dir.path().join("bucket").display());
+    ok(&d, &["append", "t"], b"x\n");
+    ok(&d, &["tier", "upload", "--now", "--to", &bucket], b"");
+    let saved = || std::fs::read_to_string(d.join("tier").join("config.json")).unwrap();
+    assert!(!saved().contains("eu-west-1"), "{}", saved());
+    ok(&d, &["tier", "upload", "--now", "--region", "eu-west-1"], b"");
+    assert!(saved().contains("\"eu-west-1\""), "{}", saved());
+    ok(&d, &["tier", "upload", "--now"], b"");
+    assert!(saved().contains("\"eu-west-1\""), "the saved region stays: {}", saved());
+}
+
+/// Long operations show progress on a terminal's stderr and stay quiet when piped: a
+/// replay into a file and a bulk append from a pipe, run under `script` (a pseudo
+/// terminal), draw their bars; the same commands with stderr piped print nothing there.
+#[test]
+fn progress_shows_on_a_terminal_and_not_when_piped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, input) = (dir.path().join("store"), dir.path().join("in.jsonl"));
+    let lines: String = (0..100_000).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    std::fs::write(&input, &lines).unwrap();
+    ok(&d, &["append", "t", input.to_str().unwrap()], b"");
+    let bin = env!("CARGO_BIN_EXE_trailkeep");
+    let on_terminal = |command: String| -> String {
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env_remove("TRAILKEEP_DIR")
+            .output()
+            .expect("`script` (util-linux) runs commands on a pseudo terminal");
+        assert!(out.status.success(), "{command}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out_file = dir.path().join("out.jsonl");
+    let shown = on_terminal(format!("{bin} --dir {} read t > {}", d.display(), out_file.display()));
+    assert!(shown.contains("reading t") && shown.contains("records"), "{shown:?}");
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap().lines().count(), 100_000);
+    let shown = on_terminal(format!(
+        "cat {} | {bin} --dir {} append u",
+        input.display(),
+        d.display()
+    ));
+    assert!(shown.contains(" read, "), "{shown:?}");
+    assert!(shown.contains("appended 100000 records to u"), "{shown:?}");
+    // Piped: the records on stdout, nothing on stderr.
+    let out = run(&d, &["read", "t"], b"");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&d, &["append", "v"], lines.as_bytes());
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

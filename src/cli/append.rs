@@ -193,7 +193,7 @@ pub fn run(dir: &Path, args: AppendArgs) -> Result<(), CliError> {
         print_offsets: args.print_offsets,
         total: 0,
     };
-    let progress = progress_bar(size);
+    let progress = super::progress::bytes_bar(size);
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let appended = append_lines(&mut reader, &parser, &progress, &mut sink);
     progress.finish_and_clear();
@@ -313,22 +313,6 @@ fn append_lines(
         if eof {
             return Ok(());
         }
-    }
-}
-
-/// A byte progress bar on a terminal for a file of known size; hidden otherwise.
-pub(crate) fn progress_bar(len: Option<u64>) -> indicatif::ProgressBar {
-    match len {
-        Some(len) if std::io::stderr().is_terminal() => {
-            let bar = indicatif::ProgressBar::new(len);
-            if let Ok(style) =
-                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            {
-                bar.set_style(style);
-            }
-            bar
-        }
-        _ => indicatif::ProgressBar::hidden(),
     }
 }
 

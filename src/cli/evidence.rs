@@ -1,6 +1,6 @@
 //! `trailkeep verify`, `checkpoint` and `prove`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::audit::NoteVerifier;
@@ -76,13 +76,10 @@ pub fn verify(dir: &Path, args: VerifyArgs) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     for name in names {
         let topic = store.topic(&name)?;
-        let bar = if std::io::stderr().is_terminal() {
-            let bar = indicatif::ProgressBar::new(topic.end_offset().0 - topic.start_offset().0);
-            bar.set_message(format!("verifying {name}"));
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar = super::progress::records_bar(
+            topic.end_offset().0 - topic.start_offset().0,
+            format!("verifying {name}"),
+        );
         // Without a topic, a kept checkpoint applies to the topic its origin names.
         let external = external
             .as_ref()

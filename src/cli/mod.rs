@@ -18,6 +18,7 @@ mod evidence;
 mod format;
 mod groups;
 mod mirror;
+mod progress;
 mod read;
 mod serve;
 mod tier;
@@ -301,7 +302,7 @@ pub(crate) fn require_store(dir: &std::path::Path) -> Result<(), CliError> {
         return Ok(());
     }
     Err(CliError::Usage(format!(
-        "no trailkeep store at {} (append, topics create and demo create one)",
+        "no trailkeep store at {} (append, topics create, demo, serve and tier restore create one)",
         dir.display()
     )))
 }

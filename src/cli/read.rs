@@ -105,6 +105,13 @@ fn print_from(topic: &crate::Topic, start: Offset, mut from_us: Option<u64>, arg
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let limit = args.limit.unwrap_or(u64::MAX);
+    // A replay into a file or pipe shows its progress on a terminal's stderr.
+    let bar = if args.follow || std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let todo = (topic.end_offset().0 - start.0).min(limit);
+        super::progress::records_bar(todo, format!("reading {}", topic.name()))
+    };
     let mut printed = 0u64;
     let mut records = topic.iter(start);
     while printed < limit {
@@ -117,6 +124,9 @@ fn print_from(topic: &crate::Topic, start: Offset, mut from_us: Option<u64>, arg
                 from_us = None;
                 write_record(&mut out, &record, args.format).map_err(stdout_err)?;
                 printed += 1;
+                if printed.is_multiple_of(PROGRESS_EVERY) {
+                    bar.set_position(printed);
+                }
             }
             None if args.follow => {
                 out.flush().map_err(stdout_err)?;
@@ -127,8 +137,12 @@ fn print_from(topic: &crate::Topic, start: Offset, mut from_us: Option<u64>, arg
             None => break,
         }
     }
+    bar.finish_and_clear();
     out.flush().map_err(stdout_err)
 }
+
+/// Records printed between two updates of the progress bar.
+const PROGRESS_EVERY: u64 = 4096;
 
 /// Reads as consumer group `group`: prints, flushes, then commits what was printed.
 fn read_group(topic: &crate::Topic, group: &str, args: &ReadArgs) -> Result<(), CliError> {

@@ -123,7 +123,7 @@ pub fn run(dir: &Path, args: TierArgs) -> Result<(), CliError> {
 }
 
 /// The remote of `tier upload`: `--to` if given, else the store's saved settings (with
-/// `--endpoint` overriding theirs).
+/// `--endpoint` and `--region`, or their environment variables, overriding theirs).
 fn upload_config(dir: &Path, to: Option<String>, remote: &RemoteArgs) -> Result<TierConfig, CliError> {
     let saved = PersistedConfig::load(dir)?;
     match (to, &saved) {
@@ -132,6 +132,9 @@ fn upload_config(dir: &Path, to: Option<String>, remote: &RemoteArgs) -> Result<
             let mut c = saved.to_config();
             if remote.endpoint.is_some() {
                 c.endpoint = remote.endpoint.clone();
+            }
+            if remote.region.is_some() {
+                c.region = remote.region.clone();
             }
             Ok(c)
         }
@@ -144,6 +147,7 @@ fn upload_config(dir: &Path, to: Option<String>, remote: &RemoteArgs) -> Result<
 
 /// One upload, verify and evict pass in this process, then the status.
 fn upload_now(dir: &Path, config: TierConfig) -> Result<(), CliError> {
+    let remote = config.remote_url().to_owned();
     let store = Store::builder(dir)
         .create_if_missing(false)
         .tiering(config.background(false))
@@ -151,7 +155,9 @@ fn upload_now(dir: &Path, config: TierConfig) -> Result<(), CliError> {
     let tier = store
         .tier()
         .ok_or_else(|| CliError::Usage("tiering did not start".into()))?;
+    let spinner = super::progress::spinner(format!("uploading to {remote}"));
     let result = tier.upload_now();
+    spinner.finish_and_clear();
     if let Ok(report) = &result {
         note!(
             "uploaded {} segment(s) ({} bytes), evicted {}, deleted {} remote segment(s)",

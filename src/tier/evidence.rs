@@ -341,6 +341,9 @@ pub(crate) struct Installed {
     /// Checkpoints left out: they cover records past the restored log's end (records
     /// that never reached the bucket). Kept in `checkpoints.unrestored.log`.
     pub dropped: usize,
+    /// The largest size a stored checkpoint states (0 without any): the topic held at
+    /// least that many records when it was made.
+    pub checkpointed: u64,
 }
 
 /// Writes fetched evidence into a restored topic whose log ends at `end` (the tree is
@@ -350,6 +353,7 @@ pub(crate) fn install(topic_dir: &Path, files: &Fetched, end: u64) -> Result<Ins
     let mut installed = Installed {
         checkpoints: 0,
         dropped: 0,
+        checkpointed: 0,
     };
     let merkle = topic_dir.join(MERKLE_DIR);
     std::fs::create_dir_all(&merkle).context(|| format!("creating {}", merkle.display()))?;
@@ -372,7 +376,9 @@ pub(crate) fn install(topic_dir: &Path, files: &Fetched, end: u64) -> Result<Ins
                     // Texts read from a valid file are within the frame's limit.
                     let frame = crate::audit::checkpoint_log::frame(&text)
                         .map_err(|e| crate::segment::corrupt(&staged, 0, e.to_string()))?;
-                    if checkpoint_size(&text).is_some_and(|s| s <= end) {
+                    let size = checkpoint_size(&text);
+                    installed.checkpointed = installed.checkpointed.max(size.unwrap_or(0));
+                    if size.is_some_and(|s| s <= end) {
                         installed.checkpoints += 1;
                         kept.extend(frame);
                     } else {

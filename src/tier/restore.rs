@@ -18,7 +18,10 @@ pub struct RestoreReport {
     pub topics: Vec<(String, usize, Offset)>,
     /// Bytes downloaded (with `download`).
     pub downloaded_bytes: u64,
-    /// Offset ranges no restored segment holds (segments that never reached the bucket).
+    /// Offset ranges no restored segment holds (segments that never reached the bucket):
+    /// between restored segments, and past the last one up to the largest size a stored
+    /// checkpoint states (the tail known to be lost; records after the last checkpoint
+    /// leave no trace in the bucket).
     pub gaps: Vec<(String, Offset, Offset)>,
     /// Per topic with tamper evidence in the bucket: name, stored checkpoints restored,
     /// checkpoints set aside in `checkpoints.unrestored.log` because they cover records
@@ -168,6 +171,12 @@ pub fn restore(store_dir: &Path, config: &TierConfig, download: bool) -> Result<
         }
         if let Some(files) = &evidence {
             let installed = evidence::install(&dir, files, expected)?;
+            if installed.checkpointed > expected {
+                // The lost tail: records a stored checkpoint covers past the restored log.
+                report
+                    .gaps
+                    .push((local.topic.clone(), Offset(expected), Offset(installed.checkpointed)));
+            }
             report
                 .checkpoints
                 .push((local.topic.clone(), installed.checkpoints, installed.dropped));
