@@ -258,19 +258,20 @@ fn check_rule(path: &str, segments: &[String], action: RedactAction) -> Result<(
         }
         return Ok(());
     }
-    match action {
-        RedactAction::Drop if !spec.required_in.is_empty() => {
-            let kind = spec.required_in[0];
+    let textual = matches!(spec.field_type, FieldType::String | FieldType::Any);
+    let fixed_form = !textual || STRUCTURAL_FIELDS.contains(&spec.name);
+    match (action, spec.required_in.first()) {
+        (_, Some(kind)) if fixed_form => invalid(format!(
+            "{kind} events require it and its value has a fixed form: no redaction rule may change it"
+        )),
+        (RedactAction::Drop, Some(kind)) => {
             invalid(format!("{kind} events require it; mask or pseudonymize it instead"))
         }
-        RedactAction::Drop => Ok(()),
-        RedactAction::Mask | RedactAction::Pseudonymize => {
-            let textual = matches!(spec.field_type, FieldType::String | FieldType::Any);
-            if !textual || STRUCTURAL_FIELDS.contains(&spec.name) {
-                return invalid("its value has a fixed form; only drop is possible".into());
-            }
-            Ok(())
+        (RedactAction::Drop, None) => Ok(()),
+        (RedactAction::Mask | RedactAction::Pseudonymize, _) if fixed_form => {
+            invalid("its value has a fixed form; only drop is possible".into())
         }
+        (RedactAction::Mask | RedactAction::Pseudonymize, _) => Ok(()),
     }
 }
 
@@ -328,6 +329,23 @@ mod tests {
             "gen_ai.tool.call.arguments": {"email": "a@b.c", "amount": 12, "nested": {"ssn": "123"}},
             "custom.field": "keep me",
         })
+    }
+
+    /// Every refusal names an action that works, or says none does: a required key of
+    /// fixed form refuses all three without sending the user from one to the other.
+    #[test]
+    fn refusals_never_suggest_a_refused_action() {
+        let actions = [RedactAction::Drop, RedactAction::Mask, RedactAction::Pseudonymize];
+        for path in ["kind", "time", "trace_id", "span_id", "schema_version", "actor.type"] {
+            for action in actions {
+                let e = Redactor::new().rule(path, action).unwrap_err().to_string();
+                assert!(e.contains("no redaction rule may change it"), "{path} {action:?}: {e}");
+            }
+        }
+        // A required free-text key may be masked, not dropped.
+        let e = Redactor::new().drop_field("actor.id").unwrap_err().to_string();
+        assert!(e.contains("mask or pseudonymize it instead"), "{e}");
+        Redactor::new().mask("actor.id").unwrap();
     }
 
     #[test]
