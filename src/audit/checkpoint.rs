@@ -172,12 +172,25 @@ impl SigningKeyFile {
         let file_name = path
             .file_name()
             .ok_or_else(|| key_file_error(path, "has no file name".into()))?;
-        let temp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(
+            ".{}.tmp-{}-{n}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
         write_private(&temp, &signer.to_private_key_text())?;
-        fs::rename(&temp, path).map_err(|e| {
-            let _ = fs::remove_file(&temp);
-            AuditError::io(path, e)
-        })?;
+        // A hard link, not a rename: when another process created the key meanwhile, its
+        // key stays (checkpoints it signed must keep verifying) and is the one used.
+        let linked = fs::hard_link(&temp, path);
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return SigningKeyFile::load_or_create(path, key_name);
+            }
+            Err(e) => return Err(AuditError::io(path, e)),
+        }
         // The rename is durable only once the directory entry is.
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -358,7 +371,19 @@ mod tests {
     fn key_file_is_created_0600_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.key");
+        // Concurrent first uses (threads here, processes alike) agree on one key.
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| SigningKeyFile::load_or_create(&path, "example.com/log").unwrap()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().signer().to_private_key_text())
+                .collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]), "two first uses made different keys");
         let created = SigningKeyFile::load_or_create(&path, "example.com/log").unwrap();
+        assert_eq!(created.signer().to_private_key_text(), keys[0]);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let loaded = SigningKeyFile::load_or_create(&path, "example.com/log").unwrap();
