@@ -19,6 +19,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+fn durable_store(dir: &std::path::Path) -> Store {
+    Store::builder(dir).durability(Durability::Always).open().unwrap()
+}
+
 fn value(task: usize, seq: usize) -> Vec<u8> {
     format!("task {task} record {seq} {}", "v".repeat((task * 7 + seq) % 50)).into_bytes()
 }
@@ -63,10 +67,7 @@ async fn run_tasks(topic: &Topic, tasks: usize, per_task: usize) -> Vec<(Offset,
 #[test]
 fn sixty_four_async_tasks_on_two_threads_append_durably() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(dir.path())
-        .durability(Durability::Always)
-        .open()
-        .unwrap();
+    let store = durable_store(dir.path());
     let topic = store.create_topic(TOPIC, TopicConfig::default()).unwrap();
     let acked = runtime().block_on(run_tasks(&topic, 64, 50));
     let offsets: HashSet<Offset> = acked.iter().map(|(o, _)| *o).collect();
@@ -80,10 +81,7 @@ fn sixty_four_async_tasks_on_two_threads_append_durably() {
 #[test]
 fn async_tasks_and_threads_append_side_by_side() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(dir.path())
-        .durability(Durability::Always)
-        .open()
-        .unwrap();
+    let store = durable_store(dir.path());
     let topic = store
         .create_topic(TOPIC, TopicConfig::default().segment_bytes(64 << 10))
         .unwrap();
@@ -115,10 +113,7 @@ fn batches_and_buffered_topics() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
     {
-        let store = Store::builder(dir.path())
-            .durability(Durability::Always)
-            .open()
-            .unwrap();
+        let store = durable_store(dir.path());
         let topic = store.create_topic(TOPIC, TopicConfig::default()).unwrap();
         let records: Vec<NewRecord> = (0..10).map(|i| NewRecord::new(value(0, i))).collect();
         let appended = rt.block_on(topic.append_batch_async(&records)).unwrap();
@@ -147,10 +142,7 @@ fn batches_and_buffered_topics() {
 fn a_dropped_future_and_a_close_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime();
-    let store = Store::builder(dir.path())
-        .durability(Durability::Always)
-        .open()
-        .unwrap();
+    let store = durable_store(dir.path());
     let topic = store.create_topic(TOPIC, TopicConfig::default()).unwrap();
     // A future given up on before its sync: the record was written and stays.
     let record = NewRecord::new(b"given up".to_vec());

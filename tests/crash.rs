@@ -457,12 +457,9 @@ fn writer_value(w: u64, seq: u64) -> Vec<u8> {
     format!("w{w}-{seq}-{}", "q".repeat(pad)).into_bytes()
 }
 
-/// The appending child of (c): `WRITERS` threads, one durable single-record append per
-/// call, until it is killed. Does nothing in a normal test run.
-#[test]
-fn threaded_child() {
-    let Ok(dir) = std::env::var(THREADED_ENV) else { return };
-    let store = Store::builder(&dir).durability(Durability::Always).open().unwrap();
+/// The durable store and topic the appending children of (c) append to.
+fn appending_child_topic(dir: &str) -> (Store, Topic) {
+    let store = Store::builder(dir).durability(Durability::Always).open().unwrap();
     let topic = match store.topic(TOPIC) {
         Ok(t) => t,
         // Segments of ~4,000 records: a few rolls over the rounds, but most kills land
@@ -474,6 +471,15 @@ fn threaded_child() {
             )
             .unwrap(),
     };
+    (store, topic)
+}
+
+/// The appending child of (c): `WRITERS` threads, one durable single-record append per
+/// call, until it is killed. Does nothing in a normal test run.
+#[test]
+fn threaded_child() {
+    let Ok(dir) = std::env::var(THREADED_ENV) else { return };
+    let (_store, topic) = appending_child_topic(&dir);
     let out = std::sync::Mutex::new(std::io::stdout());
     std::thread::scope(|s| {
         for w in 0..WRITERS {
@@ -511,16 +517,7 @@ fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record()
 #[test]
 fn async_child() {
     let Ok(dir) = std::env::var(ASYNC_ENV) else { return };
-    let store = Store::builder(&dir).durability(Durability::Always).open().unwrap();
-    let topic = match store.topic(TOPIC) {
-        Ok(t) => t,
-        Err(_) => store
-            .create_topic(
-                TOPIC,
-                TopicConfig::default().segment_bytes(1 << 20).retention_bytes(3 << 20),
-            )
-            .unwrap(),
-    };
+    let (_store, topic) = appending_child_topic(&dir);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
