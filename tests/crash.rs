@@ -12,6 +12,8 @@
 //! (c) Group commit: a child (test `threaded_child`) runs 16 threads of durable
 //!     single-record appends and is killed at a random moment; each thread's printed
 //!     acknowledgements must be there, and every record there must be one a thread wrote.
+//!     The same with 16 async tasks on a 2-thread runtime (`async_child`, `append_async`).
+//!     `CRASH_ROUNDS` sets the number of kills of each (6).
 //!
 //! (d) `IntervalMs`: a child that appends once and idles reaches a sync's crash point
 //!     through the background syncer alone.
@@ -508,7 +510,7 @@ fn threaded_ack(line: &str) -> Option<(u64, Vec<u8>)> {
 
 #[test]
 fn many_durable_appenders_killed_at_random_moments_lose_no_acknowledged_record() {
-    kill_appenders("threaded", "threaded_child", THREADED_ENV, 6);
+    kill_appenders("threaded", "threaded_child", THREADED_ENV);
 }
 
 /// The appending child of the async variant of (c): `WRITERS` tasks on a 2-thread tokio
@@ -547,13 +549,14 @@ const ASYNC_ENV: &str = "TRAILKEEP_CRASH_ASYNC";
 
 #[test]
 fn many_async_appenders_killed_at_random_moments_lose_no_acknowledged_record() {
-    kill_appenders("async", "async_child", ASYNC_ENV, 4);
+    kill_appenders("async", "async_child", ASYNC_ENV);
 }
 
 /// Runs the appending child test `child` (which appends while `env` names the store)
-/// `rounds` times, killing it at a random moment each time; after each kill every
-/// acknowledged record is there, byte for byte, and nothing a writer did not append.
-fn kill_appenders(name: &str, child: &str, env: &str, rounds: u64) {
+/// `CRASH_ROUNDS` times (6), killing it at a random moment each time; after each kill
+/// every acknowledged record is there, byte for byte, and nothing a writer did not append.
+fn kill_appenders(name: &str, child: &str, env: &str) {
+    let rounds: u64 = std::env::var("CRASH_ROUNDS").map_or(6, |s| s.parse().expect("CRASH_ROUNDS"));
     let seed = seed(name);
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
