@@ -202,3 +202,107 @@ fn every_advertised_fetch_version_long_polls() {
     let status = server.terminate();
     assert!(status.success(), "serve after SIGTERM: {status}");
 }
+
+/// How a server of [`concurrent_produces_are_acknowledged_only_when_durable`] ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Ending {
+    /// SIGTERM once every connection has produced.
+    Done,
+    /// The fourth group-commit fdatasync fails (`wal.sync:4` injected).
+    FailedSync,
+    /// SIGKILL once this many produces were answered.
+    Killed(usize),
+}
+
+/// Produces from many connections at once share fdatasyncs (each waits for its sync as
+/// an async task), and every one answered without error is on disk at the offset it was
+/// given: after a clean stop, after a failed fdatasync (the produces it covered, and
+/// later ones, get KAFKA_STORAGE_ERROR) and after a SIGKILL in mid-stream (records
+/// answered before they were synced would be lost with the process's buffer).
+#[cfg(feature = "failpoints")]
+#[test]
+fn concurrent_produces_are_acknowledged_only_when_durable() {
+    const STORAGE_ERROR: i16 = 56;
+    const CONNECTIONS: usize = 16;
+    const PRODUCES: usize = 40;
+    for ending in [Ending::Done, Ending::FailedSync, Ending::Killed(150)] {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = format!("127.0.0.1:{}", support::free_port());
+        let mut cmd = support::trailkeep(dir.path());
+        if ending == Ending::FailedSync {
+            cmd.env("TRAILKEEP_FAILPOINT_ERROR", "wal.sync:4");
+        }
+        let mut server = support::serve_with(cmd, &addr, &[]);
+        let version = {
+            let mut wire = wire::Wire::connect(&addr);
+            *wire::versions_of(&wire.advertised(), ProduceRequest::KEY).end()
+        };
+        // (error code, base offset, tag) of every produce answered, as it is answered.
+        let answers = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for c in 0..CONNECTIONS {
+                let (addr, answers) = (&addr, &answers);
+                s.spawn(move || {
+                    let mut wire = wire::Wire::connect(addr);
+                    for p in 0..PRODUCES {
+                        let tag = format!("c{c}-p{p}");
+                        let batch = wire::uncompressed(&wire::wire_batch(version, &tag));
+                        let request = wire::produce_request("shared", 0, -1, batch);
+                        // A killed server answers no more: this connection is done.
+                        let Some(answer) = wire.try_call(version, &request) else {
+                            return;
+                        };
+                        let a = &answer.responses[0].partition_responses[0];
+                        answers.lock().unwrap().push((a.error_code, a.base_offset, tag));
+                    }
+                });
+            }
+            if let Ending::Killed(after) = ending {
+                while answers.lock().unwrap().len() < after {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                server.0.kill().unwrap();
+            }
+        });
+        let answers = answers.into_inner().unwrap();
+        let label = format!("{ending:?}");
+        let failed = answers.iter().filter(|a| a.0 != 0).count();
+        match ending {
+            Ending::Done => {
+                assert_eq!(failed, 0, "{label}: {answers:?}");
+                assert!(server.terminate().success(), "{label}: serve failed");
+            }
+            Ending::FailedSync => {
+                assert!(failed > 0, "{label}: no produce saw the failed sync");
+                assert!(
+                    answers.iter().all(|a| a.0 == 0 || a.0 == STORAGE_ERROR),
+                    "{label}: {answers:?}"
+                );
+                server.terminate();
+            }
+            Ending::Killed(after) => {
+                assert_eq!(failed, 0, "{label}: {answers:?}");
+                assert!(
+                    answers.len() >= after && answers.len() < CONNECTIONS * PRODUCES,
+                    "{label}"
+                );
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let topic = store.topic("shared").unwrap();
+        topic.recover().unwrap();
+        for (_, base, tag) in answers.iter().filter(|a| a.0 == 0) {
+            for (i, sent) in wire::wire_batch(version, tag).iter().enumerate() {
+                let got = topic
+                    .read(Offset(*base as u64 + i as u64))
+                    .unwrap_or_else(|e| panic!("{label}: {tag} record {i} at {base}: {e}"));
+                let (key, value, _) = wire::wire_fields(sent);
+                assert_eq!(
+                    (got.key.as_deref(), &got.value[..]),
+                    (key.as_deref(), &value[..]),
+                    "{label}: {tag} record {i} at {base}"
+                );
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Produce and Fetch: records in and out.
 //!
 //! Produce appends the one record batch of a partition's data (Kafka refuses more in
-//! Produce v3+) with one `append_fields` call (one append time; under a limit error nothing
-//! is written) and answers only after the append returned. A batch of an idempotent
+//! Produce v3+) with one write (one append time; under a limit error nothing is written)
+//! and answers only once it is acknowledged: under `Durability::Always` the connection's
+//! task waits for the sync as an async appender does (`Topic::acknowledged`), so
+//! concurrent produces share fdatasyncs without a thread each. A batch of an idempotent
 //! producer is first checked against what `producers` knows of it: a retry of one of its
 //! last batches is answered with that batch's offset and not appended again, a gap or a
 //! stale epoch is refused.
@@ -26,11 +28,14 @@ use crate::{Record, RecordFields, Topic};
 const RECORD_OVERHEAD_BYTES: usize = 24;
 
 /// A partition's records taken: the first offset they have (a retried batch's original
-/// one), the topic's start offset, and whether anything was appended.
+/// one), the topic's start offset, whether anything was appended, and the topic and end
+/// offset to wait for before answering (written, maybe not yet durable).
 struct Accepted {
     first: u64,
     start: u64,
     appended: bool,
+    topic: Topic,
+    end: u64,
 }
 
 /// A partition's records refused: the Kafka error code and, when the client should
@@ -71,15 +76,14 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
                 Err(Refused::from(code::UNKNOWN_TOPIC_OR_PARTITION))
             } else {
                 let st = Arc::clone(state);
-                let topic_name = topic_name.clone();
+                let name = topic_name.clone();
                 let records = partition.records.unwrap_or_default();
                 let left = budget;
-                let (outcome, left) =
-                    tokio::task::spawn_blocking(move || append_partition(&st, &topic_name, &records, left))
-                        .await
-                        .unwrap_or((Err(Refused::from(code::UNKNOWN_SERVER_ERROR)), 0));
+                let (outcome, left) = tokio::task::spawn_blocking(move || append_partition(&st, &name, &records, left))
+                    .await
+                    .unwrap_or((Err(Refused::from(code::UNKNOWN_SERVER_ERROR)), 0));
                 budget = left;
-                outcome
+                acknowledged(outcome, &topic_name).await
             };
             match outcome {
                 Ok(accepted) => {
@@ -112,6 +116,18 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
 
 /// Decodes and appends one partition's batch, which may decompress to at most `budget`
 /// bytes; the outcome, and what is left of the budget.
+/// Waits (without holding a thread) until what `outcome` took is acknowledged: under
+/// `Durability::Always` its records are durable (a retried batch's too), else at once.
+async fn acknowledged(outcome: Result<Accepted, Refused>, topic_name: &str) -> Result<Accepted, Refused> {
+    let accepted = outcome?;
+    accepted
+        .topic
+        .acknowledged(crate::Offset(accepted.end))
+        .await
+        .map_err(|e| Refused::from(error_code(&e, &format!("produce to {topic_name:?}"))))?;
+    Ok(accepted)
+}
+
 fn append_partition(
     state: &State,
     topic_name: &str,
@@ -147,29 +163,28 @@ fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Resul
     let topic = state
         .topic(topic_name, true)
         .map_err(|e| error_code(&e, &format!("produce to {topic_name:?}")))?;
-    let start = || topic.start_offset().0;
+    // Written here; the caller waits for the sync without holding a thread, so that the
+    // produces of many connections share fdatasyncs as async appenders do.
     let append = || {
         let fields: Vec<RecordFields<'_>> = batch.records.iter().map(|r| r.as_fields()).collect();
         topic
-            .append_fields(&fields)
+            .write_fields(&fields)
             .map(|appended| appended.first.0)
             .map_err(|e| Refused::from(error_code(&e, &format!("produce to {topic_name:?}"))))
     };
+    let accepted = |first: u64, appended: bool| Accepted {
+        first,
+        start: topic.start_offset().0,
+        appended,
+        topic: topic.clone(),
+        end: first + batch.records.len() as u64,
+    };
     let Some(sequenced) = Sequenced::of(batch) else {
-        let first = append()?;
-        return Ok(Accepted {
-            first,
-            start: start(),
-            appended: true,
-        });
+        return Ok(accepted(append()?, true));
     };
     let slot = state.producers.lock().slot(topic_name, sequenced.producer_id);
     match producers::append_checked(&slot, &sequenced, append)? {
-        Taken::Appended(first) => Ok(Accepted {
-            first,
-            start: start(),
-            appended: true,
-        }),
+        Taken::Appended(first) => Ok(accepted(first, true)),
         Taken::Duplicate(first) => {
             tracing::debug!(
                 topic = topic_name,
@@ -177,11 +192,8 @@ fn append_batch(state: &State, topic_name: &str, batch: &ProducedBatch) -> Resul
                 first,
                 "a retried batch answered, not appended"
             );
-            Ok(Accepted {
-                first,
-                start: start(),
-                appended: false,
-            })
+            // Answered once the original is durable (it may still be syncing).
+            Ok(accepted(first, false))
         }
         Taken::Refused(code, reason) => {
             tracing::warn!(topic = topic_name, "refusing a produce: {reason}");

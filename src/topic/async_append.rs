@@ -40,7 +40,11 @@ impl Topic {
     /// is acknowledged (under [`Durability::Always`], once it is on disk). The record is
     /// written when the future is first polled; dropping the future after that does not
     /// undo the append (the record becomes durable with the next sync). Works on any
-    /// executor: the fdatasyncs run on a thread of the topic, never on the caller's.
+    /// executor: the fdatasyncs run on a thread of the topic, never on the caller's. The
+    /// write itself runs on the caller's thread: a copy into the writer's buffer, and file
+    /// work of a few milliseconds at a segment roll (and, on a topic's first append in
+    /// the process, its recovery); wrap the first append in a blocking task where that
+    /// matters.
     ///
     /// # Errors
     /// As for [`Topic::append`].
@@ -60,10 +64,20 @@ impl Topic {
             let fields: Vec<RecordFields<'_>> = records.iter().map(NewRecord::as_fields).collect();
             self.write_fields(&fields)?
         };
-        if self.shared.durability == Durability::Always && appended.count > 0 {
-            Durable::new(self, appended.end()).await?;
+        if appended.count > 0 {
+            self.acknowledged(appended.end()).await?;
         }
         Ok(appended)
+    }
+
+    /// Completes once the records below `end`, written by [`Topic::write_fields`], are
+    /// acknowledged: at once unless the topic is [`Durability::Always`], else once they are
+    /// durable (the committer thread syncs).
+    pub(crate) async fn acknowledged(&self, end: Offset) -> Result<()> {
+        if self.shared.durability == Durability::Always {
+            Durable::new(self, end).await?;
+        }
+        Ok(())
     }
 
     /// Asks the committer for a sync through `target`, starting it if needed; `false`

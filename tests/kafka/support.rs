@@ -109,7 +109,13 @@ pub fn serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// `trailkeep serve` listening on `addr` (to restart a server where its clients look).
 pub fn serve_at(dir: &Path, addr: &str, extra: &[&str]) -> Proc {
-    let child = trailkeep(dir)
+    serve_with(trailkeep(dir), addr, extra)
+}
+
+/// `cmd` (a `trailkeep` command naming the store, its environment set) serving on
+/// `addr` with the serve options `extra`.
+pub fn serve_with(mut cmd: Command, addr: &str, extra: &[&str]) -> Proc {
+    let child = cmd
         .args(["serve", "--listen", addr])
         .args(extra)
         .env("TRAILKEEP_LOG", "info")

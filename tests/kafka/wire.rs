@@ -38,6 +38,15 @@ impl Wire {
         }
     }
 
+    /// As [`Wire::call`], or `None` when the connection breaks before the response's size
+    /// arrives (a killed server).
+    pub fn try_call<R: Request>(&mut self, version: i16, request: &R) -> Option<R::Response> {
+        self.send_checked(version, request).ok()?;
+        let mut size = [0u8; 4];
+        self.socket.read_exact(&mut size).ok()?;
+        Some(self.read_response::<R>(version, u32::from_be_bytes(size) as usize))
+    }
+
     /// Sends `request` in `version` and returns the response, which must carry the
     /// request's correlation id and decode at `version` with no byte left over.
     pub fn call<R: Request>(&mut self, version: i16, request: &R) -> R::Response {
@@ -47,7 +56,13 @@ impl Wire {
         self.socket
             .read_exact(&mut size)
             .unwrap_or_else(|e| panic!("{what}: no response: {e}"));
-        let mut body = vec![0u8; u32::from_be_bytes(size) as usize];
+        self.read_response::<R>(version, u32::from_be_bytes(size) as usize)
+    }
+
+    /// Reads a response body of `size` bytes to `R` in `version` (see [`Wire::call`]).
+    fn read_response<R: Request>(&mut self, version: i16, size: usize) -> R::Response {
+        let what = format!("api {} v{version}", R::KEY);
+        let mut body = vec![0u8; size];
         self.socket.read_exact(&mut body).unwrap();
         let mut body = Bytes::from(body);
         let header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
@@ -69,6 +84,11 @@ impl Wire {
     /// Sends `request` in `version` and reads nothing (a Produce with acks=0 gets no
     /// response: the next `call` fails if one comes).
     pub fn send<R: Request>(&mut self, version: i16, request: &R) {
+        self.send_checked(version, request).unwrap();
+    }
+
+    /// As [`Wire::send`]; the socket's error if the write fails.
+    fn send_checked<R: Request>(&mut self, version: i16, request: &R) -> std::io::Result<()> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -83,7 +103,7 @@ impl Wire {
             .unwrap_or_else(|e| panic!("encoding api {} v{version}: {e}", R::KEY));
         let size = u32::try_from(frame.len() - 4).unwrap();
         frame[..4].copy_from_slice(&size.to_be_bytes());
-        self.socket.write_all(&frame).unwrap();
+        self.socket.write_all(&frame)
     }
 
     /// Sends a request of `api_key` in `version` with an empty body, and says whether the
