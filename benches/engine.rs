@@ -153,6 +153,54 @@ fn bench_append_threads(c: &mut Criterion) {
     group.finish();
 }
 
+/// N async tasks on a tokio runtime of 2 threads each append single records with
+/// `append_async` under `Durability::Always` (the topic's committer thread syncs for
+/// them): side by side with `append/always/threads`. One iteration is one record.
+fn bench_append_tasks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append/always/tasks");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(1));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("tokio runtime");
+    for tasks in [1usize, 8, 64] {
+        let dir = temp_dir();
+        let (store, topic) = open_topic(dir.path(), Durability::Always, append_config());
+        let record = std::sync::Arc::new(NewRecord::new(json_value(0)));
+        group.bench_function(BenchmarkId::from_parameter(tasks), |b| {
+            b.iter_custom(|iters| {
+                let per_task = iters.div_ceil(tasks as u64);
+                runtime.block_on(async {
+                    let began = Instant::now();
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|t| {
+                            let (topic, record) = (topic.clone(), std::sync::Arc::clone(&record));
+                            // The last task takes the remainder so the total is `iters`.
+                            let n = per_task.min(iters.saturating_sub(per_task * t as u64));
+                            tokio::spawn(async move {
+                                for _ in 0..n {
+                                    topic.append_async(&record).await.expect("append");
+                                }
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        h.await.expect("appender task");
+                    }
+                    began.elapsed()
+                })
+            });
+        });
+        drop(topic);
+        store.close().expect("close");
+    }
+    group.finish();
+}
+
 // ---------------------------------------------------------------------------------------
 // replay and seek
 // ---------------------------------------------------------------------------------------
@@ -290,6 +338,7 @@ criterion_group!(
     benches,
     bench_append,
     bench_append_threads,
+    bench_append_tasks,
     bench_replay,
     bench_seek_time,
     bench_open
