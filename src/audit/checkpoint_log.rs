@@ -59,7 +59,7 @@ pub fn frame(text: &str) -> Result<Vec<u8>> {
 ///
 /// # Errors
 /// [`AuditError::Decode`] naming the byte of the first frame that is damaged: one that
-/// cannot be what a crash while it was written left (see [`next_frame`]).
+/// cannot be what a crash while it was written left (FORMAT.md, "Checkpoints file").
 pub fn decode(bytes: &[u8]) -> Result<Decoded> {
     let mut out = Decoded::default();
     let mut pos = 0usize;
