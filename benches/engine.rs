@@ -107,15 +107,25 @@ fn bench_append(c: &mut Criterion) {
     group.finish();
 }
 
-/// N threads each append single records under `Durability::Always`: group commit lets them
-/// share fsyncs. One iteration is one record; the time is from release to the last join.
-fn bench_append_threads(c: &mut Criterion) {
-    let mut group = c.benchmark_group("append/always/threads");
+/// A group of durable single-record appends from many writers: few, short samples (each
+/// waits for fdatasyncs), one record an element.
+fn durable_writers_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(1));
+    group
+}
+
+/// N threads each append single records under `Durability::Always`: group commit lets them
+/// share fsyncs. One iteration is one record; the time is from release to the last join.
+fn bench_append_threads(c: &mut Criterion) {
+    let mut group = durable_writers_group(c, "append/always/threads");
     for threads in [1usize, 8, 64] {
         let dir = temp_dir();
         let (store, topic) = open_topic(dir.path(), Durability::Always, append_config());
@@ -157,12 +167,7 @@ fn bench_append_threads(c: &mut Criterion) {
 /// `append_async` under `Durability::Always` (the topic's committer thread syncs for
 /// them): side by side with `append/always/threads`. One iteration is one record.
 fn bench_append_tasks(c: &mut Criterion) {
-    let mut group = c.benchmark_group("append/always/tasks");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
-    group.throughput(Throughput::Elements(1));
+    let mut group = durable_writers_group(c, "append/always/tasks");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()

@@ -75,41 +75,24 @@ pub fn create_atomic_private(path: &Path, bytes: &[u8]) -> Result<bool> {
 /// Permissions of new files before the umask (as `open(2)` by default).
 const FILE_MODE: u32 = 0o666;
 
-/// Attempts at [`create_atomic`] when its temp file vanishes before the link: an
-/// appender's recovery in another thread or process removes the topic directory's temp
-/// files (crash leftovers) and may take one in flight.
-const CREATE_ATTEMPTS: usize = 4;
-
 fn create_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<bool> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut attempt = 1;
-    loop {
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".{}.{n}{TMP_SUFFIX}", std::process::id()));
-        let tmp = Path::new(&tmp);
-        let linked = write_temp(tmp, path, bytes, mode).and_then(|()| match fs::hard_link(tmp, path) {
-            Ok(()) => Ok(Some(true)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Some(false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < CREATE_ATTEMPTS => Ok(None),
-            Err(e) => Err(e).context(|| format!("linking {} to {}", tmp.display(), path.display())),
-        });
-        let removed = match fs::remove_file(tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).context(|| format!("removing {}", tmp.display()))
-            }
-            _ => Ok(()),
-        };
-        let Some(created) = linked? else {
-            attempt += 1;
-            continue;
-        };
-        removed?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
-        }
-        return Ok(created);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.{n}{TMP_SUFFIX}", std::process::id()));
+    let tmp = Path::new(&tmp);
+    let linked = write_temp(tmp, path, bytes, mode).and_then(|()| match fs::hard_link(tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).context(|| format!("linking {} to {}", tmp.display(), path.display())),
+    });
+    let removed = fs::remove_file(tmp).context(|| format!("removing {}", tmp.display()));
+    let created = linked?;
+    removed?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
     }
+    Ok(created)
 }
 
 /// Replaces `path` with `bytes` atomically: temp file, fsync, rename, directory fsync.

@@ -20,7 +20,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn durable_store(dir: &std::path::Path) -> Store {
-    Store::builder(dir).durability(Durability::Always).open().unwrap()
+    store_with(dir, Durability::Always)
+}
+
+fn store_with(dir: &std::path::Path, durability: Durability) -> Store {
+    Store::builder(dir).durability(durability).open().unwrap()
 }
 
 fn value(task: usize, seq: usize) -> Vec<u8> {
@@ -125,10 +129,7 @@ fn batches_and_buffered_topics() {
         store.close().unwrap();
     }
     // Under Buffered the future completes at once, the record visible (not synced).
-    let store = Store::builder(dir.path())
-        .durability(Durability::Buffered)
-        .open()
-        .unwrap();
+    let store = store_with(dir.path(), Durability::Buffered);
     let topic = store.topic(TOPIC).unwrap();
     let offset = rt
         .block_on(topic.append_async(&NewRecord::new(b"buffered".to_vec())))
@@ -209,10 +210,10 @@ fn async_poison_child() {
     let failures: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(failures.len(), 8, "every task ends with an error: {failures:?}");
     for e in &failures {
-        assert!(
-            matches!(e, Error::Poisoned { cause, .. } if cause.contains("fdatasync")),
-            "unexpected error {e}"
-        );
+        let Error::Poisoned { cause, .. } = e else {
+            panic!("unexpected error {e}")
+        };
+        assert!(cause.contains("fdatasync"), "unexpected error {e}");
     }
     let mut acked: Vec<(Offset, Vec<u8>)> = results.into_iter().filter_map(Result::ok).collect();
     acked.sort();

@@ -533,16 +533,10 @@ fn an_append_call_over_four_gib_is_refused_before_any_roll() {
     for label in ["empty segment", "non-empty segment"] {
         let before = (topic.end_offset(), topic.stats().unwrap().segments);
         let e = topic.append_fields(&call).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                trailkeep::Error::LimitExceeded {
-                    what: "append call",
-                    ..
-                }
-            ),
-            "{label}: {e}"
-        );
+        let trailkeep::Error::LimitExceeded { what, .. } = &e else {
+            panic!("{label}: not a limit error: {e}")
+        };
+        assert_eq!(*what, "append call", "{label}: {e}");
         assert_eq!(
             (topic.end_offset(), topic.stats().unwrap().segments),
             before,

@@ -114,8 +114,6 @@ pub(crate) async fn produce(state: &Arc<State>, request: ProduceRequest) -> Opti
     Some(response)
 }
 
-/// Decodes and appends one partition's batch, which may decompress to at most `budget`
-/// bytes; the outcome, and what is left of the budget.
 /// Waits (without holding a thread) until what `outcome` took is acknowledged: under
 /// `Durability::Always` its records are durable (a retried batch's too), else at once.
 async fn acknowledged(outcome: Result<Accepted, Refused>, topic_name: &str) -> Result<Accepted, Refused> {
@@ -128,6 +126,8 @@ async fn acknowledged(outcome: Result<Accepted, Refused>, topic_name: &str) -> R
     Ok(accepted)
 }
 
+/// Decodes and writes one partition's batch, which may decompress to at most `budget`
+/// bytes; the outcome, and what is left of the budget.
 fn append_partition(
     state: &State,
     topic_name: &str,

@@ -87,10 +87,9 @@ impl Topic {
         if slot.is_none() {
             *slot = Committer::start(Arc::downgrade(&self.shared));
         }
-        slot.as_ref().is_some_and(|c| {
-            c.want(target);
-            true
-        })
+        let Some(committer) = slot.as_ref() else { return false };
+        committer.want(target);
+        true
     }
 }
 
@@ -117,13 +116,7 @@ impl<'a> Durable<'a> {
         if commit.synced() >= self.target {
             return Ok(());
         }
-        Err(match commit.poisoned() {
-            Some(cause) => Error::Poisoned {
-                topic: self.topic.shared.name.clone(),
-                cause,
-            },
-            None => Error::Closed,
-        })
+        Err(commit.poison_error(&self.topic.shared.name).unwrap_or(Error::Closed))
     }
 }
 

@@ -89,11 +89,8 @@ impl Topic {
         if guard.is_none() {
             *guard = Some(self.acquire_writer()?);
         }
-        if let Some(cause) = shared.commit.poisoned() {
-            return Err(Error::Poisoned {
-                topic: shared.name.clone(),
-                cause,
-            });
+        if let Some(e) = shared.commit.poison_error(&shared.name) {
+            return Err(e);
         }
         let Some(writer) = guard.as_mut() else {
             return Err(Error::Closed);

@@ -77,25 +77,20 @@ impl Wake {
         }
     }
 
+    /// The task's id; `None` for a thread (only threads lead syncs).
+    fn task_id(&self) -> Option<u64> {
+        if let Wake::Task { id, .. } = self {
+            Some(*id)
+        } else {
+            None
+        }
+    }
+
     fn wake(self) {
         match self {
             Wake::Thread(thread) => thread.unpark(),
             Wake::Task { waker, .. } => waker.wake(),
         }
-    }
-}
-
-/// Whether a waiter is a thread (only threads lead syncs).
-fn can_lead(wake: &Wake) -> bool {
-    task_id(wake).is_none()
-}
-
-/// An async task waiter's id.
-fn task_id(wake: &Wake) -> Option<u64> {
-    if let Wake::Task { id, .. } = wake {
-        Some(*id)
-    } else {
-        None
     }
 }
 
@@ -127,12 +122,8 @@ impl GroupCommit {
     ) -> Result<()> {
         let me = std::thread::current();
         loop {
-            if self.poisoned_flag.load(Ordering::Acquire) {
-                let cause = self.poisoned.lock().clone().unwrap_or_default();
-                return Err(Error::Poisoned {
-                    topic: topic.to_owned(),
-                    cause,
-                });
+            if let Some(e) = self.poison_error(topic) {
+                return Err(e);
             }
             if self.synced.load(Ordering::Acquire) >= target.0 {
                 return Ok(());
@@ -225,19 +216,14 @@ impl GroupCommit {
             }
             let (leaders, covering) = (waits.leaders, waits.covering);
             let mut leader_wanted = round_ended;
-            let mut kept = Vec::with_capacity(waits.waiters.len());
-            for w in waits.waiters.drain(..) {
+            let taken = waits.waiters.extract_if(.., |w| {
                 let covered = poisoned || w.target <= synced;
-                let may_lead = leader_wanted && can_lead(&w.wake) && !(leaders > 0 && w.target <= covering);
+                let may_lead = leader_wanted && w.wake.task_id().is_none() && !(leaders > 0 && w.target <= covering);
                 let leads = !covered && may_lead;
                 leader_wanted &= !leads;
-                if covered || leads {
-                    woken.push(w.wake);
-                } else {
-                    kept.push(w);
-                }
-            }
-            waits.waiters = kept;
+                covered || leads
+            });
+            woken.extend(taken.map(|w| w.wake));
         }
         for wake in woken {
             wake.wake();
@@ -253,7 +239,7 @@ impl GroupCommit {
         if self.synced.load(Ordering::Acquire) >= target.0 || self.poisoned_flag.load(Ordering::Acquire) {
             return false;
         }
-        match waits.waiters.iter_mut().find(|w| task_id(&w.wake) == Some(id)) {
+        match waits.waiters.iter_mut().find(|w| w.wake.task_id() == Some(id)) {
             Some(w) => {
                 w.target = target.0;
                 if let Wake::Task { waker: old, .. } = &mut w.wake {
@@ -273,7 +259,7 @@ impl GroupCommit {
 
     /// Drops async task `id`'s registration (its future was dropped).
     pub fn forget_task(&self, id: u64) {
-        self.waits.lock().waiters.retain(|w| task_id(&w.wake) != Some(id));
+        self.waits.lock().waiters.retain(|w| w.wake.task_id() != Some(id));
     }
 
     /// Everything below this offset is durable.
@@ -353,5 +339,13 @@ impl GroupCommit {
             return None;
         }
         self.poisoned.lock().clone()
+    }
+
+    /// The error an appender to `topic` gets once a sync failed, if one did.
+    pub fn poison_error(&self, topic: &str) -> Option<Error> {
+        self.poisoned().map(|cause| Error::Poisoned {
+            topic: topic.to_owned(),
+            cause,
+        })
     }
 }

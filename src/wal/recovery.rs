@@ -353,7 +353,23 @@ fn write_index(active: &mut ActiveFile, index: &SegmentIndex) -> Result<()> {
         .context(|| format!("rewriting indexes of {}", path.display()))
 }
 
-/// Deletes temporary files and index files whose log is gone (a crash during retention).
+/// Temp files modified this recently may be in flight (another thread or process creating
+/// a topic's settings or replacing a file): recovery leaves them; a crash's leftovers
+/// are removed by a later recovery.
+const TMP_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the temp file `path` is old enough to be a crash's leftover (a modification
+/// time in the future, or unknown, counts as recent).
+fn stale_temp(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= TMP_IN_FLIGHT)
+}
+
+/// Deletes stale temporary files and index files whose log is gone (a crash during
+/// retention).
 fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
     let start = segment::read_start_offset(dir)?;
     let mut names = Vec::new();
@@ -376,7 +392,8 @@ fn remove_leftovers(dir: &Path) -> Result<Vec<PathBuf>> {
         let below_start = base.is_some_and(|b| b < start && Some(b) != newest);
         // Index files whose log is gone: a retention delete was interrupted.
         let orphan = base.is_some() && !name.ends_with(LOG_EXT) && !path.with_extension(LOG_EXT).exists();
-        if name.ends_with(crate::fsutil::TMP_SUFFIX) || below_start || orphan {
+        let leftover_temp = name.ends_with(crate::fsutil::TMP_SUFFIX) && stale_temp(&path);
+        if leftover_temp || below_start || orphan {
             segment::remove_if_exists(&path)?;
             removed.push(path);
         }
